@@ -1,0 +1,677 @@
+//! Configuration: the TOML file as written ([`RawConfig`]) and the validated, typed
+//! [`Config`] the server runs with.
+//!
+//! Every table rejects unknown keys; every validation error names the key path and says how to
+//! fix it. Secrets never live in the TOML: `auth.secret_file` points at them.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+/// The development configuration, embedded so `eeaturn serve` works without arguments.
+pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
+
+/// A configuration error, with the key path it concerns.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML did not parse or did not match the schema (unknown key, wrong type).
+    #[error("{0}")]
+    Parse(String),
+    /// A value parsed but is not acceptable.
+    #[error("config key `{key}`: {message}")]
+    Invalid {
+        /// The dotted key path, e.g. `relay.port_range`.
+        key: &'static str,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> Error {
+    Error::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// The configuration file as written. See `config/eeaturn.example.toml` for every key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `[server]`.
+    pub server: RawServer,
+    /// `[auth]`.
+    pub auth: RawAuth,
+    /// `[relay]`.
+    pub relay: RawRelay,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: RawLimits,
+    /// `[peers]`.
+    #[serde(default)]
+    pub peers: RawPeers,
+    /// `[clients]`.
+    #[serde(default)]
+    pub clients: RawClients,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `[server]`: identity and listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// The realm of the long-term credential mechanism.
+    pub realm: String,
+    /// Listener URLs, e.g. `"udp://0.0.0.0:3478"`.
+    pub listen: Vec<String>,
+    /// Value of the SOFTWARE attribute; empty omits it.
+    #[serde(default = "default_software")]
+    pub software: String,
+}
+
+/// `[auth]`: credentials and nonces.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// File with the REST secrets, one per line; relative to the config file.
+    pub secret_file: String,
+    /// How long a nonce stays valid.
+    #[serde(default = "default_nonce_lifetime")]
+    pub nonce_lifetime: String,
+    /// The longest credential lifetime accepted (expiry minus now).
+    #[serde(default = "default_max_credential_ttl")]
+    pub max_credential_ttl: String,
+}
+
+/// `[relay]`: relayed transport addresses.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRelay {
+    /// Local addresses the relay sockets bind on: at most one IPv4 and one IPv6.
+    pub addresses: Vec<String>,
+    /// Public addresses advertised instead of the local one of the same family (1:1 NAT).
+    #[serde(default)]
+    pub external_addresses: Vec<String>,
+    /// Relay ports as `"START-END"`.
+    #[serde(default = "default_port_range")]
+    pub port_range: String,
+}
+
+/// `[limits]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Allocations in total.
+    #[serde(default = "default_max_allocations")]
+    pub max_allocations: usize,
+    /// Allocations per user id (per username where the username has no user id).
+    #[serde(default = "default_max_allocations_per_user")]
+    pub max_allocations_per_user: usize,
+    /// Permissions per allocation.
+    #[serde(default = "default_max_permissions")]
+    pub max_permissions_per_allocation: usize,
+    /// Channels per allocation.
+    #[serde(default = "default_max_channels")]
+    pub max_channels_per_allocation: usize,
+    /// Allocation lifetime when the client asks for less or nothing.
+    #[serde(default = "default_default_lifetime")]
+    pub default_lifetime: String,
+    /// The longest allocation lifetime granted per Allocate/Refresh.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_allocations: default_max_allocations(),
+            max_allocations_per_user: default_max_allocations_per_user(),
+            max_permissions_per_allocation: default_max_permissions(),
+            max_channels_per_allocation: default_max_channels(),
+            default_lifetime: default_default_lifetime(),
+            max_lifetime: default_max_lifetime(),
+        }
+    }
+}
+
+/// `[peers]`: peer address rules applied before (and, once the residency policy lands,
+/// beside) the geo policy.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPeers {
+    /// CIDRs always refused as peers.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// CIDRs exempt from the special-purpose refusal (loopback, private, ...). Development
+    /// and lab setups only.
+    #[serde(default)]
+    pub dangerous_allow: Vec<String>,
+}
+
+/// `[clients]`: client address rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClients {
+    /// CIDRs refused at Allocate.
+    #[serde(default)]
+    pub deny: Vec<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// A `tracing` filter, e.g. `"info"` or `"eeaturn=debug"`.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    /// `"text"` or `"json"`.
+    #[serde(default = "default_log_format")]
+    pub format: String,
+    /// Writes client and peer IP addresses into logs (personal data). Off by default.
+    #[serde(default)]
+    pub log_ips: bool,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: default_log_level(),
+            format: default_log_format(),
+            log_ips: false,
+        }
+    }
+}
+
+fn default_software() -> String {
+    "eeaturn".to_owned()
+}
+fn default_nonce_lifetime() -> String {
+    "10m".to_owned()
+}
+fn default_max_credential_ttl() -> String {
+    "24h".to_owned()
+}
+fn default_port_range() -> String {
+    "49152-65535".to_owned()
+}
+fn default_max_allocations() -> usize {
+    10_000
+}
+fn default_max_allocations_per_user() -> usize {
+    100
+}
+fn default_max_permissions() -> usize {
+    32
+}
+fn default_max_channels() -> usize {
+    32
+}
+fn default_default_lifetime() -> String {
+    "10m".to_owned()
+}
+fn default_max_lifetime() -> String {
+    "1h".to_owned()
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+fn default_log_format() -> String {
+    "text".to_owned()
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Realm of the long-term credential mechanism.
+    pub realm: String,
+    /// SOFTWARE attribute value, if any.
+    pub software: Option<String>,
+    /// Listeners.
+    pub listen: Vec<Listen>,
+    /// Absolute path of the secret file.
+    pub secret_file: PathBuf,
+    /// Nonce validity.
+    pub nonce_lifetime: Duration,
+    /// Longest credential lifetime accepted.
+    pub max_credential_ttl: Duration,
+    /// Relay sockets.
+    pub relay: RelayAddresses,
+    /// Limits.
+    pub limits: Limits,
+    /// Peer CIDRs always refused.
+    pub peer_deny: Vec<IpNet>,
+    /// Peer CIDRs exempt from the special-purpose refusal.
+    pub peer_dangerous_allow: Vec<IpNet>,
+    /// Client CIDRs refused.
+    pub client_deny: Vec<IpNet>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// One listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// The transport.
+    pub transport: ListenTransport,
+    /// The local address.
+    pub addr: SocketAddr,
+}
+
+/// Listener transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTransport {
+    /// UDP.
+    Udp,
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.transport {
+            ListenTransport::Udp => write!(f, "udp://{}", self.addr),
+        }
+    }
+}
+
+/// Where relay sockets bind and what address they advertise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayAddresses {
+    /// Local IPv4 relay address.
+    pub v4: Option<IpAddr>,
+    /// Local IPv6 relay address.
+    pub v6: Option<IpAddr>,
+    /// Advertised IPv4 address (1:1 NAT), if different from the local one.
+    pub external_v4: Option<IpAddr>,
+    /// Advertised IPv6 address, if different from the local one.
+    pub external_v6: Option<IpAddr>,
+    /// Relay port range.
+    pub ports: RangeInclusive<u16>,
+}
+
+/// Resource limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Allocations in total.
+    pub max_allocations: usize,
+    /// Allocations per user.
+    pub max_allocations_per_user: usize,
+    /// Permissions per allocation.
+    pub max_permissions_per_allocation: usize,
+    /// Channels per allocation.
+    pub max_channels_per_allocation: usize,
+    /// Default allocation lifetime.
+    pub default_lifetime: Duration,
+    /// Maximum allocation lifetime.
+    pub max_lifetime: Duration,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Filter directive.
+    pub level: String,
+    /// JSON instead of text.
+    pub json: bool,
+    /// Log IP addresses unredacted.
+    pub log_ips: bool,
+}
+
+impl Config {
+    /// Reads and validates a config file; relative paths in it resolve against its directory.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Error`] naming the file or the key that is wrong.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base).map_err(|e| match e {
+            Error::Parse(m) => Error::Parse(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and validates TOML text; relative paths resolve against `base`.
+    ///
+    /// # Errors
+    ///
+    /// Returns an [`Error`] naming the key that is wrong.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, Error> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| Error::Parse(e.to_string()))?;
+        Self::validate(raw, base)
+    }
+
+    /// Validates a raw config.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::Invalid`] naming the key that is wrong.
+    pub fn validate(raw: RawConfig, base: &Path) -> Result<Self, Error> {
+        let realm = raw.server.realm.trim().to_owned();
+        if realm.is_empty() || realm.len() > 127 || !realm.is_ascii() {
+            return Err(invalid(
+                "server.realm",
+                "must be 1 to 127 ASCII characters, e.g. \"turn.example.eu\"",
+            ));
+        }
+        if raw.server.listen.is_empty() {
+            return Err(invalid(
+                "server.listen",
+                "needs at least one listener, e.g. [\"udp://0.0.0.0:3478\"]",
+            ));
+        }
+        let listen = raw
+            .server
+            .listen
+            .iter()
+            .map(|s| parse_listen(s))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, l) in listen.iter().enumerate() {
+            if listen[..i].contains(l) {
+                return Err(invalid("server.listen", format!("{l} is listed twice")));
+            }
+        }
+        let software = Some(raw.server.software).filter(|s| !s.is_empty());
+        if software.as_ref().is_some_and(|s| s.len() > 127) {
+            return Err(invalid("server.software", "must be at most 127 characters"));
+        }
+
+        if raw.auth.secret_file.trim().is_empty() {
+            return Err(invalid(
+                "auth.secret_file",
+                "must name a file holding the REST secret(s)",
+            ));
+        }
+        let secret_file = base.join(raw.auth.secret_file.trim());
+        let nonce_lifetime = parse_duration_key("auth.nonce_lifetime", &raw.auth.nonce_lifetime)?;
+        if nonce_lifetime < Duration::from_secs(30) || nonce_lifetime > Duration::from_secs(3600) {
+            return Err(invalid("auth.nonce_lifetime", "must be between 30s and 1h"));
+        }
+        let max_credential_ttl =
+            parse_duration_key("auth.max_credential_ttl", &raw.auth.max_credential_ttl)?;
+        if max_credential_ttl.is_zero() || max_credential_ttl > Duration::from_secs(86_400) {
+            return Err(invalid(
+                "auth.max_credential_ttl",
+                "must be between 1s and 24h (short-lived credentials)",
+            ));
+        }
+
+        let relay = validate_relay(&raw.relay)?;
+        let limits = validate_limits(&raw.limits)?;
+
+        let log = LogConfig {
+            level: raw.log.level,
+            json: match raw.log.format.as_str() {
+                "text" => false,
+                "json" => true,
+                other => {
+                    return Err(invalid(
+                        "log.format",
+                        format!("unknown format {other:?}; use \"text\" or \"json\""),
+                    ));
+                }
+            },
+            log_ips: raw.log.log_ips,
+        };
+
+        Ok(Self {
+            realm,
+            software,
+            listen,
+            secret_file,
+            nonce_lifetime,
+            max_credential_ttl,
+            relay,
+            limits,
+            peer_deny: parse_nets("peers.deny", &raw.peers.deny)?,
+            peer_dangerous_allow: parse_nets("peers.dangerous_allow", &raw.peers.dangerous_allow)?,
+            client_deny: parse_nets("clients.deny", &raw.clients.deny)?,
+            log,
+        })
+    }
+}
+
+fn parse_listen(s: &str) -> Result<Listen, Error> {
+    let Some((scheme, addr)) = s.split_once("://") else {
+        return Err(invalid(
+            "server.listen",
+            format!("{s:?} has no scheme; write e.g. \"udp://0.0.0.0:3478\""),
+        ));
+    };
+    let transport = match scheme {
+        "udp" => ListenTransport::Udp,
+        "tcp" | "tls" => {
+            return Err(invalid(
+                "server.listen",
+                format!("{s:?}: TCP and TLS listeners are not supported yet; use udp://"),
+            ));
+        }
+        other => {
+            return Err(invalid(
+                "server.listen",
+                format!("{s:?}: unknown scheme {other:?}; use udp://"),
+            ));
+        }
+    };
+    let addr = SocketAddr::from_str(addr).map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("{s:?}: {addr:?} is not IP:PORT (IPv6 in brackets, e.g. [::1]:3478)"),
+        )
+    })?;
+    Ok(Listen { transport, addr })
+}
+
+fn validate_relay(raw: &RawRelay) -> Result<RelayAddresses, Error> {
+    let mut v4 = None;
+    let mut v6 = None;
+    for a in &raw.addresses {
+        let ip = IpAddr::from_str(a.trim())
+            .map_err(|_| invalid("relay.addresses", format!("{a:?} is not an IP address")))?;
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(invalid(
+                "relay.addresses",
+                format!("{ip} cannot be a relay address; name the interface's own address"),
+            ));
+        }
+        let slot = if ip.is_ipv4() { &mut v4 } else { &mut v6 };
+        if slot.replace(ip).is_some() {
+            return Err(invalid(
+                "relay.addresses",
+                "at most one IPv4 and one IPv6 address",
+            ));
+        }
+    }
+    if v4.is_none() && v6.is_none() {
+        return Err(invalid(
+            "relay.addresses",
+            "needs at least one address, e.g. [\"192.0.2.10\"]",
+        ));
+    }
+    let mut external_v4 = None;
+    let mut external_v6 = None;
+    for a in &raw.external_addresses {
+        let ip = IpAddr::from_str(a.trim()).map_err(|_| {
+            invalid(
+                "relay.external_addresses",
+                format!("{a:?} is not an IP address"),
+            )
+        })?;
+        let (slot, local) = if ip.is_ipv4() {
+            (&mut external_v4, v4)
+        } else {
+            (&mut external_v6, v6)
+        };
+        if local.is_none() {
+            return Err(invalid(
+                "relay.external_addresses",
+                format!("{ip} has no relay address of its family in relay.addresses"),
+            ));
+        }
+        if slot.replace(ip).is_some() {
+            return Err(invalid(
+                "relay.external_addresses",
+                "at most one IPv4 and one IPv6 address",
+            ));
+        }
+    }
+    let ports = parse_port_range(&raw.port_range)?;
+    Ok(RelayAddresses {
+        v4,
+        v6,
+        external_v4,
+        external_v6,
+        ports,
+    })
+}
+
+fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, Error> {
+    let key = "relay.port_range";
+    let fix = "write it as \"START-END\", e.g. \"49152-65535\"";
+    let (a, b) = s
+        .split_once('-')
+        .ok_or_else(|| invalid(key, format!("{s:?} is not a range; {fix}")))?;
+    let start: u16 = a
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("{a:?} is not a port; {fix}")))?;
+    let end: u16 = b
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, format!("{b:?} is not a port; {fix}")))?;
+    if start == 0 || start > end {
+        return Err(invalid(
+            key,
+            format!("{s:?} is empty or starts at 0; {fix} with 0 < START <= END"),
+        ));
+    }
+    if end - start < 1 {
+        return Err(invalid(
+            key,
+            "needs at least two ports (EVEN-PORT reserves pairs)",
+        ));
+    }
+    Ok(start..=end)
+}
+
+fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
+    let positive = |key: &'static str, v: usize| {
+        if v == 0 {
+            Err(invalid(key, "must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    let default_lifetime = parse_duration_key("limits.default_lifetime", &raw.default_lifetime)?;
+    let max_lifetime = parse_duration_key("limits.max_lifetime", &raw.max_lifetime)?;
+    if default_lifetime < Duration::from_secs(60) {
+        return Err(invalid("limits.default_lifetime", "must be at least 60s"));
+    }
+    if max_lifetime < default_lifetime {
+        return Err(invalid(
+            "limits.max_lifetime",
+            "must not be below limits.default_lifetime",
+        ));
+    }
+    if max_lifetime > Duration::from_secs(86_400) {
+        return Err(invalid("limits.max_lifetime", "must be at most 24h"));
+    }
+    Ok(Limits {
+        max_allocations: positive("limits.max_allocations", raw.max_allocations)?,
+        max_allocations_per_user: positive(
+            "limits.max_allocations_per_user",
+            raw.max_allocations_per_user,
+        )?,
+        max_permissions_per_allocation: positive(
+            "limits.max_permissions_per_allocation",
+            raw.max_permissions_per_allocation,
+        )?,
+        max_channels_per_allocation: positive(
+            "limits.max_channels_per_allocation",
+            raw.max_channels_per_allocation,
+        )?,
+        default_lifetime,
+        max_lifetime,
+    })
+}
+
+fn parse_nets(key: &'static str, list: &[String]) -> Result<Vec<IpNet>, Error> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            IpNet::from_str(s)
+                .or_else(|_| IpAddr::from_str(s).map(IpNet::from))
+                .map(|n| n.trunc())
+                .map_err(|_| {
+                    invalid(
+                        key,
+                        format!("{s:?} is not a CIDR, e.g. \"192.0.2.0/24\" or \"2001:db8::/32\""),
+                    )
+                })
+        })
+        .collect()
+}
+
+fn parse_duration_key(key: &'static str, s: &str) -> Result<Duration, Error> {
+    parse_duration(s).map_err(|m| invalid(key, m))
+}
+
+/// Parses `"90s"`, `"10m"`, `"1h"`, `"2d"` or a combination such as `"1h30m"`.
+///
+/// # Errors
+///
+/// Returns a message saying what is accepted.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let fix =
+        || format!("{s:?} is not a duration; write e.g. \"30s\", \"10m\", \"1h\" or \"1h30m\"");
+    let s = s.trim();
+    if s.is_empty() {
+        return Err(fix());
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(fix()),
+        };
+        let n: u64 = num.parse().map_err(|_| fix())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(fix)?;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(fix());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,304 @@
+//! TURN REST API credentials (coturn-compatible): issue and verify in one place.
+//!
+//! A username is `"<unix-expiry>:<user-id>"` (or a bare `"<unix-expiry>"`), and its password is
+//! `base64(HMAC-SHA1(secret, username))`. Several secrets are accepted at once so that the
+//! signing secret can be rotated without breaking calls: the first signs, all verify.
+//! Wall-clock time is always passed in; nothing here reads a clock or a file.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use ring::hmac;
+
+/// The most bytes a USERNAME may have. See RFC 8489 §14.3.
+pub const MAX_USERNAME_LEN: usize = 513;
+
+/// Errors of parsing secrets and verifying usernames.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The secret file holds no secret.
+    #[error("the secret file holds no secret (one secret per line; '#' starts a comment)")]
+    NoSecrets,
+    /// A secret is shorter than the minimum.
+    #[error("secret on line {line} is shorter than {MIN_SECRET_LEN} bytes")]
+    WeakSecret {
+        /// 1-based line number in the secret file.
+        line: usize,
+    },
+    /// The username is not `<expiry>[:<user>]`.
+    #[error("username is not in the TURN REST form \"<unix-expiry>:<user-id>\"")]
+    Malformed,
+    /// The username's expiry has passed.
+    #[error("credential expired")]
+    Expired,
+    /// The username's expiry is further in the future than the configured maximum lifetime.
+    #[error("credential lifetime exceeds the configured maximum")]
+    TooLong,
+    /// A requested TTL is zero or above the maximum.
+    #[error("ttl must be between 1 s and {max} s")]
+    BadTtl {
+        /// The maximum in seconds.
+        max: u64,
+    },
+    /// A user id contains characters that cannot appear in a username.
+    #[error("user id must be 1 to 256 printable ASCII characters without ':'")]
+    BadUserId,
+}
+
+/// The shortest secret accepted, in bytes.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// One shared secret. Its `Debug` output is redacted.
+#[derive(Clone)]
+pub struct Secret(Vec<u8>);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// The accepted secrets: the first signs new credentials, all verify.
+#[derive(Debug, Clone)]
+pub struct Secrets {
+    secrets: Vec<Secret>,
+}
+
+/// A parsed REST username.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RestUsername<'a> {
+    /// Expiry as Unix seconds.
+    pub expiry: u64,
+    /// The user id after the separator; empty for a bare timestamp.
+    pub user: &'a str,
+}
+
+/// A credential ready to hand to a client.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Credential {
+    /// `"<expiry>:<user>"`.
+    pub username: String,
+    /// `base64(HMAC-SHA1(secret, username))`.
+    pub password: String,
+    /// Seconds until expiry.
+    pub ttl: u64,
+}
+
+impl Secrets {
+    /// Parses the contents of a secret file: one secret per line, blank lines and lines
+    /// starting with `#` ignored, surrounding whitespace trimmed.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::NoSecrets`] for a file without secrets and [`Error::WeakSecret`] for a
+    /// secret shorter than [`MIN_SECRET_LEN`].
+    pub fn parse(contents: &str) -> Result<Self, Error> {
+        let mut secrets = Vec::new();
+        for (i, line) in contents.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if line.len() < MIN_SECRET_LEN {
+                return Err(Error::WeakSecret { line: i + 1 });
+            }
+            secrets.push(Secret(line.as_bytes().to_vec()));
+        }
+        if secrets.is_empty() {
+            return Err(Error::NoSecrets);
+        }
+        Ok(Self { secrets })
+    }
+
+    /// Returns how many secrets are accepted.
+    pub fn len(&self) -> usize {
+        self.secrets.len()
+    }
+
+    /// Returns false: a `Secrets` always holds at least one secret.
+    pub fn is_empty(&self) -> bool {
+        self.secrets.is_empty()
+    }
+
+    /// Issues a credential for `user` valid for `ttl` from `now`, signed by the first secret.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`Error::BadTtl`] when `ttl` is zero or above `max_ttl`, and
+    /// [`Error::BadUserId`] for an unusable user id.
+    pub fn issue(
+        &self,
+        user: &str,
+        ttl: Duration,
+        max_ttl: Duration,
+        now: SystemTime,
+    ) -> Result<Credential, Error> {
+        if ttl.is_zero() || ttl > max_ttl {
+            return Err(Error::BadTtl {
+                max: max_ttl.as_secs(),
+            });
+        }
+        if !valid_user_id(user) {
+            return Err(Error::BadUserId);
+        }
+        let expiry = unix_secs(now) + ttl.as_secs();
+        let username = format!("{expiry}:{user}");
+        let password = password(&self.secrets[0], &username);
+        Ok(Credential {
+            username,
+            password,
+            ttl: ttl.as_secs(),
+        })
+    }
+
+    /// Returns the password each accepted secret gives `username`, signing secret first.
+    pub fn passwords<'a>(&'a self, username: &'a str) -> impl Iterator<Item = String> + 'a {
+        self.secrets.iter().map(move |s| password(s, username))
+    }
+}
+
+/// Parses a REST username and checks its expiry against `now` and `max_ttl` (plus
+/// `skew` of tolerated clock difference with the issuer).
+///
+/// # Errors
+///
+/// Returns [`Error::Malformed`], [`Error::Expired`] or [`Error::TooLong`].
+pub fn check_username(
+    username: &str,
+    now: SystemTime,
+    max_ttl: Duration,
+    skew: Duration,
+) -> Result<RestUsername<'_>, Error> {
+    let parsed = parse_username(username)?;
+    let now = unix_secs(now);
+    if parsed.expiry <= now {
+        return Err(Error::Expired);
+    }
+    if parsed.expiry - now > max_ttl.as_secs() + skew.as_secs() {
+        return Err(Error::TooLong);
+    }
+    Ok(parsed)
+}
+
+/// Parses `"<unix-expiry>"` or `"<unix-expiry>:<user-id>"`.
+///
+/// # Errors
+///
+/// Returns [`Error::Malformed`] when the expiry is not a decimal number.
+pub fn parse_username(username: &str) -> Result<RestUsername<'_>, Error> {
+    if username.len() > MAX_USERNAME_LEN {
+        return Err(Error::Malformed);
+    }
+    let (ts, user) = username.split_once(':').unwrap_or((username, ""));
+    if ts.is_empty() || ts.len() > 20 || !ts.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Malformed);
+    }
+    let expiry = ts.parse().map_err(|_| Error::Malformed)?;
+    Ok(RestUsername { expiry, user })
+}
+
+/// Returns true for a user id that can be embedded in a username.
+pub fn valid_user_id(user: &str) -> bool {
+    !user.is_empty() && user.len() <= 256 && user.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+fn password(secret: &Secret, username: &str) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, &secret.0);
+    BASE64.encode(hmac::sign(&key, username.as_bytes()).as_ref())
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+    const DAY: Duration = Duration::from_secs(86400);
+
+    fn at(secs: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn password_matches_coturn_scheme() {
+        // base64(HMAC-SHA1("north-of-the-wall-secret", "1700003600:alice")), computed with
+        // `printf %s 1700003600:alice | openssl dgst -sha1 -hmac north-of-the-wall-secret -binary | base64`.
+        let s = Secrets::parse("north-of-the-wall-secret\n").unwrap();
+        let c = s.issue("alice", HOUR, DAY, at(1_700_000_000)).unwrap();
+        assert_eq!(c.username, "1700003600:alice");
+        assert_eq!(c.password, "+pbdeVZeLq6V0tu55lmZt5wmwyc=");
+        assert_eq!(c.ttl, 3600);
+    }
+
+    #[test]
+    fn secret_file_parsing() {
+        assert_eq!(
+            Secrets::parse("# only a comment\n\n").unwrap_err(),
+            Error::NoSecrets
+        );
+        assert_eq!(
+            Secrets::parse("short").unwrap_err(),
+            Error::WeakSecret { line: 1 }
+        );
+        let s = Secrets::parse("# new\nnew-secret-0123456789\nold-secret-0123456789\n").unwrap();
+        assert_eq!(s.len(), 2);
+        assert_eq!(s.passwords("1:a").count(), 2);
+        assert!(!format!("{s:?}").contains("new-secret"));
+    }
+
+    #[test]
+    fn usernames_are_checked() {
+        let now = at(1000);
+        assert_eq!(
+            check_username("2000:bob", now, HOUR, Duration::ZERO),
+            Ok(RestUsername {
+                expiry: 2000,
+                user: "bob"
+            })
+        );
+        assert_eq!(
+            check_username("2000", now, HOUR, Duration::ZERO)
+                .unwrap()
+                .user,
+            ""
+        );
+        assert_eq!(
+            check_username("999:bob", now, HOUR, Duration::ZERO),
+            Err(Error::Expired)
+        );
+        assert_eq!(
+            check_username("1000:bob", now, HOUR, Duration::ZERO),
+            Err(Error::Expired)
+        );
+        assert_eq!(
+            check_username("99999:bob", now, HOUR, Duration::ZERO),
+            Err(Error::TooLong)
+        );
+        assert_eq!(
+            check_username("bob:2000", now, HOUR, Duration::ZERO),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            check_username(":bob", now, HOUR, Duration::ZERO),
+            Err(Error::Malformed)
+        );
+        assert_eq!(
+            check_username("99999999999999999999999:b", now, HOUR, Duration::ZERO),
+            Err(Error::Malformed)
+        );
+    }
+
+    #[test]
+    fn issue_bounds_ttl_and_user() {
+        let s = Secrets::parse("0123456789abcdef").unwrap();
+        assert!(s.issue("a", Duration::ZERO, DAY, at(0)).is_err());
+        assert!(s.issue("a", DAY * 2, DAY, at(0)).is_err());
+        assert_eq!(s.issue("a:b", HOUR, DAY, at(0)), Err(Error::BadUserId));
+        assert_eq!(s.issue("", HOUR, DAY, at(0)), Err(Error::BadUserId));
+    }
+}

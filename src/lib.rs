@@ -1,0 +1,8 @@
+//! eeaturn: a TURN/STUN relay that only relays between endpoints inside the EEA.
+pub mod config;
+pub mod credentials;
+pub mod pii;
+pub mod policy;
+pub mod relay;
+pub mod shell;
+pub mod stun;

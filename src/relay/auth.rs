@@ -1,0 +1,212 @@
+//! The long-term credential mechanism (RFC 8489 §9.2) over TURN REST credentials: stateless
+//! nonces, password algorithms, and which integrity attribute a response carries.
+
+use std::net::IpAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ring::hmac;
+
+use crate::credentials::{self, Secrets};
+use crate::stun::attr;
+use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256};
+use crate::stun::{Message, MessageBuilder};
+
+/// The nonce cookie announcing security features. See RFC 8489 §9.2.
+const NONCE_COOKIE: &str = "obMatJos2";
+/// Security feature set, base64: only "password algorithms" (bit 0). See RFC 8489 §18.1.
+const FEATURES: &str = "gAAA";
+/// The PASSWORD-ALGORITHMS value the server offers: SHA-256 first, then MD5, no parameters.
+pub(crate) const PASSWORD_ALGORITHMS_VALUE: [u8; 8] =
+    [0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00];
+/// Tolerated difference between the issuer's clock and ours for credential lifetimes.
+const CREDENTIAL_SKEW: Duration = Duration::from_secs(300);
+
+/// Which integrity attribute (and key) a response to an authenticated request carries.
+#[derive(Debug, Clone)]
+pub(crate) enum ResponseIntegrity {
+    Sha1(Vec<u8>),
+    Sha256(Vec<u8>),
+}
+
+impl ResponseIntegrity {
+    pub(crate) fn apply(&self, b: &mut MessageBuilder) {
+        match self {
+            Self::Sha1(key) => b.add_message_integrity(key),
+            Self::Sha256(key) => b.add_message_integrity_sha256(key),
+        }
+    }
+}
+
+/// The outcome of authenticating a request.
+#[derive(Debug)]
+pub(crate) enum AuthOutcome {
+    Ok {
+        username: String,
+        user_key: String,
+        integrity: ResponseIntegrity,
+    },
+    /// Answer with this error code and a fresh nonce (401 or 438), or plain 400.
+    Reject {
+        code: u16,
+        reason: &'static str,
+        challenge: bool,
+    },
+}
+
+/// Nonce and credential settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticator {
+    pub(crate) realm: String,
+    pub(crate) secrets: Secrets,
+    pub(crate) nonce_key: hmac::Key,
+    pub(crate) nonce_lifetime: Duration,
+    pub(crate) max_credential_ttl: Duration,
+}
+
+impl Authenticator {
+    /// Returns a nonce valid for `nonce_lifetime` from `now`, bound to the client's IP.
+    pub(crate) fn nonce(&self, client: IpAddr, now: SystemTime) -> String {
+        let expiry = unix_secs(now) + self.nonce_lifetime.as_secs();
+        let mac = self.nonce_mac(expiry, client);
+        format!("{NONCE_COOKIE}{FEATURES}{expiry:016x}{mac:016x}")
+    }
+
+    /// Returns `Ok(true)` for a valid nonce, `Ok(false)` for an expired one, `Err` for a
+    /// forged or foreign one.
+    fn check_nonce(&self, nonce: &str, client: IpAddr, now: SystemTime) -> Result<bool, ()> {
+        let rest = nonce
+            .strip_prefix(NONCE_COOKIE)
+            .and_then(|r| r.strip_prefix(FEATURES))
+            .ok_or(())?;
+        if rest.len() != 32 {
+            return Err(());
+        }
+        let expiry = u64::from_str_radix(&rest[..16], 16).map_err(|_| ())?;
+        let mac = u64::from_str_radix(&rest[16..], 16).map_err(|_| ())?;
+        if mac != self.nonce_mac(expiry, client) {
+            return Err(());
+        }
+        Ok(expiry > unix_secs(now))
+    }
+
+    fn nonce_mac(&self, expiry: u64, client: IpAddr) -> u64 {
+        let mut c = hmac::Context::with_key(&self.nonce_key);
+        c.update(&expiry.to_be_bytes());
+        match client {
+            IpAddr::V4(v4) => c.update(&v4.octets()),
+            IpAddr::V6(v6) => c.update(&v6.octets()),
+        }
+        let tag = c.sign();
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&tag.as_ref()[..8]);
+        u64::from_be_bytes(b)
+    }
+
+    /// Authenticates a request. See RFC 8489 §9.2.4.
+    pub(crate) fn authenticate(
+        &self,
+        msg: &Message<'_>,
+        client: IpAddr,
+        now: SystemTime,
+    ) -> AuthOutcome {
+        if !msg.has_integrity() {
+            return reject(401, "Unauthorized", true);
+        }
+        let (Some(username), Some(realm), Some(nonce)) = (
+            msg.get(attr::USERNAME),
+            msg.get(attr::REALM),
+            msg.get(attr::NONCE),
+        ) else {
+            return reject(
+                400,
+                "Bad Request: USERNAME, REALM and NONCE are required",
+                false,
+            );
+        };
+        let (Ok(username), Ok(realm), Ok(nonce)) = (
+            attr::decode_text(attr::USERNAME, username, credentials::MAX_USERNAME_LEN),
+            attr::decode_text(attr::REALM, realm, 763),
+            attr::decode_text(attr::NONCE, nonce, 763),
+        ) else {
+            return reject(
+                400,
+                "Bad Request: malformed USERNAME, REALM or NONCE",
+                false,
+            );
+        };
+        match self.check_nonce(nonce, client, now) {
+            Ok(true) => {}
+            Ok(false) | Err(()) => return reject(438, "Stale Nonce", true),
+        }
+        if realm != self.realm {
+            return reject(401, "Unauthorized", true);
+        }
+        // PASSWORD-ALGORITHM selects the key; a request that names one must echo the offer
+        // unchanged (downgrade protection). See RFC 8489 §9.2.4.
+        let algorithm = match msg.get(attr::PASSWORD_ALGORITHM) {
+            None => attr::PASSWORD_ALGORITHM_MD5,
+            Some(v) => {
+                let Ok(alg) = attr::decode_password_algorithm(v) else {
+                    return reject(400, "Bad Request: malformed PASSWORD-ALGORITHM", false);
+                };
+                if msg.get(attr::PASSWORD_ALGORITHMS) != Some(&PASSWORD_ALGORITHMS_VALUE[..]) {
+                    return reject(
+                        400,
+                        "Bad Request: PASSWORD-ALGORITHMS does not match",
+                        false,
+                    );
+                }
+                if alg != attr::PASSWORD_ALGORITHM_MD5 && alg != attr::PASSWORD_ALGORITHM_SHA256 {
+                    return reject(400, "Bad Request: unsupported PASSWORD-ALGORITHM", false);
+                }
+                alg
+            }
+        };
+        let user = match credentials::check_username(
+            username,
+            now,
+            self.max_credential_ttl,
+            CREDENTIAL_SKEW,
+        ) {
+            Ok(u) => u,
+            Err(_) => return reject(401, "Unauthorized", true),
+        };
+        let user_key = if user.user.is_empty() {
+            username.to_owned()
+        } else {
+            user.user.to_owned()
+        };
+        for password in self.secrets.passwords(username) {
+            let key: Vec<u8> = if algorithm == attr::PASSWORD_ALGORITHM_SHA256 {
+                long_term_key_sha256(username, &self.realm, &password).to_vec()
+            } else {
+                long_term_key_md5(username, &self.realm, &password).to_vec()
+            };
+            if msg.verify_integrity(&key) {
+                let integrity = if msg.has_integrity_sha256() {
+                    ResponseIntegrity::Sha256(key)
+                } else {
+                    ResponseIntegrity::Sha1(key)
+                };
+                return AuthOutcome::Ok {
+                    username: username.to_owned(),
+                    user_key,
+                    integrity,
+                };
+            }
+        }
+        reject(401, "Unauthorized", true)
+    }
+}
+
+fn reject(code: u16, reason: &'static str, challenge: bool) -> AuthOutcome {
+    AuthOutcome::Reject {
+        code,
+        reason,
+        challenge,
+    }
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

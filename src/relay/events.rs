@@ -1,0 +1,142 @@
+//! What the core reports to the shell: [`Event`]s for logs and evidence, [`Stats`] counters.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, SystemTime};
+
+use super::table::TrafficCounters;
+use super::types::{AllocationId, Transport};
+use crate::policy::{Rule, Subject};
+
+/// Why an allocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EndReason {
+    /// The client sent Refresh with LIFETIME 0.
+    Released,
+    /// The lifetime ran out.
+    Expired,
+    /// The relay socket(s) could not be bound.
+    BindFailed,
+    /// The server shut down.
+    Shutdown,
+}
+
+impl EndReason {
+    /// Returns a stable name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Released => "released",
+            Self::Expired => "expired",
+            Self::BindFailed => "bind-failed",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// A lifecycle event, carrying everything a log line or evidence record needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An allocation became usable.
+    AllocationCreated {
+        /// Allocation id.
+        id: AllocationId,
+        /// When.
+        at: SystemTime,
+        /// Client transport.
+        transport: Transport,
+        /// Client address (personal data: redact in logs).
+        client: SocketAddr,
+        /// The REST user id (may be empty).
+        user: String,
+        /// Relayed transport addresses as advertised.
+        relayed: Vec<SocketAddr>,
+        /// Granted lifetime.
+        lifetime: Duration,
+    },
+    /// An allocation's lifetime was refreshed.
+    AllocationRefreshed {
+        /// Allocation id.
+        id: AllocationId,
+        /// When.
+        at: SystemTime,
+        /// Granted lifetime.
+        lifetime: Duration,
+    },
+    /// An allocation ended.
+    AllocationEnded {
+        /// Allocation id.
+        id: AllocationId,
+        /// When.
+        at: SystemTime,
+        /// Why.
+        reason: EndReason,
+        /// Traffic relayed over its life.
+        traffic: TrafficCounters,
+    },
+    /// A permission was installed or refreshed after the policy allowed the peer.
+    PermissionAllowed {
+        /// Allocation id.
+        id: AllocationId,
+        /// When.
+        at: SystemTime,
+        /// Peer IP (personal data: redact in logs).
+        peer: IpAddr,
+        /// The deciding rule.
+        rule: Rule,
+    },
+    /// A channel was bound.
+    ChannelBound {
+        /// Allocation id.
+        id: AllocationId,
+        /// When.
+        at: SystemTime,
+        /// Channel number.
+        channel: u16,
+        /// Peer (personal data: redact in logs).
+        peer: SocketAddr,
+    },
+    /// The policy refused an address; the request was answered with 403.
+    Denied {
+        /// Allocation id, when the refusal concerns an existing allocation.
+        id: Option<AllocationId>,
+        /// When.
+        at: SystemTime,
+        /// Client or peer.
+        subject: Subject,
+        /// The refused address (personal data: redact in logs).
+        addr: IpAddr,
+        /// The deciding rule.
+        rule: Rule,
+    },
+}
+
+/// Counters of the core, read by the shell for metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Allocations created.
+    pub allocations_created: u64,
+    /// Allocations ended, by reason.
+    pub allocations_ended: BTreeMap<&'static str, u64>,
+    /// Requests answered with success, by method.
+    pub requests_ok: BTreeMap<&'static str, u64>,
+    /// Requests answered with an error, by (method, code).
+    pub requests_failed: BTreeMap<(&'static str, u16), u64>,
+    /// Policy refusals, by (subject, rule id).
+    pub denials: BTreeMap<(&'static str, &'static str), u64>,
+    /// Packets relayed client → peer.
+    pub packets_to_peer: u64,
+    /// Payload bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client.
+    pub packets_to_client: u64,
+    /// Payload bytes relayed peer → client.
+    pub bytes_to_client: u64,
+    /// Datagrams dropped, by reason.
+    pub dropped: BTreeMap<&'static str, u64>,
+}
+
+impl Stats {
+    pub(crate) fn drop(&mut self, reason: &'static str) {
+        *self.dropped.entry(reason).or_default() += 1;
+    }
+}

@@ -1,0 +1,391 @@
+//! The sans-IO TURN/STUN server: allocation, permission and channel state and the request
+//! handlers. No sockets, no clock reads, no tokio: the shell feeds bytes and time in, and
+//! performs the commands that come out.
+//!
+//! # The drive contract
+//!
+//! 1. Feed input: [`Server::handle_client_input`] for every datagram on a listening socket,
+//!    [`Server::handle_peer_input`] for every datagram on a relay socket,
+//!    [`Server::handle_relay_bound`] when a [`Command::BindRelay`] has been carried out, and
+//!    [`Server::handle_timeout`] when the deadline of [`Server::poll_timeout`] has passed.
+//!    The data-path calls return where to send the payload (no copy, no command).
+//! 2. Drain [`Server::poll_command`] until `None` and carry out each command.
+//! 3. Drain [`Server::poll_event`] until `None` and record each event.
+//! 4. Wait for the next datagram or until [`Server::poll_timeout`].
+//!
+//! Every call takes [`Now`]; the server never reads a clock. Randomness comes from the RNG
+//! passed to [`Server::new`], so a seeded RNG makes a run reproducible.
+
+mod auth;
+mod events;
+mod handle;
+mod ports;
+mod table;
+#[cfg(test)]
+mod tests;
+mod types;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::RngCore;
+use ring::hmac;
+
+pub use events::{EndReason, Event, Stats};
+pub use table::TrafficCounters;
+pub use types::{
+    AllocationId, ClientTransmit, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit,
+    Transport,
+};
+
+use self::auth::Authenticator;
+use self::ports::PortPool;
+use self::table::{Allocation, Slot, Timers};
+use crate::config::{Config, Limits, RelayAddresses};
+use crate::credentials::Secrets;
+use crate::policy::Policy;
+use crate::stun::attr::Family;
+
+/// What the core needs from the configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Realm of the long-term credential mechanism.
+    pub realm: String,
+    /// SOFTWARE attribute value.
+    pub software: Option<String>,
+    /// Relay addresses and port range.
+    pub relay: RelayAddresses,
+    /// Limits.
+    pub limits: Limits,
+    /// Nonce validity.
+    pub nonce_lifetime: Duration,
+    /// Longest credential lifetime accepted.
+    pub max_credential_ttl: Duration,
+}
+
+impl ServerConfig {
+    /// Takes the core's part of a validated [`Config`].
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            realm: c.realm.clone(),
+            software: c.software.clone(),
+            relay: c.relay.clone(),
+            limits: c.limits.clone(),
+            nonce_lifetime: c.nonce_lifetime,
+            max_credential_ttl: c.max_credential_ttl,
+        }
+    }
+}
+
+/// An opaque handle tying a [`Command::BindRelay`] to its [`Server::handle_relay_bound`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindToken(Slot);
+
+/// The outcome of binding relay sockets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindResult {
+    /// All sockets are bound.
+    Bound,
+    /// A port was taken by another process; the core picks another.
+    AddrInUse,
+    /// Binding failed otherwise; the Allocate fails with 508.
+    Failed,
+}
+
+/// Something the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Send `bytes` to the client of `to`, from the listening socket `to.server`.
+    SendToClient {
+        /// The client's 5-tuple.
+        to: FiveTuple,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// Bind UDP relay sockets on `addrs` and report with [`Server::handle_relay_bound`]; if
+    /// one fails, close the others before reporting.
+    BindRelay {
+        /// Pass back to `handle_relay_bound`.
+        token: BindToken,
+        /// Local addresses to bind.
+        addrs: Vec<SocketAddr>,
+    },
+    /// Close the relay socket bound on `addr`.
+    CloseRelay {
+        /// The socket's local address.
+        addr: SocketAddr,
+    },
+}
+
+/// One table slot: the allocation and the generation that tells stale slot keys apart.
+#[derive(Debug, Default)]
+struct SlotEntry {
+    generation: u32,
+    alloc: Option<Allocation>,
+}
+
+/// A sans-IO TURN/STUN server (RFC 8489, RFC 8656) over UDP.
+#[derive(Debug)]
+pub struct Server<R> {
+    cfg: ServerConfig,
+    auth: Authenticator,
+    policy: Policy,
+    rng: R,
+    slots: Vec<SlotEntry>,
+    free: Vec<u32>,
+    active: usize,
+    by_five_tuple: HashMap<FiveTuple, Slot>,
+    by_relay: HashMap<SocketAddr, Slot>,
+    per_user: HashMap<String, usize>,
+    ports_v4: PortPool,
+    ports_v6: PortPool,
+    reservations: HashMap<u64, Reservation>,
+    timers: Timers,
+    commands: VecDeque<Command>,
+    events: VecDeque<Event>,
+    stats: Stats,
+}
+
+/// A port held for a later Allocate with RESERVATION-TOKEN. See RFC 8656 §7.2.
+#[derive(Debug, Clone, Copy)]
+struct Reservation {
+    family: Family,
+    port: u16,
+    expires: std::time::Instant,
+}
+
+impl<R: RngCore> Server<R> {
+    /// Creates a server. `nonce_key` keys the stateless nonces; servers sharing a listening
+    /// port must share it.
+    pub fn new(
+        cfg: ServerConfig,
+        secrets: Secrets,
+        policy: Policy,
+        nonce_key: [u8; 32],
+        rng: R,
+    ) -> Self {
+        let auth = Authenticator {
+            realm: cfg.realm.clone(),
+            secrets,
+            nonce_key: hmac::Key::new(hmac::HMAC_SHA256, &nonce_key),
+            nonce_lifetime: cfg.nonce_lifetime,
+            max_credential_ttl: cfg.max_credential_ttl,
+        };
+        Self {
+            ports_v4: PortPool::new(cfg.relay.ports.clone()),
+            ports_v6: PortPool::new(cfg.relay.ports.clone()),
+            cfg,
+            auth,
+            policy,
+            rng,
+            slots: Vec::new(),
+            free: Vec::new(),
+            active: 0,
+            by_five_tuple: HashMap::new(),
+            by_relay: HashMap::new(),
+            per_user: HashMap::new(),
+            reservations: HashMap::new(),
+            timers: Timers::default(),
+            commands: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: Stats::default(),
+        }
+    }
+
+    /// Returns the next command for the shell.
+    #[must_use]
+    pub fn poll_command(&mut self) -> Option<Command> {
+        self.commands.pop_front()
+    }
+
+    /// Returns the next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Returns when [`Server::handle_timeout`] must be called next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// Returns the counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Returns the number of allocations (including those whose sockets are being bound).
+    pub fn allocation_count(&self) -> usize {
+        self.active
+    }
+
+    /// Returns the number of pending timer entries (for tests and memory accounting).
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Replaces the accepted secrets (rotation); existing allocations keep their keys until
+    /// their next request.
+    pub fn replace_secrets(&mut self, secrets: Secrets) {
+        self.auth.secrets = secrets;
+    }
+
+    /// Replaces the policy. Existing permissions stay until they are refreshed, when the new
+    /// policy decides.
+    pub fn replace_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// Ends every allocation (on shutdown), emitting their events and close commands.
+    pub fn shutdown(&mut self, now: Now) {
+        let slots: Vec<Slot> = self.by_five_tuple.values().copied().collect();
+        let mut slots = slots;
+        slots.sort_unstable();
+        for slot in slots {
+            self.delete_allocation(slot, EndReason::Shutdown, now);
+        }
+    }
+
+    fn alloc(&self, slot: Slot) -> Option<&Allocation> {
+        let e = self.slots.get(slot.index as usize)?;
+        if e.generation != slot.generation {
+            return None;
+        }
+        e.alloc.as_ref()
+    }
+
+    fn alloc_mut(&mut self, slot: Slot) -> Option<&mut Allocation> {
+        let e = self.slots.get_mut(slot.index as usize)?;
+        if e.generation != slot.generation {
+            return None;
+        }
+        e.alloc.as_mut()
+    }
+
+    fn insert_alloc(&mut self, a: Allocation) -> Slot {
+        self.active += 1;
+        if let Some(index) = self.free.pop() {
+            let e = &mut self.slots[index as usize];
+            e.alloc = Some(a);
+            Slot {
+                index,
+                generation: e.generation,
+            }
+        } else {
+            let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+            self.slots.push(SlotEntry {
+                generation: 0,
+                alloc: Some(a),
+            });
+            Slot {
+                index,
+                generation: 0,
+            }
+        }
+    }
+
+    fn ports(&mut self, family: Family) -> &mut PortPool {
+        match family {
+            Family::V4 => &mut self.ports_v4,
+            Family::V6 => &mut self.ports_v6,
+        }
+    }
+
+    /// Removes an allocation and everything it holds.
+    fn delete_allocation(&mut self, slot: Slot, reason: EndReason, now: Now) {
+        let Some(e) = self.slots.get_mut(slot.index as usize) else {
+            return;
+        };
+        if e.generation != slot.generation {
+            return;
+        }
+        let Some(a) = e.alloc.take() else {
+            return;
+        };
+        e.generation = e.generation.wrapping_add(1);
+        self.free.push(slot.index);
+        self.active -= 1;
+        self.by_five_tuple.remove(&a.five_tuple);
+        if let Some(n) = self.per_user.get_mut(&a.auth.user_key) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_user.remove(&a.auth.user_key);
+            }
+        }
+        let was_active = a.is_active();
+        for r in &a.relayed {
+            self.by_relay.remove(&r.local);
+            let port = r.local.port();
+            self.ports(r.family).release(port);
+            if was_active {
+                self.commands
+                    .push_back(Command::CloseRelay { addr: r.local });
+            }
+        }
+        if was_active {
+            *self
+                .stats
+                .allocations_ended
+                .entry(reason.name())
+                .or_default() += 1;
+            self.events.push_back(Event::AllocationEnded {
+                id: a.id,
+                at: now.wall,
+                reason,
+                traffic: a.traffic,
+            });
+        }
+    }
+
+    /// Handles a passed deadline: expires allocations, permissions, channels and reservations.
+    pub fn handle_timeout(&mut self, now: Now) {
+        while let Some(t) = self.timers.pop_due(now.mono) {
+            match t {
+                table::Timer::Allocation(slot) => {
+                    if self.alloc(slot).is_some_and(|a| a.expires <= now.mono) {
+                        self.delete_allocation(slot, EndReason::Expired, now);
+                    }
+                }
+                table::Timer::Permission(slot, ip) => {
+                    if let Some(a) = self.alloc_mut(slot) {
+                        a.permissions.retain(|p| p.ip != ip || p.expires > now.mono);
+                    }
+                }
+                table::Timer::Channel(slot, number) => {
+                    let mut cooldown_until = None;
+                    if let Some(a) = self.alloc_mut(slot) {
+                        if let Some(i) = a
+                            .channels
+                            .iter()
+                            .position(|c| c.number == number && c.expires <= now.mono)
+                        {
+                            let c = a.channels.swap_remove(i);
+                            let until =
+                                now.mono + Duration::from_secs(table::CHANNEL_COOLDOWN_SECS);
+                            a.cooldowns.push((c.number, c.peer, until));
+                            cooldown_until = Some(until);
+                        }
+                    }
+                    if let Some(until) = cooldown_until {
+                        self.timers.add(until, table::Timer::Cooldown(slot));
+                    }
+                }
+                table::Timer::Cooldown(slot) => {
+                    if let Some(a) = self.alloc_mut(slot) {
+                        a.cooldowns.retain(|(_, _, until)| *until > now.mono);
+                    }
+                }
+                table::Timer::Reservation(token) => {
+                    if let Some(r) = self.reservations.get(&token).copied() {
+                        if r.expires <= now.mono {
+                            self.reservations.remove(&token);
+                            self.ports(r.family).release(r.port);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,185 @@
+//! Allocation, permission and channel state, and the expiry index.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use super::types::{AllocationId, FiveTuple};
+use crate::stun::TransactionId;
+use crate::stun::attr::Family;
+
+/// Permission lifetime. See RFC 8656 §9.
+pub(crate) const PERMISSION_LIFETIME_SECS: u64 = 300;
+/// Channel binding lifetime. See RFC 8656 §12.
+pub(crate) const CHANNEL_LIFETIME_SECS: u64 = 600;
+/// After a channel binding expires, neither its number nor its peer may be rebound to anything
+/// else for this long. See RFC 8656 §12.
+pub(crate) const CHANNEL_COOLDOWN_SECS: u64 = 300;
+/// How long an EVEN-PORT reservation is held. See RFC 8656 §7.2 (about 30 s).
+pub(crate) const RESERVATION_LIFETIME_SECS: u64 = 30;
+
+/// The slot of an allocation in the server's table; `generation` tells stale keys apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Slot {
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+/// One relayed transport address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Relayed {
+    pub(crate) family: Family,
+    /// Where the relay socket is bound.
+    pub(crate) local: SocketAddr,
+    /// What the client is told (1:1 NAT public address, or the local one).
+    pub(crate) advertised: SocketAddr,
+}
+
+/// The long-term key an allocation was authenticated with and which integrity to answer with.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthState {
+    pub(crate) username: String,
+    pub(crate) user_key: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Permission {
+    pub(crate) ip: IpAddr,
+    pub(crate) expires: Instant,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Channel {
+    pub(crate) number: u16,
+    pub(crate) peer: SocketAddr,
+    pub(crate) expires: Instant,
+}
+
+/// Per-allocation traffic counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TrafficCounters {
+    /// Packets relayed client → peer.
+    pub packets_to_peer: u64,
+    /// Payload bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client.
+    pub packets_to_client: u64,
+    /// Payload bytes relayed peer → client.
+    pub bytes_to_client: u64,
+}
+
+/// An Allocate whose relay sockets are being bound by the shell.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingAllocate {
+    pub(crate) tid: TransactionId,
+    pub(crate) integrity: super::auth::ResponseIntegrity,
+    pub(crate) even_port: bool,
+    pub(crate) reserve_next: bool,
+    pub(crate) from_token: bool,
+    pub(crate) attempts: u8,
+    /// The family refused in a dual-stack request (ADDRESS-ERROR-CODE 440).
+    pub(crate) refused_family: Option<Family>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum AllocState {
+    Pending(PendingAllocate),
+    Active {
+        /// The Allocate's transaction id and success response, for retransmissions.
+        tid: TransactionId,
+        response: Vec<u8>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Allocation {
+    pub(crate) id: AllocationId,
+    pub(crate) five_tuple: FiveTuple,
+    pub(crate) auth: AuthState,
+    pub(crate) relayed: Vec<Relayed>,
+    pub(crate) state: AllocState,
+    pub(crate) expires: Instant,
+    pub(crate) created: SystemTime,
+    pub(crate) lifetime_secs: u32,
+    pub(crate) permissions: Vec<Permission>,
+    pub(crate) channels: Vec<Channel>,
+    /// Expired bindings (number, peer, until) in the rebind cooldown.
+    pub(crate) cooldowns: Vec<(u16, SocketAddr, Instant)>,
+    /// Reservation token this allocation holds for the next port, if any.
+    pub(crate) reservation: Option<u64>,
+    pub(crate) traffic: TrafficCounters,
+}
+
+impl Allocation {
+    pub(crate) fn is_active(&self) -> bool {
+        matches!(self.state, AllocState::Active { .. })
+    }
+
+    pub(crate) fn relayed_for(&self, family: Family) -> Option<&Relayed> {
+        self.relayed.iter().find(|r| r.family == family)
+    }
+
+    pub(crate) fn relayed_by_local(&self, local: SocketAddr) -> Option<&Relayed> {
+        self.relayed.iter().find(|r| r.local == local)
+    }
+
+    pub(crate) fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
+        self.permissions
+            .iter()
+            .any(|p| p.ip == ip && p.expires > now)
+    }
+
+    pub(crate) fn channel_by_number(&self, number: u16, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.number == number && c.expires > now)
+    }
+
+    pub(crate) fn channel_by_peer(&self, peer: SocketAddr, now: Instant) -> Option<&Channel> {
+        self.channels
+            .iter()
+            .find(|c| c.peer == peer && c.expires > now)
+    }
+}
+
+/// Something with a deadline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Timer {
+    Allocation(Slot),
+    Permission(Slot, IpAddr),
+    Channel(Slot, u16),
+    Cooldown(Slot),
+    Reservation(u64),
+}
+
+/// Deadlines ordered by time. Entries are not removed when a deadline moves (a refresh adds a
+/// new entry); a fired entry whose object has a later deadline is skipped. Each operation is
+/// O(log n).
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    map: BTreeMap<(Instant, u64), Timer>,
+    seq: u64,
+}
+
+impl Timers {
+    pub(crate) fn add(&mut self, at: Instant, t: Timer) {
+        self.seq += 1;
+        self.map.insert((at, self.seq), t);
+    }
+
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.map.first_key_value().map(|((at, _), _)| *at)
+    }
+
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let (&(at, _), _) = self.map.first_key_value()?;
+        if at > now {
+            return None;
+        }
+        self.map.pop_first().map(|(_, t)| t)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}

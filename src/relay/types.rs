@@ -1,0 +1,81 @@
+//! Newtypes and value types shared by the core and its driver.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::time::{Instant, SystemTime};
+
+/// Both clocks, read once by the shell per loop turn and passed to every core call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for lifetimes and timers.
+    pub mono: Instant,
+    /// Wall-clock time, for credential expiry, nonces and event timestamps.
+    pub wall: SystemTime,
+}
+
+/// The transport between client and server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+}
+
+impl Transport {
+    /// Returns a name for logs and labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+        }
+    }
+}
+
+/// The 5-tuple that identifies a client's allocation: transport, client and server address.
+/// See RFC 8656 §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FiveTuple {
+    /// Transport protocol.
+    pub transport: Transport,
+    /// The client's (reflexive) address.
+    pub client: SocketAddr,
+    /// The server's listening address the client talks to.
+    pub server: SocketAddr,
+}
+
+/// An allocation's identity in evidence and logs: random, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AllocationId(pub u64);
+
+impl std::fmt::Display for AllocationId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Where to send a client's relayed payload: out of relay socket `relay` to `peer`; the payload
+/// is `range` of the input buffer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerTransmit {
+    /// The local address of the relay socket to send from.
+    pub relay: SocketAddr,
+    /// The peer to send to.
+    pub peer: SocketAddr,
+    /// The payload within the buffer passed to `handle_client_input`.
+    pub range: Range<usize>,
+}
+
+/// Where to send a peer's data, framed by the core in the caller's buffer: to the client of
+/// `to`, the bytes `range` of the buffer passed to `handle_peer_input`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTransmit {
+    /// The client's 5-tuple (the server address names the listening socket to send from).
+    pub to: FiveTuple,
+    /// The framed message (ChannelData or Data indication) within the buffer.
+    pub range: Range<usize>,
+}
+
+/// Bytes of headroom the caller must leave before a peer's payload so that the core can frame
+/// it in place: STUN header (20) + XOR-PEER-ADDRESS for IPv6 (24) + DATA header (4).
+pub const PEER_HEADROOM: usize = 48;
+
+/// Bytes of tailroom the caller must leave after a peer's payload for attribute padding.
+pub const PEER_TAILROOM: usize = 4;

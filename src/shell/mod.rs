@@ -1,0 +1,444 @@
+//! The tokio shell: sockets, timers and signals around the sans-IO [`Server`].
+//!
+//! One driver task owns the [`Server`]. Each listening socket and each relay socket has a
+//! reader task that forwards datagrams to the driver over a bounded channel; the driver feeds
+//! them to the core, sends what the core returns, and carries out its commands. SIGHUP re-reads
+//! the secret file. Nothing here decides anything about TURN.
+
+mod log;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use anyhow::Context as _;
+use rand::rngs::StdRng;
+use rand::{RngCore, SeedableRng};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::config::{Config, ListenTransport};
+use crate::credentials::Secrets;
+use crate::pii::Pii;
+use crate::policy::Policy;
+use crate::relay::{
+    BindResult, ClientTransmit, Command, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
+    ServerConfig, Stats, Transport,
+};
+
+/// Largest UDP payload read from any socket.
+const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams queued from reader tasks to the driver before new ones are dropped.
+const QUEUE_DEPTH: usize = 8192;
+/// Socket buffer size requested for every socket.
+const SOCKET_BUFFER: usize = 4 << 20;
+
+/// A datagram for the driver.
+enum Input {
+    Client {
+        server: SocketAddr,
+        from: SocketAddr,
+        bytes: Vec<u8>,
+    },
+    Peer {
+        relay: SocketAddr,
+        from: SocketAddr,
+        /// The payload sits at `PEER_HEADROOM..PEER_HEADROOM + len`.
+        buf: Vec<u8>,
+        len: usize,
+    },
+}
+
+/// A running relay, as returned by [`start`].
+pub struct Running {
+    /// The bound listening addresses (with the OS-chosen ports where the config said 0).
+    pub local_addrs: Vec<SocketAddr>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<Stats>>,
+}
+
+impl Running {
+    /// Stops the relay and waits for it, returning the core's final counters.
+    ///
+    /// # Errors
+    ///
+    /// Returns the driver's error, if it failed.
+    pub async fn stop(mut self) -> anyhow::Result<Stats> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.task.await.context("relay task panicked")?
+    }
+
+    /// Waits until the relay ends by itself (it does not, except on error).
+    ///
+    /// # Errors
+    ///
+    /// Returns the driver's error, if it failed.
+    pub async fn wait(self) -> anyhow::Result<Stats> {
+        self.task.await.context("relay task panicked")?
+    }
+}
+
+/// Binds every listener, starts the driver, and returns once the relay serves.
+///
+/// # Errors
+///
+/// Fails when the secret file cannot be read or a listener cannot be bound.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let secrets = load_secrets(&config)?;
+    let mut rng = StdRng::from_os_rng();
+    let mut nonce_key = [0u8; 32];
+    rng.fill_bytes(&mut nonce_key);
+    let policy = Policy::new(
+        config.peer_deny.clone(),
+        config.peer_dangerous_allow.clone(),
+        config.client_deny.clone(),
+    );
+    let server = Server::new(
+        ServerConfig::from_config(&config),
+        secrets,
+        policy,
+        nonce_key,
+        rng,
+    );
+
+    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+    let mut listeners = HashMap::new();
+    let mut local_addrs = Vec::new();
+    let mut readers = Vec::new();
+    for l in &config.listen {
+        match l.transport {
+            ListenTransport::Udp => {
+                let sock = bind_udp(l.addr).with_context(|| format!("binding listener {l}"))?;
+                let local = sock.local_addr()?;
+                let sock = Arc::new(sock);
+                readers.push(spawn_listener_reader(sock.clone(), local, tx.clone()));
+                listeners.insert(local, sock);
+                local_addrs.push(local);
+                tracing::info!(target: "eeaturn::shell", listener = %format!("udp://{local}"), "listening");
+            }
+        }
+    }
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let driver = Driver {
+        server,
+        config,
+        listeners,
+        relays: HashMap::new(),
+        tx,
+        readers,
+    };
+    let task = tokio::spawn(driver.run(rx, stop_rx));
+    Ok(Running {
+        local_addrs,
+        stop: Some(stop_tx),
+        task,
+    })
+}
+
+/// Runs the relay until `shutdown` completes.
+///
+/// # Errors
+///
+/// Fails when the relay cannot start or its driver fails.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let running = start(config).await?;
+    tracing::info!(target: "eeaturn::shell", "ready");
+    shutdown.await;
+    tracing::info!(target: "eeaturn::shell", "shutting down");
+    let stats = running.stop().await?;
+    tracing::info!(
+        target: "eeaturn::shell",
+        allocations = stats.allocations_created,
+        packets_to_peer = stats.packets_to_peer,
+        packets_to_client = stats.packets_to_client,
+        "stopped"
+    );
+    Ok(())
+}
+
+/// Reads and parses the secret file named by the config.
+///
+/// # Errors
+///
+/// Fails with a message naming the file when it is missing, unreadable or holds no secret.
+pub fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
+    let path = &config.secret_file;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read auth.secret_file {}: create it with one secret per line (at least 16 bytes each)",
+            path.display()
+        )
+    })?;
+    Secrets::parse(&text).with_context(|| format!("auth.secret_file {}", path.display()))
+}
+
+struct RelaySocket {
+    sock: Arc<UdpSocket>,
+    reader: JoinHandle<()>,
+}
+
+struct Driver {
+    server: Server<StdRng>,
+    config: Config,
+    listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
+    relays: HashMap<SocketAddr, RelaySocket>,
+    tx: mpsc::Sender<Input>,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Input>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> anyhow::Result<Stats> {
+        let mut hup = hangup_signal();
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            let deadline = self.server.poll_timeout();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 64) => {
+                    if n == 0 {
+                        break;
+                    }
+                    let now = now();
+                    for input in batch.drain(..) {
+                        self.handle_input(input, now).await;
+                    }
+                }
+                () = sleep => {
+                    self.server.handle_timeout(now());
+                }
+                _ = recv_hangup(&mut hup) => {
+                    self.reload_secrets();
+                }
+                _ = &mut stop => break,
+            }
+            self.drain().await;
+        }
+        self.server.shutdown(now());
+        self.drain().await;
+        for r in self.readers.drain(..) {
+            r.abort();
+        }
+        Ok(self.server.stats().clone())
+    }
+
+    async fn handle_input(&mut self, input: Input, now: Now) {
+        match input {
+            Input::Client {
+                server,
+                from,
+                bytes,
+            } => {
+                let five = FiveTuple {
+                    transport: Transport::Udp,
+                    client: from,
+                    server,
+                };
+                if let Some(t) = self.server.handle_client_input(five, &bytes, now) {
+                    if let Some(r) = self.relays.get(&t.relay) {
+                        if let Err(e) = r.sock.try_send_to(&bytes[t.range], t.peer) {
+                            tracing::debug!(target: "eeaturn::relay", error = %e, "send to peer failed");
+                        }
+                    }
+                }
+            }
+            Input::Peer {
+                relay,
+                from,
+                mut buf,
+                len,
+            } => {
+                let payload = PEER_HEADROOM..PEER_HEADROOM + len;
+                if let Some(ClientTransmit { to, range }) = self
+                    .server
+                    .handle_peer_input(relay, from, &mut buf, payload, now)
+                {
+                    if let Some(sock) = self.listeners.get(&to.server) {
+                        if let Err(e) = sock.try_send_to(&buf[range], to.client) {
+                            tracing::debug!(target: "eeaturn::relay", error = %e, "send to client failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Carries out the core's commands and logs its events.
+    async fn drain(&mut self) {
+        while let Some(cmd) = self.server.poll_command() {
+            match cmd {
+                Command::SendToClient { to, bytes } => {
+                    if let Some(sock) = self.listeners.get(&to.server) {
+                        if let Err(e) = sock.send_to(&bytes, to.client).await {
+                            tracing::debug!(target: "eeaturn::shell", error = %e, client = %Pii(to.client), "send to client failed");
+                        }
+                    }
+                }
+                Command::BindRelay { token, addrs } => {
+                    let result = self.bind_relays(&addrs);
+                    self.server.handle_relay_bound(token, &addrs, result, now());
+                }
+                Command::CloseRelay { addr } => {
+                    if let Some(r) = self.relays.remove(&addr) {
+                        r.reader.abort();
+                    }
+                }
+            }
+        }
+        while let Some(ev) = self.server.poll_event() {
+            log::event(&ev);
+        }
+    }
+
+    fn bind_relays(&mut self, addrs: &[SocketAddr]) -> BindResult {
+        let mut bound = Vec::new();
+        for &addr in addrs {
+            match bind_udp(addr) {
+                Ok(sock) => bound.push((addr, Arc::new(sock))),
+                Err(e) => {
+                    tracing::warn!(target: "eeaturn::shell", port = addr.port(), error = %e, "cannot bind relay socket");
+                    return if e.kind() == std::io::ErrorKind::AddrInUse {
+                        BindResult::AddrInUse
+                    } else {
+                        BindResult::Failed
+                    };
+                }
+            }
+        }
+        for (addr, sock) in bound {
+            let reader = spawn_relay_reader(sock.clone(), addr, self.tx.clone());
+            self.relays.insert(addr, RelaySocket { sock, reader });
+        }
+        BindResult::Bound
+    }
+
+    fn reload_secrets(&mut self) {
+        match load_secrets(&self.config) {
+            Ok(s) => {
+                let n = s.len();
+                self.server.replace_secrets(s);
+                tracing::info!(target: "eeaturn::shell", secrets = n, "reloaded secrets on SIGHUP");
+            }
+            Err(e) => {
+                tracing::error!(target: "eeaturn::shell", error = %format!("{e:#}"), "secret reload failed; keeping the previous secrets");
+            }
+        }
+    }
+}
+
+fn spawn_listener_reader(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<Input>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            match sock.recv_from(&mut buf).await {
+                Ok((n, from)) => {
+                    let input = Input::Client {
+                        server: local,
+                        from,
+                        bytes: buf[..n].to_vec(),
+                    };
+                    if tx.try_send(input).is_err() && tx.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    // ICMP errors (port unreachable) surface as recv errors on Linux; skip them.
+                    tracing::trace!(target: "eeaturn::shell", error = %e, "listener recv error");
+                }
+            }
+        }
+    })
+}
+
+fn spawn_relay_reader(
+    sock: Arc<UdpSocket>,
+    local: SocketAddr,
+    tx: mpsc::Sender<Input>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM];
+        loop {
+            let end = PEER_HEADROOM + MAX_DATAGRAM;
+            match sock.recv_from(&mut buf[PEER_HEADROOM..end]).await {
+                Ok((n, from)) => {
+                    let mut out = vec![0u8; PEER_HEADROOM + n + PEER_TAILROOM];
+                    out[PEER_HEADROOM..PEER_HEADROOM + n]
+                        .copy_from_slice(&buf[PEER_HEADROOM..PEER_HEADROOM + n]);
+                    let input = Input::Peer {
+                        relay: local,
+                        from,
+                        buf: out,
+                        len: n,
+                    };
+                    if tx.try_send(input).is_err() && tx.is_closed() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::trace!(target: "eeaturn::shell", error = %e, "relay recv error");
+                }
+            }
+        }
+    })
+}
+
+/// Binds a non-blocking UDP socket with large buffers (IPv6 sockets are IPv6-only).
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    if addr.is_ipv6() {
+        sock.set_only_v6(true)?;
+    }
+    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
+    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the shell is where clocks are read"
+)]
+fn now() -> Now {
+    Now {
+        mono: Instant::now(),
+        wall: SystemTime::now(),
+    }
+}
+
+#[cfg(unix)]
+type Hangup = Option<tokio::signal::unix::Signal>;
+
+#[cfg(unix)]
+fn hangup_signal() -> Hangup {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+#[cfg(unix)]
+async fn recv_hangup(h: &mut Hangup) {
+    match h {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
+}
