@@ -1,1 +1,233 @@
+//! Config parsing and validation: every example file, each validation error names its key,
+//! and unknown keys are rejected everywhere.
 
+use std::path::Path;
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[server]
+realm = "r.example"
+listen = ["udp://127.0.0.1:3478"]
+[auth]
+secret_file = "secret"
+[relay]
+addresses = ["127.0.0.1"]
+"#;
+
+fn parse(text: &str) -> Result<Config, Error> {
+    Config::parse(text, Path::new("/etc/eeaturn"))
+}
+
+fn invalid_key(text: &str) -> &'static str {
+    match parse(text) {
+        Err(Error::Invalid { key, .. }) => key,
+        other => panic!("expected an Invalid error, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.realm, "r.example");
+    assert_eq!(c.secret_file, Path::new("/etc/eeaturn/secret"));
+    assert_eq!(c.relay.ports, 49152..=65535);
+    assert_eq!(c.limits.default_lifetime, Duration::from_secs(600));
+    assert_eq!(c.limits.max_lifetime, Duration::from_secs(3600));
+    assert_eq!(c.max_credential_ttl, Duration::from_secs(86400));
+    assert_eq!(c.software.as_deref(), Some("eeaturn"));
+    assert!(c.peer_dangerous_allow.is_empty());
+    assert!(!c.log.log_ips);
+}
+
+#[test]
+fn shipped_configs_parse() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            Config::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2, "expected dev.toml and eeaturn.example.toml");
+}
+
+#[test]
+fn dev_config_is_loopback_only_and_marks_the_exemption() {
+    let c = Config::parse(DEV_CONFIG, Path::new("config")).unwrap();
+    assert!(c.listen.iter().all(|l| l.addr.ip().is_loopback()));
+    assert!(c.relay.v4.is_some_and(|ip| ip.is_loopback()));
+    assert!(DEV_CONFIG.contains("DEVELOPMENT SETTING"));
+    assert_eq!(c.secret_file, Path::new("config/dev.secret"));
+}
+
+#[test]
+fn unknown_keys_are_rejected_in_every_table() {
+    let example = include_str!("../../config/eeaturn.example.toml");
+    let tables = [
+        "[server]",
+        "[auth]",
+        "[relay]",
+        "[limits]",
+        "[peers]",
+        "[clients]",
+        "[log]",
+    ];
+    for table in tables {
+        assert!(example.contains(table), "example lacks {table}");
+        let mutated = example.replace(table, &format!("{table}\nno_such_key = 1"));
+        match parse(&mutated) {
+            Err(Error::Parse(m)) => assert!(m.contains("no_such_key"), "{table}: {m}"),
+            other => panic!("{table}: expected a parse error, got {other:?}"),
+        }
+    }
+    let top = format!("no_such_table = 1\n{example}");
+    assert!(matches!(parse(&top), Err(Error::Parse(_))));
+}
+
+#[test]
+fn validation_errors_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("realm = \"r.example\"", "realm = \"\"", "server.realm"),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = []",
+            "server.listen",
+        ),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"127.0.0.1:3478\"]",
+            "server.listen",
+        ),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"sctp://127.0.0.1:3478\"]",
+            "server.listen",
+        ),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"udp://::1:3478\"]",
+            "server.listen",
+        ),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"udp://127.0.0.1:3478\", \"udp://127.0.0.1:3478\"]",
+            "server.listen",
+        ),
+        (
+            "secret_file = \"secret\"",
+            "secret_file = \" \"",
+            "auth.secret_file",
+        ),
+        (
+            "addresses = [\"127.0.0.1\"]",
+            "addresses = []",
+            "relay.addresses",
+        ),
+        (
+            "addresses = [\"127.0.0.1\"]",
+            "addresses = [\"0.0.0.0\"]",
+            "relay.addresses",
+        ),
+        (
+            "addresses = [\"127.0.0.1\"]",
+            "addresses = [\"127.0.0.1\", \"127.0.0.2\"]",
+            "relay.addresses",
+        ),
+        (
+            "addresses = [\"127.0.0.1\"]",
+            "addresses = [\"localhost\"]",
+            "relay.addresses",
+        ),
+        (
+            "addresses = [\"127.0.0.1\"]",
+            "addresses = [\"127.0.0.1\"]\nport_range = \"60000-50000\"",
+            "relay.port_range",
+        ),
+        (
+            "addresses = [\"127.0.0.1\"]",
+            "addresses = [\"127.0.0.1\"]\nport_range = \"5000\"",
+            "relay.port_range",
+        ),
+        (
+            "addresses = [\"127.0.0.1\"]",
+            "addresses = [\"127.0.0.1\"]\nexternal_addresses = [\"2001:db8::1\"]",
+            "relay.external_addresses",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let text = MINIMAL.replace(from, to);
+        assert_ne!(text, MINIMAL, "case for {key} did not change the text");
+        assert_eq!(invalid_key(&text), *key, "mutation {to:?}");
+    }
+}
+
+#[test]
+fn table_errors_name_the_key() {
+    let with = |extra: &str| format!("{MINIMAL}\n{extra}");
+    assert_eq!(
+        invalid_key(&with("[limits]\nmax_allocations = 0")),
+        "limits.max_allocations"
+    );
+    assert_eq!(
+        invalid_key(&with("[limits]\ndefault_lifetime = \"10s\"")),
+        "limits.default_lifetime"
+    );
+    assert_eq!(
+        invalid_key(&with("[limits]\nmax_lifetime = \"5m\"")),
+        "limits.max_lifetime"
+    );
+    assert_eq!(
+        invalid_key(&with("[limits]\nmax_lifetime = \"2d\"")),
+        "limits.max_lifetime"
+    );
+    assert_eq!(
+        invalid_key(&with("[peers]\ndeny = [\"10.0.0.0/33\"]")),
+        "peers.deny"
+    );
+    assert_eq!(
+        invalid_key(&with("[peers]\ndangerous_allow = [\"nope\"]")),
+        "peers.dangerous_allow"
+    );
+    assert_eq!(
+        invalid_key(&with("[clients]\ndeny = [\"x\"]")),
+        "clients.deny"
+    );
+    assert_eq!(invalid_key(&with("[log]\nformat = \"xml\"")), "log.format");
+    assert_eq!(
+        invalid_key(&MINIMAL.replace("[auth]", "[auth]\nmax_credential_ttl = \"25h\"")),
+        "auth.max_credential_ttl"
+    );
+    assert_eq!(
+        invalid_key(&MINIMAL.replace("[auth]", "[auth]\nnonce_lifetime = \"1s\"")),
+        "auth.nonce_lifetime"
+    );
+}
+
+#[test]
+fn cidrs_accept_bare_addresses_and_truncate() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[peers]\ndeny = [\"192.0.2.7/24\", \"2001:db8::1\"]"
+    ))
+    .unwrap();
+    assert_eq!(c.peer_deny[0].to_string(), "192.0.2.0/24");
+    assert_eq!(c.peer_deny[1].to_string(), "2001:db8::1/128");
+}
+
+#[test]
+fn durations() {
+    assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+    for bad in ["", "10", "m", "1x", "-1s", "1.5h", "99999999999999999999d"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let e = Config::load(Path::new("/nonexistent/eeaturn.toml")).unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/eeaturn.toml"), "{e}");
+}
