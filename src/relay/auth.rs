@@ -162,14 +162,10 @@ impl Authenticator {
                 alg
             }
         };
-        let user = match credentials::check_username(
-            username,
-            now,
-            self.max_credential_ttl,
-            CREDENTIAL_SKEW,
-        ) {
-            Ok(u) => u,
-            Err(_) => return reject(401, "Unauthorized", true),
+        let Ok(user) =
+            credentials::check_username(username, now, self.max_credential_ttl, CREDENTIAL_SKEW)
+        else {
+            return reject(401, "Unauthorized", true);
         };
         let user_key = if user.user.is_empty() {
             username.to_owned()

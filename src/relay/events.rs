@@ -68,6 +68,8 @@ pub enum Event {
         id: AllocationId,
         /// When.
         at: SystemTime,
+        /// When it was created.
+        started: SystemTime,
         /// Why.
         reason: EndReason,
         /// Traffic relayed over its life.

@@ -115,9 +115,7 @@ impl<R: RngCore> Server<R> {
             return None;
         };
         let tid = self.random_tid();
-        let Some(a) = self.alloc_mut(slot) else {
-            return None;
-        };
+        let a = self.alloc_mut(slot)?;
         if !a.is_active() {
             return None;
         }

@@ -333,6 +333,7 @@ impl<R: RngCore> Server<R> {
             self.events.push_back(Event::AllocationEnded {
                 id: a.id,
                 at: now.wall,
+                started: a.created,
                 reason,
                 traffic: a.traffic,
             });

@@ -28,6 +28,7 @@ impl PortPool {
     }
 
     /// Returns how many ports are taken.
+    #[cfg(test)]
     pub(super) fn in_use(&self) -> usize {
         self.in_use
     }
@@ -64,6 +65,7 @@ impl PortPool {
     }
 
     /// Marks `port` taken; returns false when it was already taken or is out of range.
+    #[cfg(test)]
     pub(super) fn take_exact(&mut self, port: u16) -> bool {
         if !self.contains(port) {
             return false;

@@ -119,10 +119,6 @@ impl Allocation {
         self.relayed.iter().find(|r| r.family == family)
     }
 
-    pub(crate) fn relayed_by_local(&self, local: SocketAddr) -> Option<&Relayed> {
-        self.relayed.iter().find(|r| r.local == local)
-    }
-
     pub(crate) fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
         self.permissions
             .iter()
