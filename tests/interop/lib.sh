@@ -1,0 +1,343 @@
+# shellcheck shell=bash
+# Shared helpers for the interop scripts in this directory. Source it, don't run it.
+#
+# Everything here talks to loopback addresses only (127.0.0.0/8 and ::1).
+# Every background process is recorded and killed by the EXIT trap that
+# interop_init installs.
+#
+# Environment knobs (all optional):
+#   EEATURN_BIN          server binary (default: <repo>/target/debug/eeaturn)
+#   INTEROP_SERVER       "eeaturn" (default) or "coturn": run the same scenarios
+#                        against coturn's turnserver, as a reference baseline
+#   INTEROP_RESULTS      file to which "PASS name" / "FAIL name" lines are appended
+#                        (run-all.sh sets it to count the results)
+#   INTEROP_KEEP=1       keep the temp dir (logs, config) even when everything passed
+#   EEATURN_LOG_LEVEL    [log] level of the server under test (default: info)
+
+INTEROP_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd "$INTEROP_DIR/../.." && pwd)"
+INTEROP_SERVER="${INTEROP_SERVER:-eeaturn}"
+
+declare -a _INTEROP_PIDS=()
+_INTEROP_FAILED=0
+_INTEROP_PASSED=0
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*"; }
+
+# Runs a command as root: directly when we are root (as in CI), else through sudo.
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then
+    "$@"
+  elif command -v sudo >/dev/null 2>&1; then
+    sudo -n "$@"
+  else
+    log "need root for: $*"
+    return 1
+  fi
+}
+
+# coturn's package gives turnutils_uclient, turnutils_peer, turnutils_stunclient.
+# Installing it must not leave its own turnserver daemon running or enabled.
+ensure_coturn() {
+  if command -v turnutils_uclient >/dev/null 2>&1 &&
+    command -v turnutils_peer >/dev/null 2>&1 &&
+    command -v turnutils_stunclient >/dev/null 2>&1; then
+    return 0
+  fi
+  log "installing coturn (for its turnutils_* test clients)"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -q >/dev/null || return 1
+  as_root apt-get install -y -q --no-install-recommends coturn >/dev/null || return 1
+  stop_packaged_coturn
+}
+
+# Stops and disables the daemon that the coturn package may have started.
+# Only turnserver processes running the package's /etc/turnserver.conf are
+# touched, by pid; turnservers started by anyone else are left alone.
+stop_packaged_coturn() {
+  as_root systemctl disable --now coturn >/dev/null 2>&1 || true
+  as_root service coturn stop >/dev/null 2>&1 || true
+  local pid
+  for pid in $(pgrep -x turnserver 2>/dev/null || true); do
+    if tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q '/etc/turnserver.conf'; then
+      log "stopping the packaged coturn daemon (pid $pid)"
+      as_root kill "$pid" 2>/dev/null || true
+    fi
+  done
+}
+
+# Python's aioice (a real third-party TURN client implementation).
+ensure_aioice() {
+  if python3 -c 'import aioice' >/dev/null 2>&1; then
+    return 0
+  fi
+  log "installing aioice from PyPI"
+  python3 -m pip install -q --disable-pip-version-check 'aioice==0.*' || return 1
+  python3 -c 'import aioice' >/dev/null 2>&1
+}
+
+eeaturn_bin() {
+  printf '%s\n' "${EEATURN_BIN:-$REPO_ROOT/target/debug/eeaturn}"
+}
+
+# interop_init NAME: temp dir in $WORK, cleanup trap, result bookkeeping.
+interop_init() {
+  INTEROP_NAME="$1"
+  WORK="$(mktemp -d "${TMPDIR:-/tmp}/eeaturn-interop-$INTEROP_NAME.XXXXXX")"
+  trap _interop_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  log "$INTEROP_NAME: work dir $WORK (server under test: $INTEROP_SERVER)"
+}
+
+_interop_cleanup() {
+  local rc=$?
+  local pid i
+  for pid in "${_INTEROP_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${_INTEROP_PIDS[@]}"; do
+    for i in $(seq 1 50); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "pid $pid ignored SIGTERM for 5 s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+  done
+  if [ "$_INTEROP_FAILED" -eq 0 ] && [ "$rc" -eq 0 ] && [ "${INTEROP_KEEP:-0}" != 1 ]; then
+    rm -rf "$WORK"
+  else
+    log "$INTEROP_NAME: logs kept in $WORK"
+  fi
+  exit "$rc"
+}
+
+# spawn LOGFILE CMD...: starts CMD in the background; its pid is in $SPAWNED
+# and is killed on exit.
+spawn() {
+  local logfile="$1"
+  shift
+  "$@" >"$logfile" 2>&1 &
+  SPAWNED=$!
+  _INTEROP_PIDS+=("$SPAWNED")
+}
+
+pass() {
+  local name="$1"
+  shift
+  _INTEROP_PASSED=$((_INTEROP_PASSED + 1))
+  printf 'PASS %s/%s%s\n' "$INTEROP_NAME" "$name" "${*:+: $*}"
+  if [ -n "${INTEROP_RESULTS:-}" ]; then
+    printf 'PASS %s/%s\n' "$INTEROP_NAME" "$name" >>"$INTEROP_RESULTS"
+  fi
+}
+
+fail() {
+  local name="$1"
+  shift
+  _INTEROP_FAILED=$((_INTEROP_FAILED + 1))
+  printf 'FAIL %s/%s%s\n' "$INTEROP_NAME" "$name" "${*:+: $*}"
+  if [ -n "${INTEROP_RESULTS:-}" ]; then
+    printf 'FAIL %s/%s\n' "$INTEROP_NAME" "$name" >>"$INTEROP_RESULTS"
+  fi
+}
+
+# Prints the closing line of one script and returns non-zero if anything failed.
+interop_finish() {
+  log "$INTEROP_NAME: $_INTEROP_PASSED passed, $_INTEROP_FAILED failed"
+  [ "$_INTEROP_FAILED" -eq 0 ]
+}
+
+strip_ansi() { sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
+
+# Is a UDP port free on the loopback addresses? (best effort; ss is optional)
+udp_port_free() {
+  local port="$1"
+  if ! command -v ss >/dev/null 2>&1; then
+    return 0
+  fi
+  [ -z "$(ss -Hlun "sport = :$port" 2>/dev/null)" ]
+}
+
+random_secret() {
+  od -An -tx1 -N20 /dev/urandom | tr -d ' \n'
+}
+
+# write_server_config DIR PORT RELAY_RANGE
+# Writes DIR/secret (two lines: the first signs, the second is an older one
+# that must still be accepted) and DIR/eeaturn.toml, listening on
+# 127.0.0.1:PORT and [::1]:PORT. Sets SECRET, SECRET_OLD, CONFIG.
+write_server_config() {
+  local dir="$1" port="$2" range="$3"
+  SECRET="$(random_secret)"
+  SECRET_OLD="$(random_secret)"
+  printf '%s\n%s\n' "$SECRET" "$SECRET_OLD" >"$dir/secret"
+  chmod 600 "$dir/secret"
+  CONFIG="$dir/eeaturn.toml"
+  cat >"$CONFIG" <<EOF
+# Written by tests/interop for one test run; loopback only.
+[server]
+realm = "eeaturn.dev"
+listen = ["udp://127.0.0.1:$port", "udp://[::1]:$port"]
+
+[auth]
+secret_file = "$dir/secret"
+
+[relay]
+addresses = ["127.0.0.1", "::1"]
+port_range = "$range"
+
+[peers]
+dangerous_allow = ["127.0.0.0/8", "::1/128"]
+
+[log]
+level = "${EEATURN_LOG_LEVEL:-info}"
+EOF
+}
+
+# start_server DIR PORT RELAY_RANGE: writes the config, starts the server under
+# test, waits until it is ready. Sets SERVER_PID and SERVER_LOG.
+start_server() {
+  local dir="$1" port="$2" range="$3"
+  if ! udp_port_free "$port"; then
+    log "UDP port $port is already in use on this machine:"
+    ss -Hlunp "sport = :$port" 2>/dev/null || true
+    return 1
+  fi
+  write_server_config "$dir" "$port" "$range"
+  SERVER_LOG="$dir/server.log"
+  case "$INTEROP_SERVER" in
+    eeaturn)
+      local bin
+      bin="$(eeaturn_bin)"
+      if [ ! -x "$bin" ]; then
+        log "server binary $bin not found (run cargo build, or set EEATURN_BIN)"
+        return 1
+      fi
+      log "starting $bin serve --config $CONFIG"
+      spawn "$SERVER_LOG" env NO_COLOR=1 "$bin" serve --config "$CONFIG"
+      SERVER_PID=$SPAWNED
+      wait_for_log "$SERVER_LOG" "$SERVER_PID" 'ready' 30 || return 1
+      ;;
+    coturn)
+      # Reference baseline only: the same scenarios against coturn's server.
+      local lo="${range%-*}" hi="${range#*-}"
+      cat >"$dir/turnserver.conf" <<EOF
+listening-ip=127.0.0.1
+listening-ip=::1
+listening-port=$port
+relay-ip=127.0.0.1
+relay-ip=::1
+min-port=$lo
+max-port=$hi
+allow-loopback-peers
+use-auth-secret
+static-auth-secret=$SECRET
+realm=eeaturn.dev
+no-tls
+no-dtls
+no-cli
+no-rfc5780
+fingerprint
+log-file=stdout
+userdb=$dir/turndb
+pidfile=$dir/turnserver.pid
+EOF
+      log "starting coturn turnserver (baseline mode)"
+      spawn "$SERVER_LOG" turnserver -c "$dir/turnserver.conf"
+      SERVER_PID=$SPAWNED
+      wait_for_log "$SERVER_LOG" "$SERVER_PID" 'Total General servers' 30 || return 1
+      sleep 0.5
+      ;;
+    *)
+      log "unknown INTEROP_SERVER=$INTEROP_SERVER"
+      return 1
+      ;;
+  esac
+  log "server is ready (pid $SERVER_PID)"
+}
+
+# wait_for_log FILE PID WORD SECONDS: waits until FILE has a line with WORD
+# (whole word, any case) while PID is alive.
+wait_for_log() {
+  local file="$1" pid="$2" word="$3" secs="$4" i
+  for i in $(seq 1 $((secs * 10))); do
+    if strip_ansi <"$file" 2>/dev/null | grep -qiw -- "$word"; then
+      return 0
+    fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      wait "$pid" 2>/dev/null
+      log "process $pid exited (status $?) before logging '$word'; its output:"
+      strip_ansi <"$file" | tail -n 40 | sed 's/^/    | /'
+      return 1
+    fi
+    sleep 0.1
+  done
+  log "no '$word' in $file after $secs s; its output:"
+  strip_ansi <"$file" | tail -n 40 | sed 's/^/    | /'
+  return 1
+}
+
+# Server log position, to show only what a scenario caused.
+log_mark() { wc -l <"$SERVER_LOG" | tr -d ' '; }
+
+# show_server_log_since MARK [MAX_LINES]
+show_server_log_since() {
+  local mark="$1" max="${2:-60}"
+  echo "    server log (new lines, last $max at most):"
+  tail -n +"$((mark + 1))" "$SERVER_LOG" | strip_ansi | tail -n "$max" | sed 's/^/    | /'
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    echo "    !! the server process $SERVER_PID is no longer running"
+  fi
+}
+
+# record_results FILE: counts the "PASS x" / "FAIL x: why" lines that a helper
+# program printed (already shown to the user) as results of this script.
+record_results() {
+  local word name
+  while read -r word name; do
+    name="${name%%:*}"
+    case "$word" in
+      PASS) _INTEROP_PASSED=$((_INTEROP_PASSED + 1)) ;;
+      FAIL) _INTEROP_FAILED=$((_INTEROP_FAILED + 1)) ;;
+      *) continue ;;
+    esac
+    if [ -n "${INTEROP_RESULTS:-}" ]; then
+      printf '%s %s\n' "$word" "$name" >>"$INTEROP_RESULTS"
+    fi
+  done < <(grep -E '^(PASS|FAIL) ' "$1")
+}
+
+# stop_server_scenario SIGNAL: the server must exit with status 0 within 10 s
+# of SIGNAL (the contract: `serve` runs until SIGINT or SIGTERM).
+stop_server_scenario() {
+  local sig="$1" name i rc
+  name="exits-on-$(tr '[:upper:]' '[:lower:]' <<<"$sig")"
+  if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+    fail "$name" "the server was not running any more"
+    return
+  fi
+  local mark
+  mark=$(log_mark)
+  kill -"$sig" "$SERVER_PID"
+  for i in $(seq 1 100); do
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  if kill -0 "$SERVER_PID" 2>/dev/null; then
+    fail "$name" "still running 10 s after $sig"
+    show_server_log_since "$mark" 20
+    return
+  fi
+  wait "$SERVER_PID"
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
+    pass "$name" "exit status 0"
+  else
+    fail "$name" "exit status $rc after $sig"
+    show_server_log_since "$mark" 20
+  fi
+}
