@@ -72,7 +72,7 @@ ensure_aioice() {
     return 0
   fi
   log "installing aioice from PyPI"
-  python3 -m pip install -q --disable-pip-version-check 'aioice==0.*' || return 1
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install -q --disable-pip-version-check 'aioice==0.*' || return 1
   python3 -c 'import aioice' >/dev/null 2>&1
 }
 
