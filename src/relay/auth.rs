@@ -144,6 +144,13 @@ impl Authenticator {
         // PASSWORD-ALGORITHM selects the key; a request that names one must echo the offer
         // unchanged (downgrade protection). See RFC 8489 §9.2.4.
         let algorithm = match msg.get(attr::PASSWORD_ALGORITHM) {
+            None if msg.get(attr::PASSWORD_ALGORITHMS).is_some() => {
+                return reject(
+                    400,
+                    "Bad Request: PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM",
+                    false,
+                );
+            }
             None => attr::PASSWORD_ALGORITHM_MD5,
             Some(v) => {
                 let Ok(alg) = attr::decode_password_algorithm(v) else {

@@ -174,8 +174,14 @@ impl<R: RngCore> Server<R> {
             BindResult::AddrInUse
                 if pending.attempts < MAX_BIND_ATTEMPTS && !pending.from_token =>
             {
-                self.unregister_relayed(slot);
+                // Keep the ports the OS refused marked as taken until this Allocate is done,
+                // so the retry cannot pick one of them again.
                 let mut p = pending;
+                if let Some(a) = self.alloc(slot) {
+                    p.busy
+                        .extend(a.relayed.iter().map(|r| (r.family, r.local.port())));
+                }
+                self.unregister_relayed(slot, false);
                 p.attempts += 1;
                 if let Some(a) = self.alloc_mut(slot) {
                     a.state = AllocState::Pending(p);
@@ -466,10 +472,14 @@ impl<R: RngCore> Server<R> {
         };
         let mut families = Vec::with_capacity(2);
         let mut refused_family = None;
+        let lifetime = self.granted_lifetime(msg)?;
+        // The token is only looked at here; it is consumed once every check has passed, so a
+        // refused request leaves the reservation to its own timer.
         let reservation = match token {
             Some(t) => Some(
                 self.reservations
-                    .remove(&t)
+                    .get(&t)
+                    .copied()
                     .filter(|r| r.expires > now.mono)
                     .ok_or(fail(
                         508,
@@ -503,37 +513,34 @@ impl<R: RngCore> Server<R> {
         let decision = self.policy.check_client(from.client.ip());
         if let Decision::Deny { rule } = decision {
             self.deny(None, Subject::Client, from.client.ip(), rule, now);
-            if let Some(r) = reservation {
-                self.ports(r.family).release(r.port);
-            }
             return Err(fail(403, "Forbidden: client address refused by policy"));
         }
 
         // Quotas.
-        let release_reservation = |s: &mut Self| {
-            if let Some(r) = reservation {
-                s.ports(r.family).release(r.port);
-            }
-        };
         if self.active >= self.cfg.limits.max_allocations {
-            release_reservation(self);
             return Err(fail(508, "Insufficient Capacity"));
         }
         if self.per_user.get(&auth.user_key).copied().unwrap_or(0)
             >= self.cfg.limits.max_allocations_per_user
         {
-            release_reservation(self);
             return Err(fail(486, "Allocation Quota Reached"));
         }
+        let relay_ip = match reservation {
+            Some(r) => Some(
+                self.relay_ip(r.family)
+                    .ok_or(fail(508, "Insufficient Capacity"))?,
+            ),
+            None => None,
+        };
+        if let Some(t) = token {
+            // Consumed: the reserved port now belongs to this allocation.
+            self.reservations.remove(&t);
+        }
 
-        let lifetime = self.granted_lifetime(msg)?;
         let id = AllocationId(self.rng.next_u64());
         *self.per_user.entry(auth.user_key.clone()).or_default() += 1;
-        let relayed = match reservation {
-            Some(r) => {
-                let ip = self
-                    .relay_ip(r.family)
-                    .ok_or(fail(508, "Insufficient Capacity"))?;
+        let relayed = match (reservation, relay_ip) {
+            (Some(r), Some(ip)) => {
                 let local = SocketAddr::new(ip, r.port);
                 vec![Relayed {
                     family: r.family,
@@ -541,7 +548,7 @@ impl<R: RngCore> Server<R> {
                     advertised: self.advertised(local),
                 }]
             }
-            None => Vec::new(),
+            _ => Vec::new(),
         };
         let pending = PendingAllocate {
             tid: msg.transaction_id(),
@@ -551,6 +558,7 @@ impl<R: RngCore> Server<R> {
             from_token: reservation.is_some(),
             attempts: 0,
             refused_family,
+            busy: Vec::new(),
         };
         let a = Allocation {
             id,
@@ -680,7 +688,7 @@ impl<R: RngCore> Server<R> {
 
     /// Forgets a pending allocation's relay addresses after a failed bind, keeping the
     /// families to retry with.
-    fn unregister_relayed(&mut self, slot: Slot) {
+    fn unregister_relayed(&mut self, slot: Slot, release_ports: bool) {
         let Some(a) = self.alloc(slot) else {
             return;
         };
@@ -688,7 +696,9 @@ impl<R: RngCore> Server<R> {
         let reservation = a.reservation;
         for r in &relayed {
             self.by_relay.remove(&r.local);
-            self.ports(r.family).release(r.local.port());
+            if release_ports {
+                self.ports(r.family).release(r.local.port());
+            }
         }
         if let Some(token) = reservation {
             if let Some(r) = self.reservations.remove(&token) {
@@ -701,6 +711,9 @@ impl<R: RngCore> Server<R> {
     }
 
     fn complete_allocate(&mut self, slot: Slot, pending: PendingAllocate, now: Now) {
+        for &(family, port) in &pending.busy {
+            self.ports(family).release(port);
+        }
         let software = self.cfg.software.clone();
         let Some(a) = self.alloc(slot) else {
             return;

@@ -315,6 +315,11 @@ impl<R: RngCore> Server<R> {
             }
         }
         let was_active = a.is_active();
+        if let table::AllocState::Pending(p) = &a.state {
+            for &(family, port) in &p.busy {
+                self.ports(family).release(port);
+            }
+        }
         for r in &a.relayed {
             self.by_relay.remove(&r.local);
             let port = r.local.port();

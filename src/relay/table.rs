@@ -79,6 +79,8 @@ pub(crate) struct PendingAllocate {
     pub(crate) attempts: u8,
     /// The family refused in a dual-stack request (ADDRESS-ERROR-CODE 440).
     pub(crate) refused_family: Option<Family>,
+    /// Ports the OS refused (AddrInUse) during this Allocate, held until it completes.
+    pub(crate) busy: Vec<(Family, u16)>,
 }
 
 #[derive(Debug, Clone)]
