@@ -1,0 +1,728 @@
+//! Shared helpers of the integration tests: a relay running in-process on loopback, a tiny
+//! TURN client built on the crate's own STUN codec, and UDP peers.
+//!
+//! Only loopback addresses are used: clients on 127.0.1.0/24 (and ::1), peers on 127.0.2.0/24
+//! (and ::1), the denied peer range 127.0.5.0/24. Every receive has a timeout, so a missing
+//! datagram fails the test instead of hanging it.
+#![allow(dead_code, reason = "each test crate uses a part of these helpers")]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use eeaturn::config::Config;
+use eeaturn::credentials::{Credential, Secrets};
+use eeaturn::relay::Stats;
+use eeaturn::shell::Running;
+use eeaturn::stun::attr::{self, Family};
+use eeaturn::stun::integrity::{long_term_key_md5, long_term_key_sha256};
+use eeaturn::stun::{
+    ChannelData, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
+};
+use tempfile::TempDir;
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+/// How long any single receive may wait before the test fails.
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(5);
+/// The realm of the test configuration.
+pub(crate) const REALM: &str = "eeaturn.test";
+/// The REST secret of the test configuration.
+pub(crate) const SECRET: &str = "integration-test-secret-0123456789";
+/// First relay port of the test configuration (below Linux's ephemeral range).
+pub(crate) const RELAY_PORT_MIN: u16 = 21_000;
+/// Last relay port of the test configuration.
+pub(crate) const RELAY_PORT_MAX: u16 = 24_999;
+/// The longest credential lifetime the test configuration accepts (the default, 24h).
+pub(crate) const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(86_400);
+
+/// Returns the test configuration: listeners on 127.0.0.1 and ::1 (port 0), relay addresses
+/// 127.0.0.1 and ::1, loopback peers allowed, 127.0.5.0/24 denied as peer. `extra` is appended
+/// and may add the tables the base leaves out (`[limits]`, `[clients]`, `[log]`).
+pub(crate) fn config_toml(extra: &str) -> String {
+    format!(
+        r#"[server]
+realm = "{REALM}"
+listen = ["udp://127.0.0.1:0", "udp://[::1]:0"]
+
+[auth]
+secret_file = "secret"
+
+[relay]
+addresses = ["127.0.0.1", "::1"]
+port_range = "{RELAY_PORT_MIN}-{RELAY_PORT_MAX}"
+
+[peers]
+dangerous_allow = ["127.0.0.0/8", "::1/128"]
+deny = ["127.0.5.0/24"]
+
+{extra}
+"#
+    )
+}
+
+/// Writes the secret file and `eeaturn.toml` (from [`config_toml`]) into a new temporary
+/// directory; returns the directory (deleted on drop) and the config path.
+pub(crate) fn write_config_dir(extra: &str) -> (TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("creating a temporary directory");
+    std::fs::write(dir.path().join("secret"), format!("{SECRET}\n")).expect("writing the secret");
+    let path = dir.path().join("eeaturn.toml");
+    std::fs::write(&path, config_toml(extra)).expect("writing the config");
+    (dir, path)
+}
+
+/// A relay running in this process.
+pub(crate) struct TestServer {
+    /// The IPv4 listener.
+    pub(crate) v4: SocketAddr,
+    /// The IPv6 listener.
+    pub(crate) v6: SocketAddr,
+    running: Running,
+    _dir: TempDir,
+}
+
+/// Starts a relay on the test configuration plus `extra_toml` (see [`config_toml`]).
+pub(crate) async fn start_server(extra_toml: &str) -> TestServer {
+    let (dir, path) = write_config_dir(extra_toml);
+    let text = std::fs::read_to_string(&path).expect("reading the config back");
+    let config = Config::parse(&text, dir.path()).expect("the test config is valid");
+    let running = eeaturn::shell::start(config)
+        .await
+        .expect("the relay starts");
+    let find = |v4: bool| {
+        running
+            .local_addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == v4)
+            .expect("a listener of each family")
+    };
+    let (v4, v6) = (find(true), find(false));
+    assert_ne!(v4.port(), 0, "local_addrs reports the OS-chosen port");
+    TestServer {
+        v4,
+        v6,
+        running,
+        _dir: dir,
+    }
+}
+
+impl TestServer {
+    /// Issues a REST credential for `user`, valid for an hour.
+    pub(crate) fn credential(&self, user: &str) -> Credential {
+        issue_credential(user, Duration::from_secs(3600), wall_now())
+    }
+
+    /// Returns a client bound to `local_ip` (port 0) that talks to the listener of the same
+    /// family, with a fresh credential for `user`.
+    pub(crate) async fn client(&self, local_ip: &str, user: &str) -> TurnClient {
+        let ip: std::net::IpAddr = local_ip.parse().expect("a literal IP");
+        let server = if ip.is_ipv4() { self.v4 } else { self.v6 };
+        TurnClient::bind(local_ip, server, self.credential(user)).await
+    }
+
+    /// Stops the relay and returns its final counters.
+    pub(crate) async fn stop(self) -> Stats {
+        timeout(TIMEOUT, self.running.stop())
+            .await
+            .expect("the relay stops in time")
+            .expect("the relay stops without error")
+    }
+}
+
+/// Issues a credential for `user` signed with [`SECRET`], valid for `ttl` from `now`.
+pub(crate) fn issue_credential(user: &str, ttl: Duration, now: SystemTime) -> Credential {
+    Secrets::parse(SECRET)
+        .expect("the test secret parses")
+        .issue(user, ttl, ttl.max(MAX_CREDENTIAL_TTL), now)
+        .expect("issuing a test credential")
+}
+
+/// Reads the wall clock (credentials carry Unix expiry times).
+#[expect(
+    clippy::disallowed_methods,
+    reason = "tests read the wall clock to issue credentials"
+)]
+pub(crate) fn wall_now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// Returns a transaction id unique within this process.
+fn next_tid() -> TransactionId {
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let mut t = [0u8; 12];
+    t[..4].copy_from_slice(&std::process::id().to_be_bytes());
+    t[4..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    TransactionId(t)
+}
+
+/// An error response: ERROR-CODE and reason phrase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StunError {
+    /// The error code, e.g. 401.
+    pub(crate) code: u16,
+    /// The reason phrase.
+    pub(crate) reason: String,
+}
+
+/// A STUN response as received.
+#[derive(Debug, Clone)]
+pub(crate) struct Response {
+    /// The datagram.
+    pub(crate) bytes: Vec<u8>,
+}
+
+impl Response {
+    /// Parses the datagram (it was validated when received).
+    pub(crate) fn message(&self) -> Message<'_> {
+        Message::parse(&self.bytes).expect("validated on receipt")
+    }
+
+    /// Returns the class.
+    pub(crate) fn class(&self) -> Class {
+        self.message().class()
+    }
+
+    /// Returns the raw value of the first attribute `ty`.
+    pub(crate) fn attr(&self, ty: u16) -> Option<Vec<u8>> {
+        self.message().get(ty).map(<[u8]>::to_vec)
+    }
+
+    /// Returns the ERROR-CODE of an error response.
+    pub(crate) fn error(&self) -> Option<StunError> {
+        let m = self.message();
+        if m.class() != Class::Error {
+            return None;
+        }
+        let v = m
+            .get(attr::ERROR_CODE)
+            .expect("error responses carry ERROR-CODE");
+        let (code, reason) = attr::decode_error_code(v).expect("a well-formed ERROR-CODE");
+        Some(StunError {
+            code,
+            reason: reason.to_owned(),
+        })
+    }
+
+    /// Returns every XOR-encoded address of type `ty`, in order.
+    pub(crate) fn xor_addresses(&self, ty: u16) -> Vec<SocketAddr> {
+        let m = self.message();
+        let tid = m.transaction_id();
+        m.attributes()
+            .filter(|(t, _)| *t == ty)
+            .map(|(_, v)| attr::decode_xor_address(ty, v, &tid).expect("a well-formed address"))
+            .collect()
+    }
+
+    /// Returns LIFETIME.
+    pub(crate) fn lifetime(&self) -> Option<u32> {
+        let v = self.attr(attr::LIFETIME)?;
+        Some(attr::decode_u32(attr::LIFETIME, &v).expect("a four-byte LIFETIME"))
+    }
+
+    /// Returns `Ok(self)` for a success response and the error otherwise.
+    pub(crate) fn into_result(self) -> Result<Self, StunError> {
+        match self.error() {
+            Some(e) => Err(e),
+            None => Ok(self),
+        }
+    }
+}
+
+/// A successful Allocate.
+#[derive(Debug, Clone)]
+pub(crate) struct Allocation {
+    /// XOR-RELAYED-ADDRESS values (two for a dual-stack allocation).
+    pub(crate) relayed: Vec<SocketAddr>,
+    /// XOR-MAPPED-ADDRESS.
+    pub(crate) mapped: SocketAddr,
+    /// LIFETIME in seconds.
+    pub(crate) lifetime: u32,
+    /// The whole response.
+    pub(crate) response: Response,
+}
+
+impl Allocation {
+    /// Returns the only relayed address.
+    pub(crate) fn relayed(&self) -> SocketAddr {
+        assert_eq!(self.relayed.len(), 1, "one relayed address");
+        self.relayed[0]
+    }
+}
+
+/// Data the relay forwarded from a peer to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Relayed {
+    /// A Data indication.
+    Data {
+        /// XOR-PEER-ADDRESS.
+        peer: SocketAddr,
+        /// DATA.
+        data: Vec<u8>,
+    },
+    /// A ChannelData message.
+    Channel {
+        /// The channel number.
+        channel: u16,
+        /// The application data.
+        data: Vec<u8>,
+    },
+}
+
+/// Which long-term key the client uses. See RFC 8489 §9.2.2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PasswordAlgorithm {
+    /// MD5 key with MESSAGE-INTEGRITY, no PASSWORD-ALGORITHM (what RFC 5389 clients do).
+    Md5,
+    /// SHA-256 key with PASSWORD-ALGORITHM and MESSAGE-INTEGRITY-SHA256.
+    Sha256,
+}
+
+/// A minimal TURN client over UDP (RFC 8656), no retransmissions: loopback does not lose
+/// datagrams, so a missing response is a failure.
+pub(crate) struct TurnClient {
+    sock: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    password: String,
+    /// The key algorithm used once the server has challenged.
+    pub(crate) algorithm: PasswordAlgorithm,
+    realm: Option<String>,
+    nonce: Option<String>,
+    algorithms: Option<Vec<u8>>,
+    /// Datagrams that arrived while a response was awaited.
+    pending: VecDeque<Vec<u8>>,
+    last_request: Option<(TransactionId, Vec<u8>)>,
+}
+
+impl TurnClient {
+    /// Binds a UDP socket on `local_ip` port 0 for talking to `server` with `credential`.
+    pub(crate) async fn bind(local_ip: &str, server: SocketAddr, credential: Credential) -> Self {
+        let sock = UdpSocket::bind((local_ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("binding a client socket on {local_ip}: {e}"));
+        Self {
+            sock,
+            server,
+            username: credential.username,
+            password: credential.password,
+            algorithm: PasswordAlgorithm::Md5,
+            realm: None,
+            nonce: None,
+            algorithms: None,
+            pending: VecDeque::new(),
+            last_request: None,
+        }
+    }
+
+    /// Replaces the credential (the next request is signed with it).
+    pub(crate) fn set_credential(&mut self, credential: Credential) {
+        self.username = credential.username;
+        self.password = credential.password;
+    }
+
+    /// Takes over the realm and nonce `other` was challenged with, instead of asking for
+    /// its own.
+    pub(crate) fn adopt_challenge_of(&mut self, other: &Self) {
+        self.realm.clone_from(&other.realm);
+        self.nonce.clone_from(&other.nonce);
+        self.algorithms.clone_from(&other.algorithms);
+    }
+
+    /// Returns the client's socket address.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.sock.local_addr().expect("a bound socket")
+    }
+
+    /// Sends a Binding request (no authentication) and returns XOR-MAPPED-ADDRESS.
+    pub(crate) async fn binding(&mut self) -> SocketAddr {
+        let r = self.request(Method::BINDING, &|_| {}, false).await;
+        assert_eq!(
+            r.class(),
+            Class::Success,
+            "Binding succeeds: {:?}",
+            r.error()
+        );
+        let mapped = r.xor_addresses(attr::XOR_MAPPED_ADDRESS);
+        assert_eq!(mapped.len(), 1, "one XOR-MAPPED-ADDRESS");
+        mapped[0]
+    }
+
+    /// Allocates a UDP relay with the server's default family (IPv4).
+    pub(crate) async fn allocate(&mut self) -> Result<Allocation, StunError> {
+        self.allocate_with(&|_| {}).await
+    }
+
+    /// Allocates a UDP relay of the requested family (REQUESTED-ADDRESS-FAMILY).
+    pub(crate) async fn allocate_family(
+        &mut self,
+        family: Family,
+    ) -> Result<Allocation, StunError> {
+        self.allocate_with(&|b| b.add_family(attr::REQUESTED_ADDRESS_FAMILY, family))
+            .await
+    }
+
+    /// Allocates a UDP relay; `extra` adds attributes after REQUESTED-TRANSPORT.
+    pub(crate) async fn allocate_with(
+        &mut self,
+        extra: &(dyn Fn(&mut MessageBuilder) + Sync),
+    ) -> Result<Allocation, StunError> {
+        let add = |b: &mut MessageBuilder| {
+            b.add_raw(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
+            extra(b);
+        };
+        let response = self.transact(Method::ALLOCATE, &add).await.into_result()?;
+        let relayed = response.xor_addresses(attr::XOR_RELAYED_ADDRESS);
+        let mapped = response.xor_addresses(attr::XOR_MAPPED_ADDRESS);
+        assert!(
+            !relayed.is_empty(),
+            "Allocate success without XOR-RELAYED-ADDRESS"
+        );
+        assert_eq!(
+            mapped.len(),
+            1,
+            "Allocate success carries one XOR-MAPPED-ADDRESS"
+        );
+        let lifetime = response
+            .lifetime()
+            .expect("Allocate success carries LIFETIME");
+        Ok(Allocation {
+            relayed,
+            mapped: mapped[0],
+            lifetime,
+            response,
+        })
+    }
+
+    /// Installs permissions for the IPs of `peers` (one request, one XOR-PEER-ADDRESS each).
+    pub(crate) async fn create_permission(
+        &mut self,
+        peers: &[SocketAddr],
+    ) -> Result<(), StunError> {
+        let add = |b: &mut MessageBuilder| {
+            for p in peers {
+                b.add_xor_address(attr::XOR_PEER_ADDRESS, *p);
+            }
+        };
+        self.transact(Method::CREATE_PERMISSION, &add)
+            .await
+            .into_result()
+            .map(drop)
+    }
+
+    /// Binds `channel` to `peer`.
+    pub(crate) async fn channel_bind(
+        &mut self,
+        channel: u16,
+        peer: SocketAddr,
+    ) -> Result<(), StunError> {
+        let add = |b: &mut MessageBuilder| {
+            let [hi, lo] = channel.to_be_bytes();
+            b.add_raw(attr::CHANNEL_NUMBER, &[hi, lo, 0, 0]);
+            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
+        };
+        self.transact(Method::CHANNEL_BIND, &add)
+            .await
+            .into_result()
+            .map(drop)
+    }
+
+    /// Refreshes the allocation asking for `lifetime` seconds; returns the granted LIFETIME.
+    pub(crate) async fn refresh(&mut self, lifetime: u32) -> Result<u32, StunError> {
+        let add = |b: &mut MessageBuilder| b.add_u32(attr::LIFETIME, lifetime);
+        let r = self.transact(Method::REFRESH, &add).await.into_result()?;
+        Ok(r.lifetime().expect("Refresh success carries LIFETIME"))
+    }
+
+    /// Sends the last request's bytes again (a retransmission) and returns the response.
+    pub(crate) async fn retransmit_last(&mut self) -> Response {
+        let (tid, bytes) = self.last_request.clone().expect("a request was sent");
+        self.send_raw(&bytes).await;
+        self.recv_response(tid).await
+    }
+
+    /// Sends a Send indication carrying `data` to `peer`.
+    pub(crate) async fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
+        let mut b = MessageBuilder::new(
+            MessageType::new(Method::SEND, Class::Indication),
+            next_tid(),
+        );
+        b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
+        b.add_raw(attr::DATA, data);
+        b.add_fingerprint();
+        self.send_raw(&b.finish()).await;
+    }
+
+    /// Sends `data` as ChannelData on `channel`.
+    pub(crate) async fn send_channel_data(&self, channel: u16, data: &[u8]) {
+        let len = u16::try_from(data.len()).expect("test payloads are small");
+        let mut bytes = Vec::with_capacity(4 + data.len());
+        bytes.extend_from_slice(&channel.to_be_bytes());
+        bytes.extend_from_slice(&len.to_be_bytes());
+        bytes.extend_from_slice(data);
+        self.send_raw(&bytes).await;
+    }
+
+    /// Sends raw bytes to the server.
+    pub(crate) async fn send_raw(&self, bytes: &[u8]) {
+        self.sock
+            .send_to(bytes, self.server)
+            .await
+            .expect("sending to the server");
+    }
+
+    /// Receives the next Data indication or ChannelData from the server.
+    pub(crate) async fn recv_relayed(&mut self) -> Relayed {
+        let d = match self.pending.pop_front() {
+            Some(d) => d,
+            None => self.recv_datagram("relayed data").await,
+        };
+        parse_relayed(&d)
+    }
+
+    /// Runs an authenticated request: answers the 401 challenge first (once per client) and a
+    /// 438 once. Returns the final response, success or error.
+    pub(crate) async fn transact(
+        &mut self,
+        method: Method,
+        attrs: &(dyn Fn(&mut MessageBuilder) + Sync),
+    ) -> Response {
+        if self.nonce.is_none() {
+            let r = self.request(method, attrs, false).await;
+            if !self.take_challenge(&r) {
+                return r;
+            }
+        }
+        let r = self.request(method, attrs, true).await;
+        if r.error().is_some_and(|e| e.code == 438) && self.take_challenge(&r) {
+            return self.request(method, attrs, true).await;
+        }
+        r
+    }
+
+    /// Stores REALM, NONCE and PASSWORD-ALGORITHMS of a 401/438 challenge; returns false when
+    /// `r` is not one.
+    fn take_challenge(&mut self, r: &Response) -> bool {
+        if !r.error().is_some_and(|e| e.code == 401 || e.code == 438) {
+            return false;
+        }
+        let (Some(realm), Some(nonce)) = (r.attr(attr::REALM), r.attr(attr::NONCE)) else {
+            return false;
+        };
+        self.realm = Some(String::from_utf8(realm).expect("a UTF-8 REALM"));
+        self.nonce = Some(String::from_utf8(nonce).expect("a UTF-8 NONCE"));
+        self.algorithms = r.attr(attr::PASSWORD_ALGORITHMS);
+        true
+    }
+
+    /// Returns the long-term key for the current realm.
+    fn key(&self) -> Vec<u8> {
+        let realm = self.realm.as_deref().expect("challenged before signing");
+        match self.algorithm {
+            PasswordAlgorithm::Md5 => {
+                long_term_key_md5(&self.username, realm, &self.password).to_vec()
+            }
+            PasswordAlgorithm::Sha256 => {
+                long_term_key_sha256(&self.username, realm, &self.password).to_vec()
+            }
+        }
+    }
+
+    /// Sends one request (signed when `auth`) and waits for its response. A signed success
+    /// response must verify with the client's key.
+    async fn request(
+        &mut self,
+        method: Method,
+        attrs: &(dyn Fn(&mut MessageBuilder) + Sync),
+        auth: bool,
+    ) -> Response {
+        let tid = next_tid();
+        let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), tid);
+        attrs(&mut b);
+        let key = if auth {
+            let key = self.key();
+            b.add_raw(attr::USERNAME, self.username.as_bytes());
+            b.add_raw(
+                attr::REALM,
+                self.realm.as_deref().unwrap_or_default().as_bytes(),
+            );
+            b.add_raw(
+                attr::NONCE,
+                self.nonce.as_deref().unwrap_or_default().as_bytes(),
+            );
+            match self.algorithm {
+                PasswordAlgorithm::Md5 => b.add_message_integrity(&key),
+                PasswordAlgorithm::Sha256 => {
+                    let offered = self
+                        .algorithms
+                        .clone()
+                        .expect("the challenge offered PASSWORD-ALGORITHMS");
+                    b.add_raw(attr::PASSWORD_ALGORITHMS, &offered);
+                    b.add_raw(attr::PASSWORD_ALGORITHM, &[0x00, 0x02, 0x00, 0x00]);
+                    b.add_message_integrity_sha256(&key);
+                }
+            }
+            Some(key)
+        } else {
+            None
+        };
+        b.add_fingerprint();
+        let bytes = b.finish();
+        self.send_raw(&bytes).await;
+        self.last_request = Some((tid, bytes));
+        let r = self.recv_response(tid).await;
+        if let (Some(key), Class::Success) = (key, r.class()) {
+            let m = r.message();
+            assert!(
+                m.verify_integrity(&key),
+                "{} success response does not verify with the client's key",
+                method.name()
+            );
+            if self.algorithm == PasswordAlgorithm::Sha256 {
+                assert!(
+                    m.has_integrity_sha256(),
+                    "a SHA-256 request is answered with MESSAGE-INTEGRITY-SHA256"
+                );
+            }
+        }
+        r
+    }
+
+    /// Waits for the response to `tid`; other datagrams are kept for [`Self::recv_relayed`].
+    async fn recv_response(&mut self, tid: TransactionId) -> Response {
+        loop {
+            let d = self.recv_datagram("a response").await;
+            if let Ok(m) = Message::parse(&d) {
+                if matches!(m.class(), Class::Success | Class::Error) && m.transaction_id() == tid {
+                    return Response { bytes: d };
+                }
+            }
+            self.pending.push_back(d);
+        }
+    }
+
+    /// Receives one datagram from the server within [`TIMEOUT`].
+    async fn recv_datagram(&self, what: &str) -> Vec<u8> {
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = timeout(TIMEOUT, self.sock.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("no {what} from the server within {TIMEOUT:?}"))
+            .expect("receiving from the server");
+        assert_eq!(
+            from, self.server,
+            "datagram from the server's listening address"
+        );
+        buf.truncate(n);
+        buf
+    }
+}
+
+/// Parses a Data indication or ChannelData.
+fn parse_relayed(d: &[u8]) -> Relayed {
+    if let Ok(cd) = ChannelData::parse(d) {
+        return Relayed::Channel {
+            channel: cd.channel,
+            data: cd.data.to_vec(),
+        };
+    }
+    let m = Message::parse(d).expect("relayed data is ChannelData or a STUN message");
+    assert_eq!(
+        (m.method(), m.class()),
+        (Method::DATA, Class::Indication),
+        "relayed data is a Data indication"
+    );
+    let tid = m.transaction_id();
+    let peer = m
+        .get(attr::XOR_PEER_ADDRESS)
+        .map(|v| attr::decode_xor_address(attr::XOR_PEER_ADDRESS, v, &tid))
+        .expect("Data indication carries XOR-PEER-ADDRESS")
+        .expect("a well-formed XOR-PEER-ADDRESS");
+    let data = m
+        .get(attr::DATA)
+        .expect("Data indication carries DATA")
+        .to_vec();
+    Relayed::Data { peer, data }
+}
+
+/// A UDP peer on a loopback address.
+pub(crate) struct Peer {
+    sock: UdpSocket,
+}
+
+impl Peer {
+    /// Binds on `ip` port 0.
+    pub(crate) async fn bind(ip: &str) -> Self {
+        let sock = UdpSocket::bind((ip, 0))
+            .await
+            .unwrap_or_else(|e| panic!("binding a peer socket on {ip}: {e}"));
+        Self { sock }
+    }
+
+    /// Returns the peer's address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.sock.local_addr().expect("a bound socket")
+    }
+
+    /// Sends `data` to `to`.
+    pub(crate) async fn send_to(&self, data: &[u8], to: SocketAddr) {
+        self.sock.send_to(data, to).await.expect("peer send");
+    }
+
+    /// Receives one datagram within [`TIMEOUT`]; returns it and its source.
+    pub(crate) async fn recv(&self) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = timeout(TIMEOUT, self.sock.recv_from(&mut buf))
+            .await
+            .unwrap_or_else(|_| panic!("peer {} received nothing within {TIMEOUT:?}", self.addr()))
+            .expect("peer receive");
+        buf.truncate(n);
+        (buf, from)
+    }
+}
+
+/// Starts a peer on `ip` that sends every datagram back to its source; returns its address.
+/// It runs until the test's runtime ends.
+pub(crate) async fn spawn_echo_peer(ip: &str) -> SocketAddr {
+    let peer = Peer::bind(ip).await;
+    let addr = peer.addr();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = peer.sock.recv_from(&mut buf).await {
+            let _ = peer.sock.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// Returns true once nothing listens on UDP `addr` any more: datagrams sent to it from a
+/// connected socket come back as ICMP port unreachable (`ConnectionRefused`). Gives up after
+/// [`TIMEOUT`].
+pub(crate) async fn udp_port_closed(addr: SocketAddr) -> bool {
+    let local = if addr.is_ipv4() { "127.0.2.99" } else { "::1" };
+    let probe = UdpSocket::bind((local, 0))
+        .await
+        .expect("binding the probe");
+    probe.connect(addr).await.expect("connecting the probe");
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    let mut buf = [0u8; 64];
+    while tokio::time::Instant::now() < deadline {
+        if let Err(e) = probe.send(b"probe").await {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+        if let Ok(Err(e)) = timeout(Duration::from_millis(100), probe.recv(&mut buf)).await {
+            if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Returns true when `addr` is in the test relay port range.
+pub(crate) fn in_relay_range(addr: SocketAddr) -> bool {
+    (RELAY_PORT_MIN..=RELAY_PORT_MAX).contains(&addr.port())
+}
