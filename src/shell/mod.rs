@@ -124,6 +124,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     }
     let (stop_tx, stop_rx) = oneshot::channel();
+    // Installed before `start` returns, so a SIGHUP after "ready" never hits the default
+    // action (terminate).
+    let hup = Some(
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?,
+    );
     let driver = Driver {
         server,
         config,
@@ -132,7 +138,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tx,
         readers,
     };
-    let task = tokio::spawn(driver.run(rx, stop_rx));
+    let task = tokio::spawn(driver.run(rx, stop_rx, hup));
     Ok(Running {
         local_addrs,
         stop: Some(stop_tx),
@@ -196,8 +202,8 @@ impl Driver {
         mut self,
         mut rx: mpsc::Receiver<Input>,
         mut stop: oneshot::Receiver<()>,
+        mut hup: Hangup,
     ) -> anyhow::Result<Stats> {
-        let mut hup = hangup_signal();
         let mut batch = Vec::with_capacity(64);
         loop {
             let deadline = self.server.poll_timeout();
@@ -427,11 +433,6 @@ fn now() -> Now {
 
 #[cfg(unix)]
 type Hangup = Option<tokio::signal::unix::Signal>;
-
-#[cfg(unix)]
-fn hangup_signal() -> Hangup {
-    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
-}
 
 #[cfg(unix)]
 async fn recv_hangup(h: &mut Hangup) {
