@@ -2,6 +2,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 pub mod config;
 pub mod credentials;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pii;
 pub mod policy;
 pub mod relay;
