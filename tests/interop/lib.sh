@@ -77,7 +77,7 @@ ensure_aioice() {
 }
 
 eeaturn_bin() {
-  printf '%s\n' "${EEATURN_BIN:-$REPO_ROOT/target/debug/eeaturn}"
+  printf '%s\n' "${EEATURN_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/eeaturn}"
 }
 
 # interop_init NAME: temp dir in $WORK, cleanup trap, result bookkeeping.

@@ -25,8 +25,8 @@ ensure_coturn || { log "coturn install failed"; setup_failed=1; }
 ensure_aioice || { log "aioice install failed"; setup_failed=1; }
 stop_packaged_coturn
 
-if [ "$INTEROP_SERVER" = eeaturn ] && [ -z "${EEATURN_BIN:-}" ] && [ ! -x target/debug/eeaturn ]; then
-  log "target/debug/eeaturn is missing: cargo build --locked"
+if [ "$INTEROP_SERVER" = eeaturn ] && [ -z "${EEATURN_BIN:-}" ] && [ ! -x "${CARGO_TARGET_DIR:-target}/debug/eeaturn" ]; then
+  log "the eeaturn binary is missing: cargo build --locked"
   cargo build --locked || { log "cargo build failed"; setup_failed=1; }
 fi
 if [ "$setup_failed" -ne 0 ]; then
