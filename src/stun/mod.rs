@@ -160,6 +160,7 @@ impl<'a> Message<'a> {
         let mut attrs_end = None;
         let mut integrity = None;
         let mut integrity_sha256 = None;
+        let mut fingerprint_at = None;
         let mut pos = HEADER_LEN;
         while pos < buf.len() {
             if buf.len() - pos < 4 {
@@ -179,6 +180,7 @@ impl<'a> Message<'a> {
                     if integrity::fingerprint(buf, pos) != read_u32(buf, pos + 4) {
                         return Err(DecodeError::BadFingerprint);
                     }
+                    fingerprint_at = Some(pos);
                 }
                 attr::MESSAGE_INTEGRITY => {
                     if integrity.is_some() || integrity_sha256.is_some() || vlen != 20 {
@@ -199,14 +201,8 @@ impl<'a> Message<'a> {
             }
             pos = next;
         }
-        let attrs_end = attrs_end.unwrap_or_else(|| {
-            // Without integrity the counted attributes end at FINGERPRINT, if any.
-            if buf.len() >= HEADER_LEN + 8 && read_u16(buf, buf.len() - 8) == attr::FINGERPRINT {
-                buf.len() - 8
-            } else {
-                buf.len()
-            }
-        });
+        // Without integrity the counted attributes end at FINGERPRINT, if any.
+        let attrs_end = attrs_end.or(fingerprint_at).unwrap_or(buf.len());
         Ok(Self {
             buf,
             typ,
