@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn peers_default_refuses_special_purpose_and_allows_public() {
         let p = Policy::default();
-        assert!(p.check_peer(ip("192.0.2.1")).is_allowed() == false);
+        assert!(!p.check_peer(ip("192.0.2.1")).is_allowed());
         assert_eq!(p.check_peer(ip("0.0.0.0")).rule(), Rule::Unspecified);
         assert_eq!(p.check_peer(ip("::")).rule(), Rule::Unspecified);
         assert!(!p.check_peer(ip("127.0.0.1")).is_allowed());
