@@ -248,7 +248,7 @@ impl Harness {
             max_credential_ttl: Duration::from_secs(86_400),
         };
         let net = |s: &str| s.parse::<IpNet>().expect("fixed network");
-        let policy = Policy::new(
+        let policy = Policy::dangerous_without_geo(
             vec![net("192.0.2.128/25")],
             vec![net("192.0.2.0/24"), net("2001:db8:ffff::/48")],
             vec![net("198.51.100.128/25")],

@@ -872,7 +872,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_line_and_the_problem() {
-        let cases: &[(&str, fn(&RowProblem) -> bool)] = &[
+        type Check = fn(&RowProblem) -> bool;
+        let cases: &[(&str, Check)] = &[
             ("192.0.2.0/33,,DE,EU", |p| {
                 matches!(p, RowProblem::Network { .. })
             }),

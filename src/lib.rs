@@ -4,6 +4,7 @@ pub mod config;
 pub mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod geo_build;
 pub mod pii;
 pub mod policy;
 pub mod relay;

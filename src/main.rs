@@ -33,6 +33,43 @@ enum Cmd {
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
+    /// GeoIP databases and residency decisions.
+    #[command(subcommand)]
+    Geo(GeoCmd),
+}
+
+#[derive(Subcommand)]
+enum GeoCmd {
+    /// Show country, ASN, database build and the policy decision for addresses.
+    Lookup {
+        /// IP addresses to look up.
+        #[arg(required = true, value_name = "ADDRESS")]
+        addresses: Vec<String>,
+        /// The TOML configuration file (its [geo] and [policy] are used).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Build a .mmdb database from CSV rows (e.g. the ip-location-db ASN files, or the test
+    /// world in geo/testdata). Rows: "CIDR,,value..." or "START,END,value...".
+    Build {
+        /// "country" (rows: network,end,country,continent) or "asn" (network,end,asn,org).
+        #[arg(long, value_parser = ["country", "asn"])]
+        kind: String,
+        /// Record layout of a country database: "maxmind" (country.iso_code) or "flat"
+        /// (country_code).
+        #[arg(long, default_value = "maxmind", value_parser = ["maxmind", "flat"])]
+        schema: String,
+        /// Input CSV files, added in order (repeat the flag).
+        #[arg(long, required = true, value_name = "FILE")]
+        csv: Vec<PathBuf>,
+        /// Output .mmdb file.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Build epoch (Unix seconds) for the metadata; default: the "# build_epoch: N"
+        /// comment of the first CSV, else now. A fixed epoch makes the output reproducible.
+        #[arg(long)]
+        build_epoch: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -84,6 +121,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         }) => issue(&user, &ttl, &config, json),
         Cmd::Config(ConfigCmd::Check { config }) => check(&config),
+        Cmd::Geo(GeoCmd::Lookup { addresses, config }) => lookup(&addresses, &config),
+        Cmd::Geo(GeoCmd::Build {
+            kind,
+            schema,
+            csv,
+            out,
+            build_epoch,
+        }) => build(&kind, &schema, &csv, &out, build_epoch),
     }
 }
 
@@ -164,12 +209,29 @@ fn issue(user: &str, ttl: &str, path: &std::path::Path, json: bool) -> anyhow::R
     write_stdout(&out)
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the CLI reads the wall clock for database ages"
+)]
 fn check(path: &std::path::Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     let secrets = eeaturn::shell::load_secrets(&config)?;
+    let now = std::time::SystemTime::now();
+    let policy = eeaturn::shell::geo::load_policy(&config, now)?;
+    eeaturn::shell::geo::check_relay_location(&config, &policy)?;
     let listen: Vec<String> = config.listen.iter().map(|l| l.to_string()).collect();
-    let out = format!(
-        "{}: OK\n  realm: {}\n  listen: {}\n  relay: v4={} v6={} ports={}-{}\n  secrets accepted: {}\n  peers.dangerous_allow: {}\n",
+    let nets = |v: &[ipnet::IpNet]| {
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let mut out = format!(
+        "{}: OK\n  realm: {}\n  listen: {}\n  relay: v4={} v6={} ports={}-{}\n  secrets accepted: {}\n",
         path.display(),
         config.realm,
         listen.join(", "),
@@ -178,20 +240,157 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
         config.relay.ports.start(),
         config.relay.ports.end(),
         secrets.len(),
-        if config.peer_dangerous_allow.is_empty() {
-            "none".to_owned()
+    );
+    for (key, db) in [
+        ("geo.country_db", policy.geo().country.as_ref()),
+        ("geo.asn_db", policy.geo().asn.as_ref()),
+    ] {
+        if let Some(db) = db {
+            let info = db.info();
+            let age = eeaturn::shell::geo::db_age(info, now).as_secs() / 86_400;
+            out += &format!(
+                "  {key}: {} (built {}, {} days old{}), sha256 {}\n",
+                info.database_type,
+                info.build_epoch,
+                age,
+                if age * 86_400 > config.geo.max_age.as_secs() {
+                    ", OLDER THAN geo.max_age"
+                } else {
+                    ""
+                },
+                info.sha256
+            );
+        }
+    }
+    let r = policy.rules();
+    out += &format!(
+        "  policy: regions {:?} ({} countries), unknown locations {}\n  peers.dangerous_allow: {}{}\n",
+        r.regions,
+        r.region_countries.len(),
+        if r.unknown_allowed {
+            "ALLOWED"
         } else {
-            format!(
-                "{:?} (development setting)",
-                config
-                    .peer_dangerous_allow
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-            )
+            "denied"
+        },
+        nets(&r.peer_dangerous_allow),
+        if r.peer_dangerous_allow.is_empty() {
+            ""
+        } else {
+            " (development setting)"
         },
     );
     write_stdout(&out)
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the CLI reads the wall clock for database ages"
+)]
+fn lookup(addrs: &[String], path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let policy = eeaturn::shell::geo::load_policy(&config, std::time::SystemTime::now())?;
+    let mut out = String::new();
+    for (key, db) in [
+        ("country", policy.geo().country.as_ref()),
+        ("asn", policy.geo().asn.as_ref()),
+    ] {
+        if let Some(db) = db {
+            let i = db.info();
+            out += &format!(
+                "{key} database: {} built {} sha256 {}\n",
+                i.database_type,
+                i.build_epoch,
+                &i.sha256[..16]
+            );
+        }
+    }
+    for a in addrs {
+        let ip: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{a:?} is not an IP address"))?;
+        let facts = policy.geo().lookup(ip);
+        let show =
+            |c: Option<eeaturn::policy::CountryCode>| c.map_or("-".to_owned(), |c| c.to_string());
+        out += &format!(
+            "{ip}\n  country {} (registered {}, continent {}), ASN {}\n",
+            show(facts.country),
+            show(facts.registered_country),
+            show(facts.continent),
+            facts.asn.map_or("-".to_owned(), |a| format!("AS{a}")),
+        );
+        for (who, d) in [
+            ("as client", policy.check_client(ip)),
+            ("as peer", policy.check_peer(ip)),
+        ] {
+            out += &format!(
+                "  {who}: {} by rule {}\n",
+                if d.is_allowed() { "ALLOW" } else { "DENY" },
+                d.rule().id()
+            );
+        }
+        if policy.is_relay_ip(ip) {
+            out += &format!(
+                "  (a relay address: as a peer only ports {}-{} are reachable)\n",
+                config.relay.ports.start(),
+                config.relay.ports.end()
+            );
+        }
+    }
+    write_stdout(&out)
+}
+
+#[expect(clippy::disallowed_methods, reason = "the default build epoch is now")]
+fn build(
+    kind: &str,
+    schema: &str,
+    csvs: &[PathBuf],
+    out: &std::path::Path,
+    build_epoch: Option<u64>,
+) -> anyhow::Result<()> {
+    use eeaturn::geo_build::{CountrySchema, DbBuilder, DbKind, declared_build_epoch};
+    let kind = match (kind, schema) {
+        ("asn", _) => DbKind::Asn,
+        (_, "flat") => DbKind::Country(CountrySchema::Flat),
+        _ => DbKind::Country(CountrySchema::MaxMind),
+    };
+    let texts = csvs
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(p)
+                .with_context(|| format!("reading {}", p.display()))
+                .map(|t| (p, t))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let epoch = match build_epoch {
+        Some(e) => e,
+        None => match texts
+            .first()
+            .map(|(_, t)| declared_build_epoch(t))
+            .transpose()?
+        {
+            Some(Some(e)) => e,
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        },
+    };
+    let mut b = DbBuilder::new(kind, epoch)?;
+    for (path, text) in &texts {
+        eprintln!("reading {}", path.display());
+        b.add_csv(&path.display().to_string(), text)?;
+    }
+    let bytes = b.finish()?;
+    std::fs::write(out, &bytes).with_context(|| format!("writing {}", out.display()))?;
+    let s = b.summary();
+    write_stdout(&format!(
+        "{}: {} ({} bytes), build epoch {epoch}, {} rows, {} networks, {} rows without country skipped\n",
+        out.display(),
+        kind.database_type(),
+        bytes.len(),
+        s.rows,
+        s.networks,
+        s.rows_without_country_skipped
+    ))
 }
 
 fn write_stdout(s: &str) -> anyhow::Result<()> {

@@ -4,6 +4,7 @@
 //! Every table rejects unknown keys; every validation error names the key path and says how to
 //! fix it. Secrets never live in the TOML: `auth.secret_file` points at them.
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -13,6 +14,10 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
+
+use crate::policy::{CountryCode, NetworkOverride, Rules};
+
+mod regions;
 
 /// The development configuration, embedded so `eeaturn serve` works without arguments.
 pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
@@ -61,6 +66,11 @@ pub struct RawConfig {
     /// `[limits]`.
     #[serde(default)]
     pub limits: RawLimits,
+    /// `[geo]`.
+    pub geo: RawGeo,
+    /// `[policy]`.
+    #[serde(default)]
+    pub policy: RawPolicy,
     /// `[peers]`.
     #[serde(default)]
     pub peers: RawPeers,
@@ -150,6 +160,81 @@ impl Default for RawLimits {
     }
 }
 
+/// `[geo]`: the GeoIP country and ASN databases.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeo {
+    /// Country database (`.mmdb`); relative to the config file.
+    pub country_db: String,
+    /// ASN database (`.mmdb`); needed for ASN rules.
+    #[serde(default)]
+    pub asn_db: Option<String>,
+    /// A database older than this (by its build epoch) is reported as stale.
+    #[serde(default = "default_geo_max_age")]
+    pub max_age: String,
+    /// How often the database files are checked for changes; "0s" disables the check.
+    #[serde(default = "default_geo_watch_interval")]
+    pub watch_interval: String,
+}
+
+/// `[policy]`: the residency rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// Named regions (`geo/regions/*.toml`): "eea", "eu", "de".
+    #[serde(default = "default_regions")]
+    pub regions: Vec<String>,
+    /// Extra allowed countries.
+    #[serde(default)]
+    pub allow_countries: Vec<String>,
+    /// Countries always refused.
+    #[serde(default)]
+    pub deny_countries: Vec<String>,
+    /// ASNs allowed whatever their country.
+    #[serde(default)]
+    pub allow_asns: Vec<u32>,
+    /// ASNs always refused.
+    #[serde(default)]
+    pub deny_asns: Vec<u32>,
+    /// "deny" or "allow" an address whose country the database does not know.
+    #[serde(default = "default_unknown")]
+    pub unknown: String,
+    /// Start even when the relay's own address is outside the allowed region (lab setups).
+    #[serde(default)]
+    pub dangerous_allow_relay_outside_region: bool,
+    /// Static networks with a declared country (the operator's own networks).
+    #[serde(default)]
+    pub networks: Vec<RawNetwork>,
+}
+
+impl Default for RawPolicy {
+    fn default() -> Self {
+        Self {
+            regions: default_regions(),
+            allow_countries: Vec::new(),
+            deny_countries: Vec::new(),
+            allow_asns: Vec::new(),
+            deny_asns: Vec::new(),
+            unknown: default_unknown(),
+            dangerous_allow_relay_outside_region: false,
+            networks: Vec::new(),
+        }
+    }
+}
+
+/// `[[policy.networks]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNetwork {
+    /// The network, e.g. "198.51.100.0/24".
+    pub cidr: String,
+    /// Its declared country.
+    pub country: String,
+    /// Its declared ASN.
+    #[serde(default)]
+    pub asn: Option<u32>,
+}
+
 /// `[peers]`: peer address rules applied before (and, once the residency policy lands,
 /// beside) the geo policy.
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +313,18 @@ fn default_default_lifetime() -> String {
 fn default_max_lifetime() -> String {
     "1h".to_owned()
 }
+fn default_geo_max_age() -> String {
+    "45d".to_owned()
+}
+fn default_geo_watch_interval() -> String {
+    "60s".to_owned()
+}
+fn default_regions() -> Vec<String> {
+    vec!["eea".to_owned()]
+}
+fn default_unknown() -> String {
+    "deny".to_owned()
+}
 fn default_log_level() -> String {
     "info".to_owned()
 }
@@ -254,14 +351,29 @@ pub struct Config {
     pub relay: RelayAddresses,
     /// Limits.
     pub limits: Limits,
-    /// Peer CIDRs always refused.
-    pub peer_deny: Vec<IpNet>,
-    /// Peer CIDRs exempt from the special-purpose refusal.
-    pub peer_dangerous_allow: Vec<IpNet>,
-    /// Client CIDRs refused.
-    pub client_deny: Vec<IpNet>,
+    /// The GeoIP databases.
+    pub geo: GeoConfig,
+    /// The residency rules (relay addresses and ports included).
+    pub rules: Rules,
+    /// Start even when the relay's own address is outside the allowed region.
+    pub dangerous_allow_relay_outside_region: bool,
     /// Logging.
     pub log: LogConfig,
+    /// The file this configuration was loaded from (for reloads).
+    pub source: Option<PathBuf>,
+}
+
+/// Where the GeoIP databases are and how they are watched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoConfig {
+    /// Country database.
+    pub country_db: PathBuf,
+    /// ASN database.
+    pub asn_db: Option<PathBuf>,
+    /// Age beyond which a database is reported stale.
+    pub max_age: Duration,
+    /// File check interval; zero disables it.
+    pub watch_interval: Duration,
 }
 
 /// One listener.
@@ -343,10 +455,12 @@ impl Config {
             source,
         })?;
         let base = path.parent().unwrap_or_else(|| Path::new("."));
-        Self::parse(&text, base).map_err(|e| match e {
+        let mut config = Self::parse(&text, base).map_err(|e| match e {
             Error::Parse(m) => Error::Parse(format!("{}: {m}", path.display())),
             other => other,
-        })
+        })?;
+        config.source = Some(path.to_owned());
+        Ok(config)
     }
 
     /// Parses and validates TOML text; relative paths resolve against `base`.
@@ -432,6 +546,18 @@ impl Config {
             log_ips: raw.log.log_ips,
         };
 
+        let geo = validate_geo(&raw.geo, base)?;
+        let mut rules = validate_policy(&raw.policy, geo.asn_db.is_some())?;
+        rules.peer_deny = parse_nets("peers.deny", &raw.peers.deny)?;
+        rules.peer_dangerous_allow =
+            parse_nets("peers.dangerous_allow", &raw.peers.dangerous_allow)?;
+        rules.client_deny = parse_nets("clients.deny", &raw.clients.deny)?;
+        rules.relay_ips = [relay.v4, relay.v6, relay.external_v4, relay.external_v6]
+            .into_iter()
+            .flatten()
+            .collect();
+        rules.relay_ports = relay.ports.clone();
+
         Ok(Self {
             realm,
             software,
@@ -441,10 +567,11 @@ impl Config {
             max_credential_ttl,
             relay,
             limits,
-            peer_deny: parse_nets("peers.deny", &raw.peers.deny)?,
-            peer_dangerous_allow: parse_nets("peers.dangerous_allow", &raw.peers.dangerous_allow)?,
-            client_deny: parse_nets("clients.deny", &raw.clients.deny)?,
+            geo,
+            rules,
+            dangerous_allow_relay_outside_region: raw.policy.dangerous_allow_relay_outside_region,
             log,
+            source: None,
         })
     }
 }
@@ -610,6 +737,109 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
         )?,
         default_lifetime,
         max_lifetime,
+    })
+}
+
+fn validate_geo(raw: &RawGeo, base: &Path) -> Result<GeoConfig, Error> {
+    if raw.country_db.trim().is_empty() {
+        return Err(invalid(
+            "geo.country_db",
+            "must name a country .mmdb file (see geo/README.md)",
+        ));
+    }
+    let asn_db = match raw.asn_db.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(invalid(
+                "geo.asn_db",
+                "is empty; name an ASN .mmdb file or leave the key out",
+            ));
+        }
+        Some(p) => Some(base.join(p)),
+        None => None,
+    };
+    Ok(GeoConfig {
+        country_db: base.join(raw.country_db.trim()),
+        asn_db,
+        max_age: parse_duration_key("geo.max_age", &raw.max_age)?,
+        watch_interval: parse_duration_key("geo.watch_interval", &raw.watch_interval)?,
+    })
+}
+
+fn validate_policy(raw: &RawPolicy, have_asn_db: bool) -> Result<Rules, Error> {
+    if raw.regions.is_empty() {
+        return Err(invalid(
+            "policy.regions",
+            "needs at least one region, e.g. [\"eea\"]",
+        ));
+    }
+    let mut region_countries = BTreeSet::new();
+    for name in &raw.regions {
+        let countries = regions::countries(name).ok_or_else(|| {
+            invalid(
+                "policy.regions",
+                format!(
+                    "unknown region {name:?}; known regions: {}",
+                    regions::NAMES.join(", ")
+                ),
+            )
+        })?;
+        region_countries.extend(countries);
+    }
+    let codes = |key: &'static str, list: &[String]| {
+        list.iter()
+            .map(|c| {
+                CountryCode::parse(c.trim()).ok_or_else(|| {
+                    invalid(
+                        key,
+                        format!("{c:?} is not an ISO 3166-1 alpha-2 code such as \"DE\""),
+                    )
+                })
+            })
+            .collect::<Result<BTreeSet<_>, _>>()
+    };
+    let allow_countries = codes("policy.allow_countries", &raw.allow_countries)?;
+    let deny_countries = codes("policy.deny_countries", &raw.deny_countries)?;
+    if (!raw.deny_asns.is_empty() || !raw.allow_asns.is_empty()) && !have_asn_db {
+        return Err(invalid(
+            "policy.deny_asns",
+            "ASN rules need an ASN database: set geo.asn_db",
+        ));
+    }
+    let unknown_allowed = match raw.unknown.as_str() {
+        "deny" => false,
+        "allow" => true,
+        other => {
+            return Err(invalid(
+                "policy.unknown",
+                format!("{other:?} is not \"deny\" or \"allow\""),
+            ));
+        }
+    };
+    let mut networks = Vec::new();
+    for n in &raw.networks {
+        let net = parse_nets("policy.networks.cidr", std::slice::from_ref(&n.cidr))?.remove(0);
+        let country = CountryCode::parse(n.country.trim()).ok_or_else(|| {
+            invalid(
+                "policy.networks.country",
+                format!("{:?} is not an ISO 3166-1 alpha-2 code", n.country),
+            )
+        })?;
+        networks.push(NetworkOverride {
+            net,
+            country,
+            asn: n.asn,
+        });
+    }
+    Ok(Rules {
+        regions: raw.regions.clone(),
+        region_countries,
+        allow_countries,
+        deny_countries,
+        allow_asns: raw.allow_asns.iter().copied().collect(),
+        deny_asns: raw.deny_asns.iter().copied().collect(),
+        unknown_allowed,
+        networks,
+        ..Rules::default()
     })
 }
 

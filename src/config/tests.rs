@@ -13,6 +13,8 @@ listen = ["udp://127.0.0.1:3478"]
 secret_file = "secret"
 [relay]
 addresses = ["127.0.0.1"]
+[geo]
+country_db = "country.mmdb"
 "#;
 
 fn parse(text: &str) -> Result<Config, Error> {
@@ -36,7 +38,9 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.limits.max_lifetime, Duration::from_secs(3600));
     assert_eq!(c.max_credential_ttl, Duration::from_secs(86400));
     assert_eq!(c.software.as_deref(), Some("eeaturn"));
-    assert!(c.peer_dangerous_allow.is_empty());
+    assert!(c.rules.peer_dangerous_allow.is_empty());
+    assert_eq!(c.rules.regions, vec!["eea".to_owned()]);
+    assert!(!c.rules.unknown_allowed);
     assert!(!c.log.log_ips);
 }
 
@@ -71,6 +75,8 @@ fn unknown_keys_are_rejected_in_every_table() {
         "[auth]",
         "[relay]",
         "[limits]",
+        "[geo]",
+        "[policy]",
         "[peers]",
         "[clients]",
         "[log]",
@@ -212,8 +218,8 @@ fn cidrs_accept_bare_addresses_and_truncate() {
         "{MINIMAL}\n[peers]\ndeny = [\"192.0.2.7/24\", \"2001:db8::1\"]"
     ))
     .unwrap();
-    assert_eq!(c.peer_deny[0].to_string(), "192.0.2.0/24");
-    assert_eq!(c.peer_deny[1].to_string(), "2001:db8::1/128");
+    assert_eq!(c.rules.peer_deny[0].to_string(), "192.0.2.0/24");
+    assert_eq!(c.rules.peer_deny[1].to_string(), "2001:db8::1/128");
 }
 
 #[test]

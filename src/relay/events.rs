@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::table::TrafficCounters;
 use super::types::{AllocationId, Transport};
-use crate::policy::{Rule, Subject};
+use crate::policy::{Facts, Rule, Subject};
 
 /// Why an allocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -19,6 +19,8 @@ pub enum EndReason {
     BindFailed,
     /// The server shut down.
     Shutdown,
+    /// A reloaded policy refuses the client.
+    PolicyChanged,
 }
 
 impl EndReason {
@@ -29,6 +31,7 @@ impl EndReason {
             Self::Expired => "expired",
             Self::BindFailed => "bind-failed",
             Self::Shutdown => "shutdown",
+            Self::PolicyChanged => "policy-changed",
         }
     }
 }
@@ -52,6 +55,10 @@ pub enum Event {
         relayed: Vec<SocketAddr>,
         /// Granted lifetime.
         lifetime: Duration,
+        /// The rule that admitted the client.
+        rule: Rule,
+        /// The facts of that decision (country, ASN, source).
+        facts: Facts,
     },
     /// An allocation's lifetime was refreshed.
     AllocationRefreshed {
@@ -85,6 +92,8 @@ pub enum Event {
         peer: IpAddr,
         /// The deciding rule.
         rule: Rule,
+        /// The facts of the decision.
+        facts: Facts,
     },
     /// A channel was bound.
     ChannelBound {
@@ -109,6 +118,8 @@ pub enum Event {
         addr: IpAddr,
         /// The deciding rule.
         rule: Rule,
+        /// The facts of the decision.
+        facts: Facts,
     },
 }
 

@@ -1,6 +1,7 @@
 //! Input handling: the data path (ChannelData, Send, peer data) and one function per request
 //! method. See RFC 8656 §7–§12 and RFC 8489 §6–§9.
 
+use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use super::{
     AllocationId, BindResult, BindToken, ClientTransmit, Command, Event, FiveTuple, Now,
     PEER_HEADROOM, PeerTransmit, Reservation, Server,
 };
-use crate::policy::{Decision, Subject};
+use crate::policy::{Decision, Facts, Rule, Subject};
 use crate::stun::attr::{self, Family};
 use crate::stun::{
     CHANNEL_DATA_HEADER_LEN, ChannelData, Class, HEADER_LEN, MAGIC_COOKIE, Message, MessageBuilder,
@@ -51,11 +52,26 @@ const MAX_BIND_ATTEMPTS: u8 = 8;
 /// A request failure: error code, reason phrase, and the integrity to protect it with.
 struct Failure {
     code: u16,
-    reason: &'static str,
+    reason: Cow<'static, str>,
 }
 
 fn fail(code: u16, reason: &'static str) -> Failure {
-    Failure { code, reason }
+    Failure {
+        code,
+        reason: Cow::Borrowed(reason),
+    }
+}
+
+/// A 403 whose reason phrase names the subject and the rule, never database content.
+fn forbidden(subject: Subject, rule: Rule) -> Failure {
+    Failure {
+        code: 403,
+        reason: Cow::Owned(format!(
+            "Forbidden: {} address refused by rule {}",
+            subject.name(),
+            rule.id()
+        )),
+    }
 }
 
 impl<R: RngCore> Server<R> {
@@ -119,10 +135,15 @@ impl<R: RngCore> Server<R> {
         if !a.is_active() {
             return None;
         }
-        if !a.has_permission(peer.ip(), now.mono) {
+        let Some(relay_host) = a.permission(peer.ip(), now.mono).map(|p| p.relay_host) else {
             self.stats.drop("no-permission");
             return None;
+        };
+        if relay_host && !self.policy.relay_port_allowed(peer) {
+            self.stats.drop("relay-host-port");
+            return None;
         }
+        let a = self.alloc_mut(slot)?;
         let len = payload.len();
         let Ok(len16) = u16::try_from(len) else {
             return None;
@@ -224,7 +245,7 @@ impl<R: RngCore> Server<R> {
             self.stats.drop("no-channel");
             return None;
         };
-        if !a.has_permission(ch.peer.ip(), now.mono) {
+        if a.permission(ch.peer.ip(), now.mono).is_none() {
             self.stats.drop("no-permission");
             return None;
         }
@@ -268,10 +289,15 @@ impl<R: RngCore> Server<R> {
             self.stats.drop("unsupported-attribute");
             return None;
         }
-        if !a.has_permission(peer.ip(), now.mono) {
+        let Some(relay_host) = a.permission(peer.ip(), now.mono).map(|p| p.relay_host) else {
             self.stats.drop("no-permission");
             return None;
+        };
+        if relay_host && !self.policy.relay_port_allowed(peer) {
+            self.stats.drop("relay-host-port");
+            return None;
         }
+        let a = self.alloc_mut(slot)?;
         let relay = a.relayed_for(Family::of(peer.ip()))?.local;
         a.traffic.packets_to_peer += 1;
         a.traffic.bytes_to_peer += data.len() as u64;
@@ -350,7 +376,7 @@ impl<R: RngCore> Server<R> {
             }
             let auth = AuthState { username, user_key };
             if let Err(f) = self.handle_allocate(from, msg, auth, &integrity, now) {
-                self.send_error(from, msg, f.code, f.reason, Some(&integrity));
+                self.send_error(from, msg, f.code, &f.reason, Some(&integrity));
             }
             return;
         }
@@ -377,7 +403,7 @@ impl<R: RngCore> Server<R> {
             _ => self.handle_channel_bind(slot, from, msg, &integrity, now),
         };
         if let Err(f) = result {
-            self.send_error(from, msg, f.code, f.reason, Some(&integrity));
+            self.send_error(from, msg, f.code, &f.reason, Some(&integrity));
         }
     }
 
@@ -510,10 +536,10 @@ impl<R: RngCore> Server<R> {
         }
 
         // Residency: the client's own address.
-        let decision = self.policy.check_client(from.client.ip());
-        if let Decision::Deny { rule } = decision {
-            self.deny(None, Subject::Client, from.client.ip(), rule, now);
-            return Err(fail(403, "Forbidden: client address refused by policy"));
+        let client_decision = self.policy.check_client(from.client.ip());
+        if let Decision::Deny { rule, facts } = client_decision {
+            self.deny(None, Subject::Client, from.client.ip(), rule, facts, now);
+            return Err(forbidden(Subject::Client, rule));
         }
 
         // Quotas.
@@ -574,6 +600,9 @@ impl<R: RngCore> Server<R> {
             cooldowns: Vec::new(),
             reservation: None,
             traffic: Default::default(),
+            policy_generation: self.policy_generation,
+            client_rule: client_decision.rule(),
+            client_facts: client_decision.facts(),
         };
         let expires = a.expires;
         let slot = self.insert_alloc(a);
@@ -750,6 +779,8 @@ impl<R: RngCore> Server<R> {
                 .unwrap_or_default(),
             relayed: a.relayed.iter().map(|r| r.advertised).collect(),
             lifetime: Duration::from_secs(u64::from(a.lifetime_secs)),
+            rule: a.client_rule,
+            facts: a.client_facts,
         };
         if let Some(a) = self.alloc_mut(slot) {
             a.state = AllocState::Active {
@@ -771,6 +802,15 @@ impl<R: RngCore> Server<R> {
         integrity: &ResponseIntegrity,
         now: Now,
     ) -> Result<(), Failure> {
+        let releasing = msg
+            .get(attr::LIFETIME)
+            .is_some_and(|v| attr::decode_u32(attr::LIFETIME, v) == Ok(0));
+        if !releasing {
+            if let Err(f) = self.recheck(slot, now) {
+                self.delete_allocation(slot, super::EndReason::PolicyChanged, now);
+                return Err(f);
+            }
+        }
         if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
             let f = attr::decode_family(attr::REQUESTED_ADDRESS_FAMILY, v)
                 .map_err(|_| fail(400, "Bad Request: malformed REQUESTED-ADDRESS-FAMILY"))?;
@@ -823,6 +863,10 @@ impl<R: RngCore> Server<R> {
         integrity: &ResponseIntegrity,
         now: Now,
     ) -> Result<(), Failure> {
+        if let Err(f) = self.recheck(slot, now) {
+            self.delete_allocation(slot, super::EndReason::PolicyChanged, now);
+            return Err(f);
+        }
         let tid = msg.transaction_id();
         let mut peers: Vec<IpAddr> = Vec::new();
         for (ty, v) in msg.attributes() {
@@ -854,23 +898,24 @@ impl<R: RngCore> Server<R> {
             return Err(fail(508, "Insufficient Capacity: too many permissions"));
         }
         // Every peer must pass before any permission is installed. See RFC 8656 §9.
-        let mut rules = Vec::with_capacity(peers.len());
+        let mut allowed = Vec::with_capacity(peers.len());
         for &ip in &peers {
             match self.policy.check_peer(ip) {
-                Decision::Allow { rule } => rules.push(rule),
-                Decision::Deny { rule } => {
-                    self.deny(Some(id), Subject::Peer, ip, rule, now);
-                    return Err(fail(403, "Forbidden: peer address refused by policy"));
+                Decision::Allow { rule, facts } => allowed.push((rule, facts)),
+                Decision::Deny { rule, facts } => {
+                    self.deny(Some(id), Subject::Peer, ip, rule, facts, now);
+                    return Err(forbidden(Subject::Peer, rule));
                 }
             }
         }
-        for (ip, rule) in peers.into_iter().zip(rules) {
-            self.install_permission(slot, ip, now);
+        for (ip, (rule, facts)) in peers.into_iter().zip(allowed) {
+            self.install_permission(slot, ip, rule, now);
             self.events.push_back(Event::PermissionAllowed {
                 id,
                 at: now.wall,
                 peer: ip,
                 rule,
+                facts,
             });
         }
         let b = self.response(msg, Class::Success);
@@ -942,13 +987,18 @@ impl<R: RngCore> Server<R> {
         {
             return Err(fail(508, "Insufficient Capacity: too many permissions"));
         }
-        let rule = match self.policy.check_peer(peer.ip()) {
-            Decision::Allow { rule } => rule,
-            Decision::Deny { rule } => {
-                self.deny(Some(id), Subject::Peer, peer.ip(), rule, now);
-                return Err(fail(403, "Forbidden: peer address refused by policy"));
+        let (rule, facts) = match self.policy.check_peer(peer.ip()) {
+            Decision::Allow { rule, facts } => (rule, facts),
+            Decision::Deny { rule, facts } => {
+                self.deny(Some(id), Subject::Peer, peer.ip(), rule, facts, now);
+                return Err(forbidden(Subject::Peer, rule));
             }
         };
+        if !self.policy.relay_port_allowed(peer) {
+            let rule = Rule::RelayHostPort;
+            self.deny(Some(id), Subject::Peer, peer.ip(), rule, facts, now);
+            return Err(forbidden(Subject::Peer, rule));
+        }
         let expires = now.mono + Duration::from_secs(CHANNEL_LIFETIME_SECS);
         if let Some(a) = self.alloc_mut(slot) {
             if let Some(c) = a.channels.iter_mut().find(|c| c.number == number) {
@@ -963,12 +1013,13 @@ impl<R: RngCore> Server<R> {
             a.cooldowns.retain(|(n, _, _)| *n != number);
         }
         self.timers.add(expires, Timer::Channel(slot, number));
-        self.install_permission(slot, peer.ip(), now);
+        self.install_permission(slot, peer.ip(), rule, now);
         self.events.push_back(Event::PermissionAllowed {
             id,
             at: now.wall,
             peer: peer.ip(),
             rule,
+            facts,
         });
         if is_new {
             self.events.push_back(Event::ChannelBound {
@@ -984,13 +1035,22 @@ impl<R: RngCore> Server<R> {
         Ok(())
     }
 
-    fn install_permission(&mut self, slot: Slot, ip: IpAddr, now: Now) {
+    fn install_permission(&mut self, slot: Slot, ip: IpAddr, rule: Rule, now: Now) {
         let expires = now.mono + Duration::from_secs(PERMISSION_LIFETIME_SECS);
+        let generation = self.policy_generation;
+        let relay_host = rule == Rule::RelayHost;
         if let Some(a) = self.alloc_mut(slot) {
             if let Some(p) = a.permissions.iter_mut().find(|p| p.ip == ip) {
                 p.expires = expires;
+                p.generation = generation;
+                p.relay_host = relay_host;
             } else {
-                a.permissions.push(Permission { ip, expires });
+                a.permissions.push(Permission {
+                    ip,
+                    expires,
+                    generation,
+                    relay_host,
+                });
             }
         }
         self.timers.add(expires, Timer::Permission(slot, ip));
@@ -1001,21 +1061,67 @@ impl<R: RngCore> Server<R> {
         id: Option<AllocationId>,
         subject: Subject,
         addr: IpAddr,
-        rule: crate::policy::Rule,
+        rule: Rule,
+        facts: Facts,
         now: Now,
     ) {
-        let s = match subject {
-            Subject::Client => "client",
-            Subject::Peer => "peer",
-        };
-        *self.stats.denials.entry((s, rule.id())).or_default() += 1;
+        *self
+            .stats
+            .denials
+            .entry((subject.name(), rule.id()))
+            .or_default() += 1;
         self.events.push_back(Event::Denied {
             id,
             at: now.wall,
             subject,
             addr,
             rule,
+            facts,
         });
+    }
+
+    /// Decides again, under the policy now in force, every permission of an allocation that
+    /// an earlier policy allowed; refused ones are removed with their channels. Returns false
+    /// when the client itself is now refused.
+    fn recheck(&mut self, slot: Slot, now: Now) -> Result<(), Failure> {
+        let generation = self.policy_generation;
+        let Some(a) = self.alloc(slot) else {
+            return Ok(());
+        };
+        if a.policy_generation == generation {
+            return Ok(());
+        }
+        let id = a.id;
+        let client = a.five_tuple.client.ip();
+        let stale: Vec<IpAddr> = a
+            .permissions
+            .iter()
+            .filter(|p| p.generation != generation)
+            .map(|p| p.ip)
+            .collect();
+        if let Decision::Deny { rule, facts } = self.policy.check_client(client) {
+            self.deny(Some(id), Subject::Client, client, rule, facts, now);
+            return Err(forbidden(Subject::Client, rule));
+        }
+        let mut refused = Vec::new();
+        for ip in stale {
+            match self.policy.check_peer(ip) {
+                Decision::Allow { .. } => {}
+                Decision::Deny { rule, facts } => {
+                    self.deny(Some(id), Subject::Peer, ip, rule, facts, now);
+                    refused.push(ip);
+                }
+            }
+        }
+        if let Some(a) = self.alloc_mut(slot) {
+            a.policy_generation = generation;
+            for p in &mut a.permissions {
+                p.generation = generation;
+            }
+            a.permissions.retain(|p| !refused.contains(&p.ip));
+            a.channels.retain(|c| !refused.contains(&c.peer.ip()));
+        }
+        Ok(())
     }
 
     /// Computes the lifetime to grant. See RFC 8656 §7.2: the client's wish capped at the

@@ -141,6 +141,8 @@ pub struct Server<R> {
     ports_v4: PortPool,
     ports_v6: PortPool,
     reservations: HashMap<u64, Reservation>,
+    /// Incremented by every `replace_policy`; permissions remember the one they passed.
+    policy_generation: u64,
     timers: Timers,
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
@@ -186,6 +188,7 @@ impl<R: RngCore> Server<R> {
             by_relay: HashMap::new(),
             per_user: HashMap::new(),
             reservations: HashMap::new(),
+            policy_generation: 0,
             timers: Timers::default(),
             commands: VecDeque::new(),
             events: VecDeque::new(),
@@ -232,10 +235,17 @@ impl<R: RngCore> Server<R> {
         self.auth.secrets = secrets;
     }
 
-    /// Replaces the policy. Existing permissions stay until they are refreshed, when the new
-    /// policy decides.
+    /// Replaces the policy (rules and databases). Existing allocations keep relaying; their
+    /// client and permissions are decided again under the new policy at their next Refresh
+    /// or CreatePermission, and whatever it refuses is removed then.
     pub fn replace_policy(&mut self, policy: Policy) {
         self.policy = policy;
+        self.policy_generation += 1;
+    }
+
+    /// Returns the policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
     }
 
     /// Ends every allocation (on shutdown), emitting their events and close commands.

@@ -46,6 +46,10 @@ pub(crate) struct AuthState {
 pub(crate) struct Permission {
     pub(crate) ip: IpAddr,
     pub(crate) expires: Instant,
+    /// The policy generation that allowed it.
+    pub(crate) generation: u64,
+    /// The peer is one of the relay's own addresses: only relay ports may be reached.
+    pub(crate) relay_host: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +114,11 @@ pub(crate) struct Allocation {
     /// Reservation token this allocation holds for the next port, if any.
     pub(crate) reservation: Option<u64>,
     pub(crate) traffic: TrafficCounters,
+    /// The policy generation the client and permissions were last decided under.
+    pub(crate) policy_generation: u64,
+    /// The rule that admitted the client, and its facts.
+    pub(crate) client_rule: crate::policy::Rule,
+    pub(crate) client_facts: crate::policy::Facts,
 }
 
 impl Allocation {
@@ -121,10 +130,10 @@ impl Allocation {
         self.relayed.iter().find(|r| r.family == family)
     }
 
-    pub(crate) fn has_permission(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn permission(&self, ip: IpAddr, now: Instant) -> Option<&Permission> {
         self.permissions
             .iter()
-            .any(|p| p.ip == ip && p.expires > now)
+            .find(|p| p.ip == ip && p.expires > now)
     }
 
     pub(crate) fn channel_by_number(&self, number: u16, now: Instant) -> Option<&Channel> {

@@ -887,6 +887,7 @@ fn denied_client_is_403_with_a_denied_event() {
             subject: Subject::Client,
             addr: ip("127.0.9.1"),
             rule: Rule::ClientDenyList,
+            facts: crate::policy::Facts::NONE,
         }]
     );
     assert_eq!(
@@ -1057,7 +1058,7 @@ fn create_permission_lets_the_peer_through() {
     assert!(
         matches!(
             &events[..],
-            [Event::PermissionAllowed { peer, rule: Rule::DangerousAllow, .. }] if *peer == ip("127.0.0.2")
+            [Event::PermissionAllowed { peer, rule: Rule::UnknownAllowed, .. }] if *peer == ip("127.0.0.2")
         ),
         "{events:?}"
     );
@@ -1783,7 +1784,7 @@ fn roomy_config() -> ServerConfig {
 /// Loopback peers allowed (127.0.0.0/8, ::1) except 127.0.5.0/24; clients in 127.0.9.0/24
 /// refused.
 fn policy() -> Policy {
-    Policy::new(
+    Policy::dangerous_without_geo(
         vec!["127.0.5.0/24".parse().unwrap()],
         vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()],
         vec!["127.0.9.0/24".parse().unwrap()],

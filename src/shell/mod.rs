@@ -5,6 +5,7 @@
 //! them to the core, sends what the core returns, and carries out its commands. SIGHUP re-reads
 //! the secret file. Nothing here decides anything about TURN.
 
+pub mod geo;
 mod log;
 
 use std::collections::HashMap;
@@ -23,7 +24,6 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ListenTransport};
 use crate::credentials::Secrets;
 use crate::pii::Pii;
-use crate::policy::Policy;
 use crate::relay::{
     BindResult, ClientTransmit, Command, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
     ServerConfig, Stats, Transport,
@@ -93,11 +93,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut rng = StdRng::from_os_rng();
     let mut nonce_key = [0u8; 32];
     rng.fill_bytes(&mut nonce_key);
-    let policy = Policy::new(
-        config.peer_deny.clone(),
-        config.peer_dangerous_allow.clone(),
-        config.client_deny.clone(),
-    );
+    let policy = geo::load_policy(&config, now().wall)?;
+    geo::check_relay_location(&config, &policy)?;
     let server = Server::new(
         ServerConfig::from_config(&config),
         secrets,
@@ -130,8 +127,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?,
     );
+    let watch = geo::DbWatch::new(&config);
     let driver = Driver {
         server,
+        watch,
         config,
         listeners,
         relays: HashMap::new(),
@@ -190,6 +189,7 @@ struct RelaySocket {
 
 struct Driver {
     server: Server<StdRng>,
+    watch: geo::DbWatch,
     config: Config,
     listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
     relays: HashMap<SocketAddr, RelaySocket>,
@@ -205,6 +205,14 @@ impl Driver {
         mut hup: Hangup,
     ) -> anyhow::Result<Stats> {
         let mut batch = Vec::with_capacity(64);
+        let watch_every = self.config.geo.watch_interval;
+        let mut watch_tick = tokio::time::interval(if watch_every.is_zero() {
+            std::time::Duration::from_secs(86_400 * 365)
+        } else {
+            watch_every
+        });
+        watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        watch_tick.tick().await;
         loop {
             let deadline = self.server.poll_timeout();
             let sleep = async {
@@ -227,7 +235,13 @@ impl Driver {
                     self.server.handle_timeout(now());
                 }
                 _ = recv_hangup(&mut hup) => {
-                    self.reload_secrets();
+                    self.reload();
+                }
+                _ = watch_tick.tick(), if !watch_every.is_zero() => {
+                    if self.watch.changed() {
+                        tracing::info!(target: "eeaturn::policy", "database files changed; reloading");
+                        self.reload_policy(&self.config.clone());
+                    }
                 }
                 _ = &mut stop => break,
             }
@@ -331,8 +345,21 @@ impl Driver {
         BindResult::Bound
     }
 
-    fn reload_secrets(&mut self) {
-        match load_secrets(&self.config) {
+    /// SIGHUP: re-reads the config file (when it came from one), the secrets, the policy and
+    /// the databases. Each part that fails keeps its previous state and says why. Listeners,
+    /// relay addresses and limits need a restart.
+    fn reload(&mut self) {
+        let config = match &self.config.source {
+            Some(path) => match Config::load(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(target: "eeaturn::shell", error = %e, "config reload failed; keeping the previous configuration");
+                    return;
+                }
+            },
+            None => self.config.clone(),
+        };
+        match load_secrets(&config) {
             Ok(s) => {
                 let n = s.len();
                 self.server.replace_secrets(s);
@@ -340,6 +367,30 @@ impl Driver {
             }
             Err(e) => {
                 tracing::error!(target: "eeaturn::shell", error = %format!("{e:#}"), "secret reload failed; keeping the previous secrets");
+            }
+        }
+        if self.reload_policy(&config) {
+            self.watch = geo::DbWatch::new(&config);
+            self.config.geo = config.geo.clone();
+            self.config.rules = config.rules.clone();
+            self.config.secret_file = config.secret_file.clone();
+        }
+    }
+
+    /// Loads the policy and databases of `config` and puts them in force atomically; on
+    /// failure keeps the previous ones. Returns whether it succeeded.
+    fn reload_policy(&mut self, config: &Config) -> bool {
+        let policy = geo::load_policy(config, now().wall)
+            .and_then(|p| geo::check_relay_location(config, &p).map(|()| p));
+        match policy {
+            Ok(p) => {
+                self.server.replace_policy(p);
+                tracing::info!(target: "eeaturn::policy", "policy and databases reloaded; existing permissions are re-checked at their next refresh");
+                true
+            }
+            Err(e) => {
+                tracing::error!(target: "eeaturn::policy", error = %format!("{e:#}"), "policy reload failed; keeping the previous policy and databases");
+                false
             }
         }
     }

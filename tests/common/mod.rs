@@ -42,6 +42,7 @@ pub(crate) const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(86_400);
 /// 127.0.0.1 and ::1, loopback peers allowed, 127.0.5.0/24 denied as peer. `extra` is appended
 /// and may add the tables the base leaves out (`[limits]`, `[clients]`, `[log]`).
 pub(crate) fn config_toml(extra: &str) -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
     format!(
         r#"[server]
 realm = "{REALM}"
@@ -53,6 +54,14 @@ secret_file = "secret"
 [relay]
 addresses = ["127.0.0.1", "::1"]
 port_range = "{RELAY_PORT_MIN}-{RELAY_PORT_MAX}"
+
+[geo]
+country_db = "{root}/geo/testdata/world-country.mmdb"
+asn_db = "{root}/geo/testdata/world-asn.mmdb"
+max_age = "36500d"
+
+[policy]
+deny_asns = [9009]
 
 [peers]
 dangerous_allow = ["127.0.0.0/8", "::1/128"]
@@ -652,8 +661,18 @@ pub(crate) struct Peer {
 }
 
 impl Peer {
-    /// Binds on `ip` port 0.
+    /// Binds on `ip`, port 0. On one of the relay's own addresses (127.0.0.1, ::1) the
+    /// policy lets peers be reached on relay ports only, so there the peer takes a free port
+    /// from the top of the relay range instead.
     pub(crate) async fn bind(ip: &str) -> Self {
+        if ip == "127.0.0.1" || ip == "::1" {
+            for port in (RELAY_PORT_MAX - 500..=RELAY_PORT_MAX).rev() {
+                if let Ok(sock) = UdpSocket::bind((ip, port)).await {
+                    return Self { sock };
+                }
+            }
+            panic!("no free port for a peer on {ip} at the top of the relay range");
+        }
         let sock = UdpSocket::bind((ip, 0))
             .await
             .unwrap_or_else(|e| panic!("binding a peer socket on {ip}: {e}"));

@@ -190,6 +190,14 @@ secret_file = "$dir/secret"
 addresses = ["127.0.0.1", "::1"]
 port_range = "$range"
 
+[geo]
+country_db = "$REPO_ROOT/geo/testdata/world-country.mmdb"
+asn_db = "$REPO_ROOT/geo/testdata/world-asn.mmdb"
+max_age = "36500d"
+
+[policy]
+deny_asns = [9009]
+
 [peers]
 dangerous_allow = ["127.0.0.0/8", "::1/128"]
 

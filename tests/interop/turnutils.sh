@@ -42,7 +42,10 @@ source "$(dirname "$0")/lib.sh"
 
 PORT="${TURNUTILS_PORT:-34780}"
 RELAY_RANGE="${TURNUTILS_RELAY_RANGE:-50000-50999}"
-PEER_PORT="${TURNUTILS_PEER_PORT:-34790}" # the peer also binds PEER_PORT+1
+# ::1 is one of the relay's own addresses, and the residency policy lets peers on the relay
+# host be reached on relay ports only: the echo peers therefore listen at the top of the relay
+# range (the relay skips ports it finds taken). The peer also binds PEER_PORT+1.
+PEER_PORT="${TURNUTILS_PEER_PORT:-50990}"
 PEER4=127.0.2.1
 PEER6=::1
 CLIENT4=127.0.1.1
