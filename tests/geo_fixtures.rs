@@ -46,7 +46,15 @@ const FIXTURES: [Fixture; 3] = [
 ];
 
 /// The world table: address, country, continent, ASN and organization.
-const WORLD: &[(&str, Option<&str>, Option<&str>, Option<(u32, &str)>)] = &[
+/// (address, country, continent, (ASN, organization)).
+type Block = (
+    &'static str,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<(u32, &'static str)>,
+);
+
+const WORLD: &[Block] = &[
     (
         "127.0.0.{}",
         Some("DE"),
