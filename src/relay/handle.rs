@@ -932,6 +932,10 @@ impl<R: RngCore> Server<R> {
         integrity: &ResponseIntegrity,
         now: Now,
     ) -> Result<(), Failure> {
+        if let Err(f) = self.recheck(slot, now) {
+            self.delete_allocation(slot, super::EndReason::PolicyChanged, now);
+            return Err(f);
+        }
         let tid = msg.transaction_id();
         let number = msg
             .get(attr::CHANNEL_NUMBER)

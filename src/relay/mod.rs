@@ -236,8 +236,8 @@ impl<R: RngCore> Server<R> {
     }
 
     /// Replaces the policy (rules and databases). Existing allocations keep relaying; their
-    /// client and permissions are decided again under the new policy at their next Refresh
-    /// or CreatePermission, and whatever it refuses is removed then.
+    /// client and permissions are decided again under the new policy at their next Refresh,
+    /// CreatePermission or ChannelBind, and whatever it refuses is removed then.
     pub fn replace_policy(&mut self, policy: Policy) {
         self.policy = policy;
         self.policy_generation += 1;
