@@ -5,6 +5,7 @@ pub mod credentials;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod geo_build;
+pub mod metrics;
 pub mod pii;
 pub mod policy;
 pub mod relay;

@@ -80,6 +80,18 @@ pub struct RawConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: RawLog,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: RawMetrics,
+}
+
+/// `[metrics]`: the Prometheus listener.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// "IP:PORT" to serve `GET /metrics` on (plain HTTP, loopback only); none by default.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 /// `[server]`: identity and listeners.
@@ -361,6 +373,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The file this configuration was loaded from (for reloads).
     pub source: Option<PathBuf>,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the GeoIP databases are and how they are watched.
@@ -572,6 +586,7 @@ impl Config {
             dangerous_allow_relay_outside_region: raw.policy.dangerous_allow_relay_outside_region,
             log,
             source: None,
+            metrics_listen: validate_metrics(&raw.metrics)?,
         })
     }
 }
@@ -738,6 +753,29 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
         default_lifetime,
         max_lifetime,
     })
+}
+
+fn validate_metrics(raw: &RawMetrics) -> Result<Option<SocketAddr>, Error> {
+    let Some(s) = raw.listen.as_deref() else {
+        return Ok(None);
+    };
+    let addr = SocketAddr::from_str(s.trim()).map_err(|_| {
+        invalid(
+            "metrics.listen",
+            format!("{s:?} is not IP:PORT, e.g. \"127.0.0.1:9464\""),
+        )
+    })?;
+    if !addr.ip().is_loopback() {
+        return Err(invalid(
+            "metrics.listen",
+            format!(
+                "{addr} is not a loopback address: metrics are served as plain HTTP, so bind \
+                 them to 127.0.0.1 or [::1] and let a local Prometheus agent or a TLS proxy \
+                 expose them"
+            ),
+        ));
+    }
+    Ok(Some(addr))
 }
 
 fn validate_geo(raw: &RawGeo, base: &Path) -> Result<GeoConfig, Error> {

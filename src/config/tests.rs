@@ -80,6 +80,7 @@ fn unknown_keys_are_rejected_in_every_table() {
         "[peers]",
         "[clients]",
         "[log]",
+        "[metrics]",
     ];
     for table in tables {
         assert!(example.contains(table), "example lacks {table}");
@@ -202,6 +203,14 @@ fn table_errors_name_the_key() {
         "clients.deny"
     );
     assert_eq!(invalid_key(&with("[log]\nformat = \"xml\"")), "log.format");
+    assert_eq!(
+        invalid_key(&with("[metrics]\nlisten = \"0.0.0.0:9464\"")),
+        "metrics.listen"
+    );
+    assert_eq!(
+        invalid_key(&with("[metrics]\nlisten = \"nope\"")),
+        "metrics.listen"
+    );
     assert_eq!(
         invalid_key(&MINIMAL.replace("[auth]", "[auth]\nmax_credential_ttl = \"25h\"")),
         "auth.max_credential_ttl"

@@ -7,6 +7,7 @@
 
 pub mod geo;
 mod log;
+mod metrics;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -56,6 +57,8 @@ enum Input {
 pub struct Running {
     /// The bound listening addresses (with the OS-chosen ports where the config said 0).
     pub local_addrs: Vec<SocketAddr>,
+    /// The bound metrics address, when `metrics.listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<Stats>>,
 }
@@ -128,9 +131,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .context("installing the SIGHUP handler")?,
     );
     let watch = geo::DbWatch::new(&config);
+    let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(String::new());
+    let mut metrics_addr = None;
+    if let Some(addr) = config.metrics_listen {
+        let (local, task) = metrics::serve(addr, metrics_rx).await?;
+        tracing::info!(target: "eeaturn::shell", metrics = %format!("http://{local}/metrics"), "serving metrics");
+        readers.push(task);
+        metrics_addr = Some(local);
+    }
     let driver = Driver {
         server,
         watch,
+        metrics_tx,
+        shell_counters: crate::metrics::ShellCounters::default(),
         config,
         listeners,
         relays: HashMap::new(),
@@ -140,6 +153,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let task = tokio::spawn(driver.run(rx, stop_rx, hup));
     Ok(Running {
         local_addrs,
+        metrics_addr,
         stop: Some(stop_tx),
         task,
     })
@@ -190,6 +204,8 @@ struct RelaySocket {
 struct Driver {
     server: Server<StdRng>,
     watch: geo::DbWatch,
+    metrics_tx: tokio::sync::watch::Sender<String>,
+    shell_counters: crate::metrics::ShellCounters,
     config: Config,
     listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
     relays: HashMap<SocketAddr, RelaySocket>,
@@ -213,6 +229,8 @@ impl Driver {
         });
         watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         watch_tick.tick().await;
+        let mut metrics_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.server.poll_timeout();
             let sleep = async {
@@ -236,6 +254,9 @@ impl Driver {
                 }
                 _ = recv_hangup(&mut hup) => {
                     self.reload();
+                }
+                _ = metrics_tick.tick() => {
+                    self.publish_metrics();
                 }
                 _ = watch_tick.tick(), if !watch_every.is_zero() => {
                     if self.watch.changed() {
@@ -345,11 +366,27 @@ impl Driver {
         BindResult::Bound
     }
 
+    /// Renders the metrics text for the listener (when one is configured).
+    fn publish_metrics(&mut self) {
+        if self.config.metrics_listen.is_none() {
+            return;
+        }
+        let text = crate::metrics::render(
+            self.server.stats(),
+            self.server.allocation_count(),
+            self.server.policy(),
+            self.config.geo.max_age,
+            self.shell_counters,
+            now().wall,
+        );
+        self.metrics_tx.send_replace(text);
+    }
+
     /// SIGHUP: re-reads the config file (when it came from one), the secrets, the policy and
     /// the databases. Each part that fails keeps its previous state and says why. Listeners,
     /// relay addresses and limits need a restart.
     fn reload(&mut self) {
-        let config = match &self.config.source {
+        let mut config = match &self.config.source {
             Some(path) => match Config::load(path) {
                 Ok(c) => c,
                 Err(e) => {
@@ -359,6 +396,14 @@ impl Driver {
             },
             None => self.config.clone(),
         };
+        // The relay sockets stay as they are until a restart, so the relay-host rule must keep
+        // describing the addresses and ports in use, whatever the file says now.
+        if config.relay != self.config.relay {
+            tracing::warn!(target: "eeaturn::shell", "[relay] changed in the config file; it takes effect at the next restart");
+        }
+        config.relay = self.config.relay.clone();
+        config.rules.relay_ips = self.config.rules.relay_ips.clone();
+        config.rules.relay_ports = self.config.rules.relay_ports.clone();
         match load_secrets(&config) {
             Ok(s) => {
                 let n = s.len();
@@ -385,10 +430,12 @@ impl Driver {
         match policy {
             Ok(p) => {
                 self.server.replace_policy(p);
+                self.shell_counters.reloads_ok += 1;
                 tracing::info!(target: "eeaturn::policy", "policy and databases reloaded; existing permissions are re-checked at their next refresh");
                 true
             }
             Err(e) => {
+                self.shell_counters.reloads_failed += 1;
                 tracing::error!(target: "eeaturn::policy", error = %format!("{e:#}"), "policy reload failed; keeping the previous policy and databases");
                 false
             }

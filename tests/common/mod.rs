@@ -132,6 +132,11 @@ impl TestServer {
         TurnClient::bind(local_ip, server, self.credential(user)).await
     }
 
+    /// Returns the metrics listener's address, when the config enables it.
+    pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.running.metrics_addr
+    }
+
     /// Stops the relay and returns its final counters.
     pub(crate) async fn stop(self) -> Stats {
         timeout(TIMEOUT, self.running.stop())
