@@ -806,10 +806,7 @@ impl<R: RngCore> Server<R> {
             .get(attr::LIFETIME)
             .is_some_and(|v| attr::decode_u32(attr::LIFETIME, v) == Ok(0));
         if !releasing {
-            if let Err(f) = self.recheck(slot, now) {
-                self.delete_allocation(slot, super::EndReason::PolicyChanged, now);
-                return Err(f);
-            }
+            self.recheck(slot, now)?;
         }
         if let Some(v) = msg.get(attr::REQUESTED_ADDRESS_FAMILY) {
             let f = attr::decode_family(attr::REQUESTED_ADDRESS_FAMILY, v)
@@ -863,10 +860,7 @@ impl<R: RngCore> Server<R> {
         integrity: &ResponseIntegrity,
         now: Now,
     ) -> Result<(), Failure> {
-        if let Err(f) = self.recheck(slot, now) {
-            self.delete_allocation(slot, super::EndReason::PolicyChanged, now);
-            return Err(f);
-        }
+        self.recheck(slot, now)?;
         let tid = msg.transaction_id();
         let mut peers: Vec<IpAddr> = Vec::new();
         for (ty, v) in msg.attributes() {
@@ -932,10 +926,7 @@ impl<R: RngCore> Server<R> {
         integrity: &ResponseIntegrity,
         now: Now,
     ) -> Result<(), Failure> {
-        if let Err(f) = self.recheck(slot, now) {
-            self.delete_allocation(slot, super::EndReason::PolicyChanged, now);
-            return Err(f);
-        }
+        self.recheck(slot, now)?;
         let tid = msg.transaction_id();
         let number = msg
             .get(attr::CHANNEL_NUMBER)
@@ -1084,9 +1075,10 @@ impl<R: RngCore> Server<R> {
         });
     }
 
-    /// Decides again, under the policy now in force, every permission of an allocation that
-    /// an earlier policy allowed; refused ones are removed with their channels. Returns false
-    /// when the client itself is now refused.
+    /// Decides again, under the policy now in force, the client and every permission of an
+    /// allocation that an earlier policy allowed; refused permissions are removed with their
+    /// channels. When the client itself is now refused, the allocation ends
+    /// (`policy-changed`) and the 403 to answer is returned.
     fn recheck(&mut self, slot: Slot, now: Now) -> Result<(), Failure> {
         let generation = self.policy_generation;
         let Some(a) = self.alloc(slot) else {
@@ -1105,6 +1097,7 @@ impl<R: RngCore> Server<R> {
             .collect();
         if let Decision::Deny { rule, facts } = self.policy.check_client(client) {
             self.deny(Some(id), Subject::Client, client, rule, facts, now);
+            self.delete_allocation(slot, super::EndReason::PolicyChanged, now);
             return Err(forbidden(Subject::Client, rule));
         }
         let mut refused = Vec::new();
