@@ -21,6 +21,8 @@ pub enum EndReason {
     Shutdown,
     /// A reloaded policy refuses the client.
     PolicyChanged,
+    /// The client's TCP/TLS connection closed.
+    ConnectionClosed,
 }
 
 impl EndReason {
@@ -32,6 +34,7 @@ impl EndReason {
             Self::BindFailed => "bind-failed",
             Self::Shutdown => "shutdown",
             Self::PolicyChanged => "policy-changed",
+            Self::ConnectionClosed => "connection-closed",
         }
     }
 }

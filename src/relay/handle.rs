@@ -152,7 +152,15 @@ impl<R: RngCore> Server<R> {
         let range = if let Some(ch) = a.channel_by_peer(peer, now.mono) {
             let start = payload.start.checked_sub(CHANNEL_DATA_HEADER_LEN)?;
             write_channel_data_header(&mut buf[start..], ch.number, len16);
-            start..payload.end
+            // On streams ChannelData is padded to a multiple of 4. See RFC 8656 §12.5.
+            let end = if to.transport.is_stream() {
+                let end = payload.start + padded(len);
+                buf.get_mut(payload.end..end)?.fill(0);
+                end
+            } else {
+                payload.end
+            };
+            start..end
         } else {
             write_data_indication(buf, payload, peer, tid)?
         };

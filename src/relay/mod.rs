@@ -248,6 +248,41 @@ impl<R: RngCore> Server<R> {
         &self.policy
     }
 
+    /// Decides whether a client may open a TCP/TLS connection at all (the residency check at
+    /// accept). A refusal is counted and reported as [`Event::Denied`]; the shell closes the
+    /// connection.
+    pub fn handle_connection_opened(&mut self, five_tuple: FiveTuple, now: Now) -> bool {
+        let ip = five_tuple.client.ip();
+        match self.policy.check_client(ip) {
+            crate::policy::Decision::Allow { .. } => true,
+            crate::policy::Decision::Deny { rule, facts } => {
+                let subject = crate::policy::Subject::Client;
+                *self
+                    .stats
+                    .denials
+                    .entry((subject.name(), rule.id()))
+                    .or_default() += 1;
+                self.events.push_back(Event::Denied {
+                    id: None,
+                    at: now.wall,
+                    subject,
+                    addr: ip,
+                    rule,
+                    facts,
+                });
+                false
+            }
+        }
+    }
+
+    /// Ends the allocation of a TCP/TLS connection that closed. See RFC 8656 §3.7: the
+    /// allocation lives no longer than its connection.
+    pub fn handle_connection_closed(&mut self, five_tuple: FiveTuple, now: Now) {
+        if let Some(&slot) = self.by_five_tuple.get(&five_tuple) {
+            self.delete_allocation(slot, EndReason::ConnectionClosed, now);
+        }
+    }
+
     /// Ends every allocation (on shutdown), emitting their events and close commands.
     pub fn shutdown(&mut self, now: Now) {
         let slots: Vec<Slot> = self.by_five_tuple.values().copied().collect();

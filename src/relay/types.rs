@@ -18,6 +18,10 @@ pub struct Now {
 pub enum Transport {
     /// UDP.
     Udp,
+    /// TCP (RFC 8656 §3.7: STUN and ChannelData framed on a stream, ChannelData padded).
+    Tcp,
+    /// TLS over TCP (TURNS).
+    Tls,
 }
 
 impl Transport {
@@ -25,7 +29,14 @@ impl Transport {
     pub fn name(self) -> &'static str {
         match self {
             Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
         }
+    }
+
+    /// Returns true for the stream transports, where ChannelData is padded to 4 bytes.
+    pub fn is_stream(self) -> bool {
+        !matches!(self, Self::Udp)
     }
 }
 

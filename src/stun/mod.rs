@@ -312,6 +312,31 @@ impl<'a> Iterator for Attributes<'a> {
     }
 }
 
+/// Returns the length of the first frame on a stream transport (RFC 8656 §3.7): a STUN
+/// message (20 + its length) or ChannelData (4 + its length, padded to 4). `Ok(None)` means
+/// more bytes are needed to know.
+///
+/// # Errors
+///
+/// Returns [`DecodeError::NotStun`] when the first two bits are neither `00` nor `01`, and
+/// [`DecodeError::BadLength`] for a STUN length that is not a multiple of four.
+pub fn stream_frame_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = usize::from(read_u16(buf, 2));
+    match buf[0] >> 6 {
+        0b00 => {
+            if len % 4 != 0 {
+                return Err(DecodeError::BadLength);
+            }
+            Ok(Some(HEADER_LEN + len))
+        }
+        0b01 => Ok(Some(CHANNEL_DATA_HEADER_LEN + padded(len))),
+        _ => Err(DecodeError::NotStun),
+    }
+}
+
 /// Returns true when `buf` starts like a STUN message (top bits zero, magic cookie).
 pub fn looks_like_stun(buf: &[u8]) -> bool {
     buf.len() >= HEADER_LEN && buf[0] & 0xC0 == 0 && read_u32(buf, 4) == MAGIC_COOKIE
@@ -348,6 +373,22 @@ mod tests {
                 assert_eq!(t.to_u16() & 0xC000, 0);
             }
         }
+    }
+
+    #[test]
+    fn stream_frames() {
+        assert_eq!(stream_frame_len(&[0, 1, 0]), Ok(None));
+        assert_eq!(stream_frame_len(&[0x00, 0x01, 0x00, 0x08]), Ok(Some(28)));
+        assert_eq!(
+            stream_frame_len(&[0x00, 0x01, 0x00, 0x07]),
+            Err(DecodeError::BadLength)
+        );
+        assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x05]), Ok(Some(12)));
+        assert_eq!(stream_frame_len(&[0x40, 0x00, 0x00, 0x08]), Ok(Some(12)));
+        assert_eq!(
+            stream_frame_len(&[0x80, 0x00, 0x00, 0x00]),
+            Err(DecodeError::NotStun)
+        );
     }
 
     #[test]
