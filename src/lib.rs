@@ -11,3 +11,4 @@ pub mod policy;
 pub mod relay;
 pub mod shell;
 pub mod stun;
+pub mod tls;

@@ -83,6 +83,25 @@ pub struct RawConfig {
     /// `[metrics]`.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// `[tls]`.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// `[tls]`: certificate and profile of the `tls://` listeners.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM file with the certificate chain (leaf first); relative to the config file.
+    pub certificate: String,
+    /// PEM file with the private key (PKCS#8, SEC1 or PKCS#1).
+    pub private_key: String,
+    /// The TLS profile; only "bsi" (BSI TR-02102-2) exists.
+    #[serde(default = "default_tls_profile")]
+    pub profile: String,
+    /// Key-exchange groups offered, in order of preference: "secp256r1", "secp384r1".
+    #[serde(default = "default_tls_groups")]
+    pub groups: Vec<String>,
 }
 
 /// `[metrics]`: the Prometheus listener.
@@ -151,6 +170,19 @@ pub struct RawLimits {
     /// Channels per allocation.
     #[serde(default = "default_max_channels")]
     pub max_channels_per_allocation: usize,
+    /// TCP/TLS connections in total.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TCP/TLS connections per client IP address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Time a new TCP/TLS connection has to complete its TLS handshake and send a first
+    /// complete STUN message.
+    #[serde(default = "default_connection_setup_timeout")]
+    pub connection_setup_timeout: String,
+    /// A TCP/TLS connection without an allocation that sends nothing for this long is closed.
+    #[serde(default = "default_connection_idle_timeout")]
+    pub connection_idle_timeout: String,
     /// Allocation lifetime when the client asks for less or nothing.
     #[serde(default = "default_default_lifetime")]
     pub default_lifetime: String,
@@ -166,6 +198,10 @@ impl Default for RawLimits {
             max_allocations_per_user: default_max_allocations_per_user(),
             max_permissions_per_allocation: default_max_permissions(),
             max_channels_per_allocation: default_max_channels(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            connection_setup_timeout: default_connection_setup_timeout(),
+            connection_idle_timeout: default_connection_idle_timeout(),
             default_lifetime: default_default_lifetime(),
             max_lifetime: default_max_lifetime(),
         }
@@ -319,6 +355,24 @@ fn default_max_permissions() -> usize {
 fn default_max_channels() -> usize {
     32
 }
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_ip() -> usize {
+    64
+}
+fn default_connection_setup_timeout() -> String {
+    "10s".to_owned()
+}
+fn default_connection_idle_timeout() -> String {
+    "15m".to_owned()
+}
+fn default_tls_profile() -> String {
+    "bsi".to_owned()
+}
+fn default_tls_groups() -> Vec<String> {
+    vec!["secp256r1".to_owned(), "secp384r1".to_owned()]
+}
 fn default_default_lifetime() -> String {
     "10m".to_owned()
 }
@@ -375,6 +429,28 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// Where to serve Prometheus metrics, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// TLS settings, when a `tls://` listener exists.
+    pub tls: Option<TlsConfig>,
+}
+
+/// The TLS settings of the `tls://` listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub certificate: PathBuf,
+    /// PEM private key.
+    pub private_key: PathBuf,
+    /// Key-exchange groups, in order of preference.
+    pub groups: Vec<TlsGroup>,
+}
+
+/// A key-exchange group of the bsi profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsGroup {
+    /// NIST P-256.
+    Secp256r1,
+    /// NIST P-384.
+    Secp384r1,
 }
 
 /// Where the GeoIP databases are and how they are watched.
@@ -404,12 +480,18 @@ pub struct Listen {
 pub enum ListenTransport {
     /// UDP.
     Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP (TURNS).
+    Tls,
 }
 
 impl fmt::Display for Listen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.transport {
             ListenTransport::Udp => write!(f, "udp://{}", self.addr),
+            ListenTransport::Tcp => write!(f, "tcp://{}", self.addr),
+            ListenTransport::Tls => write!(f, "tls://{}", self.addr),
         }
     }
 }
@@ -440,6 +522,14 @@ pub struct Limits {
     pub max_permissions_per_allocation: usize,
     /// Channels per allocation.
     pub max_channels_per_allocation: usize,
+    /// TCP/TLS connections in total.
+    pub max_connections: usize,
+    /// TCP/TLS connections per client IP.
+    pub max_connections_per_ip: usize,
+    /// Deadline for the TLS handshake and the first STUN message.
+    pub connection_setup_timeout: Duration,
+    /// Idle limit of connections without an allocation.
+    pub connection_idle_timeout: Duration,
     /// Default allocation lifetime.
     pub default_lifetime: Duration,
     /// Maximum allocation lifetime.
@@ -560,6 +650,7 @@ impl Config {
             log_ips: raw.log.log_ips,
         };
 
+        let tls = validate_tls(raw.tls.as_ref(), base, &listen)?;
         let geo = validate_geo(&raw.geo, base)?;
         let mut rules = validate_policy(&raw.policy, geo.asn_db.is_some())?;
         rules.peer_deny = parse_nets("peers.deny", &raw.peers.deny)?;
@@ -587,6 +678,7 @@ impl Config {
             log,
             source: None,
             metrics_listen: validate_metrics(&raw.metrics)?,
+            tls,
         })
     }
 }
@@ -600,16 +692,12 @@ fn parse_listen(s: &str) -> Result<Listen, Error> {
     };
     let transport = match scheme {
         "udp" => ListenTransport::Udp,
-        "tcp" | "tls" => {
-            return Err(invalid(
-                "server.listen",
-                format!("{s:?}: TCP and TLS listeners are not supported yet; use udp://"),
-            ));
-        }
+        "tcp" => ListenTransport::Tcp,
+        "tls" => ListenTransport::Tls,
         other => {
             return Err(invalid(
                 "server.listen",
-                format!("{s:?}: unknown scheme {other:?}; use udp://"),
+                format!("{s:?}: unknown scheme {other:?}; use udp://, tcp:// or tls://"),
             ));
         }
     };
@@ -750,6 +838,19 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
             "limits.max_channels_per_allocation",
             raw.max_channels_per_allocation,
         )?,
+        max_connections: positive("limits.max_connections", raw.max_connections)?,
+        max_connections_per_ip: positive(
+            "limits.max_connections_per_ip",
+            raw.max_connections_per_ip,
+        )?,
+        connection_setup_timeout: nonzero(
+            "limits.connection_setup_timeout",
+            &raw.connection_setup_timeout,
+        )?,
+        connection_idle_timeout: nonzero(
+            "limits.connection_idle_timeout",
+            &raw.connection_idle_timeout,
+        )?,
         default_lifetime,
         max_lifetime,
     })
@@ -879,6 +980,77 @@ fn validate_policy(raw: &RawPolicy, have_asn_db: bool) -> Result<Rules, Error> {
         networks,
         ..Rules::default()
     })
+}
+
+fn nonzero(key: &'static str, s: &str) -> Result<Duration, Error> {
+    let d = parse_duration_key(key, s)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be longer than 0s"));
+    }
+    Ok(d)
+}
+
+fn validate_tls(
+    raw: Option<&RawTls>,
+    base: &Path,
+    listen: &[Listen],
+) -> Result<Option<TlsConfig>, Error> {
+    let wants_tls = listen.iter().any(|l| l.transport == ListenTransport::Tls);
+    let Some(raw) = raw else {
+        if wants_tls {
+            return Err(invalid(
+                "tls",
+                "a tls:// listener needs a [tls] table with certificate and private_key",
+            ));
+        }
+        return Ok(None);
+    };
+    if raw.profile != "bsi" {
+        return Err(invalid(
+            "tls.profile",
+            format!(
+                "unknown profile {:?}; the only profile is \"bsi\" (BSI TR-02102-2)",
+                raw.profile
+            ),
+        ));
+    }
+    if raw.groups.is_empty() {
+        return Err(invalid(
+            "tls.groups",
+            "needs at least one group, e.g. [\"secp256r1\"]",
+        ));
+    }
+    let mut groups = Vec::new();
+    for g in &raw.groups {
+        let group = match g.as_str() {
+            "secp256r1" | "P-256" => TlsGroup::Secp256r1,
+            "secp384r1" | "P-384" => TlsGroup::Secp384r1,
+            other => {
+                return Err(invalid(
+                    "tls.groups",
+                    format!(
+                        "{other:?} is not offered by the bsi profile; use \"secp256r1\" and/or \"secp384r1\" (see docs/tls.md)"
+                    ),
+                ));
+            }
+        };
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+    for (key, v) in [
+        ("tls.certificate", &raw.certificate),
+        ("tls.private_key", &raw.private_key),
+    ] {
+        if v.trim().is_empty() {
+            return Err(invalid(key, "must name a PEM file"));
+        }
+    }
+    Ok(Some(TlsConfig {
+        certificate: base.join(raw.certificate.trim()),
+        private_key: base.join(raw.private_key.trim()),
+        groups,
+    }))
 }
 
 fn parse_nets(key: &'static str, list: &[String]) -> Result<Vec<IpNet>, Error> {

@@ -81,6 +81,7 @@ fn unknown_keys_are_rejected_in_every_table() {
         "[clients]",
         "[log]",
         "[metrics]",
+        "[tls]",
     ];
     for table in tables {
         assert!(example.contains(table), "example lacks {table}");
@@ -245,4 +246,47 @@ fn durations() {
 fn missing_file_names_the_path() {
     let e = Config::load(Path::new("/nonexistent/eeaturn.toml")).unwrap_err();
     assert!(e.to_string().contains("/nonexistent/eeaturn.toml"), "{e}");
+}
+
+#[test]
+fn stream_listeners_and_tls() {
+    let with_listen =
+        |l: &str, extra: &str| MINIMAL.replace("listen = [\"udp://127.0.0.1:3478\"]", l) + extra;
+    let c = parse(&with_listen(
+        "listen = [\"udp://127.0.0.1:3478\", \"tcp://127.0.0.1:3478\", \"tcp://[::1]:3478\"]",
+        "",
+    ))
+    .unwrap();
+    assert_eq!(c.listen.len(), 3);
+    assert_eq!(c.listen[1].transport, ListenTransport::Tcp);
+    assert!(c.tls.is_none());
+    assert_eq!(c.limits.connection_setup_timeout, Duration::from_secs(10));
+    assert_eq!(c.limits.connection_idle_timeout, Duration::from_secs(900));
+    // A tls:// listener needs [tls].
+    assert_eq!(
+        invalid_key(&with_listen("listen = [\"tls://127.0.0.1:5349\"]", "")),
+        "tls"
+    );
+    let tls = "\n[tls]\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n";
+    let c = parse(&with_listen("listen = [\"tls://127.0.0.1:5349\"]", tls)).unwrap();
+    let t = c.tls.unwrap();
+    assert_eq!(t.certificate, Path::new("/etc/eeaturn/c.pem"));
+    assert_eq!(t.groups, vec![TlsGroup::Secp256r1, TlsGroup::Secp384r1]);
+    for (bad, key) in [
+        ("profile = \"modern\"", "tls.profile"),
+        ("groups = [\"x25519\"]", "tls.groups"),
+        ("groups = []", "tls.groups"),
+    ] {
+        let text = with_listen(
+            "listen = [\"tls://127.0.0.1:5349\"]",
+            &format!("{tls}{bad}\n"),
+        );
+        assert_eq!(invalid_key(&text), key, "{bad}");
+    }
+    assert_eq!(
+        invalid_key(&format!(
+            "{MINIMAL}\n[limits]\nconnection_setup_timeout = \"0s\""
+        )),
+        "limits.connection_setup_timeout"
+    );
 }

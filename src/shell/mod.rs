@@ -8,6 +8,7 @@
 pub mod geo;
 mod log;
 mod metrics;
+mod stream;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -51,6 +52,16 @@ enum Input {
         buf: Vec<u8>,
         len: usize,
     },
+    /// A TCP/TLS connection is up (handshake done): may it stay?
+    StreamOpened {
+        five: FiveTuple,
+        writer: mpsc::Sender<Vec<u8>>,
+        reply: oneshot::Sender<bool>,
+    },
+    /// One framed message from a TCP/TLS connection.
+    Stream { five: FiveTuple, bytes: Vec<u8> },
+    /// A TCP/TLS connection ended.
+    StreamClosed { five: FiveTuple },
 }
 
 /// A running relay, as returned by [`start`].
@@ -110,8 +121,37 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut listeners = HashMap::new();
     let mut local_addrs = Vec::new();
     let mut readers = Vec::new();
+    let tls = match &config.tls {
+        Some(t) => Some(stream::acceptor(t)?),
+        None => None,
+    };
+    let stream_settings = stream::StreamSettings {
+        max_connections: config.limits.max_connections,
+        max_per_ip: config.limits.max_connections_per_ip,
+        setup_timeout: config.limits.connection_setup_timeout,
+        idle_timeout: config.limits.connection_idle_timeout,
+    };
     for l in &config.listen {
         match l.transport {
+            ListenTransport::Tcp | ListenTransport::Tls => {
+                let acceptor = if l.transport == ListenTransport::Tls {
+                    tls.clone()
+                } else {
+                    None
+                };
+                let (local, task) =
+                    stream::spawn_listener(l.addr, acceptor, stream_settings.clone(), tx.clone())
+                        .await
+                        .with_context(|| format!("binding listener {l}"))?;
+                readers.push(task);
+                local_addrs.push(local);
+                let scheme = if l.transport == ListenTransport::Tls {
+                    "tls"
+                } else {
+                    "tcp"
+                };
+                tracing::info!(target: "eeaturn::shell", listener = %format!("{scheme}://{local}"), "listening");
+            }
             ListenTransport::Udp => {
                 let sock = bind_udp(l.addr).with_context(|| format!("binding listener {l}"))?;
                 let local = sock.local_addr()?;
@@ -141,6 +181,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let driver = Driver {
         server,
+        tls,
+        streams: HashMap::new(),
         watch,
         metrics_tx,
         shell_counters: crate::metrics::ShellCounters::default(),
@@ -203,6 +245,8 @@ struct RelaySocket {
 
 struct Driver {
     server: Server<StdRng>,
+    tls: Option<stream::SharedAcceptor>,
+    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     watch: geo::DbWatch,
     metrics_tx: tokio::sync::watch::Sender<String>,
     shell_counters: crate::metrics::ShellCounters,
@@ -307,12 +351,46 @@ impl Driver {
                     .server
                     .handle_peer_input(relay, from, &mut buf, payload, now)
                 {
-                    if let Some(sock) = self.listeners.get(&to.server) {
-                        if let Err(e) = sock.try_send_to(&buf[range], to.client) {
-                            tracing::debug!(target: "eeaturn::relay", error = %e, "send to client failed");
+                    self.send_to_client(to, &buf[range]);
+                }
+            }
+            Input::StreamOpened {
+                five,
+                writer,
+                reply,
+            } => {
+                let allowed = self.server.handle_connection_opened(five, now);
+                if allowed {
+                    self.streams.insert(five, writer);
+                }
+                let _ = reply.send(allowed);
+            }
+            Input::Stream { five, bytes } => {
+                if let Some(t) = self.server.handle_client_input(five, &bytes, now) {
+                    if let Some(r) = self.relays.get(&t.relay) {
+                        if let Err(e) = r.sock.try_send_to(&bytes[t.range], t.peer) {
+                            tracing::debug!(target: "eeaturn::relay", error = %e, "send to peer failed");
                         }
                     }
                 }
+            }
+            Input::StreamClosed { five } => {
+                self.streams.remove(&five);
+                self.server.handle_connection_closed(five, now);
+            }
+        }
+    }
+
+    /// Sends a message to a client: a datagram on UDP, a queued write on TCP/TLS.
+    fn send_to_client(&self, to: FiveTuple, bytes: &[u8]) {
+        if to.transport.is_stream() {
+            if let Some(w) = self.streams.get(&to) {
+                // A full queue means the client does not read: drop, as UDP would.
+                let _ = w.try_send(bytes.to_vec());
+            }
+        } else if let Some(sock) = self.listeners.get(&to.server) {
+            if let Err(e) = sock.try_send_to(bytes, to.client) {
+                tracing::debug!(target: "eeaturn::relay", error = %e, "send to client failed");
             }
         }
     }
@@ -322,7 +400,9 @@ impl Driver {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
                 Command::SendToClient { to, bytes } => {
-                    if let Some(sock) = self.listeners.get(&to.server) {
+                    if to.transport.is_stream() {
+                        self.send_to_client(to, &bytes);
+                    } else if let Some(sock) = self.listeners.get(&to.server) {
                         if let Err(e) = sock.send_to(&bytes, to.client).await {
                             tracing::debug!(target: "eeaturn::shell", error = %e, client = %Pii(to.client), "send to client failed");
                         }
@@ -412,6 +492,20 @@ impl Driver {
             }
             Err(e) => {
                 tracing::error!(target: "eeaturn::shell", error = %format!("{e:#}"), "secret reload failed; keeping the previous secrets");
+            }
+        }
+        if let (Some(shared), Some(t)) = (&self.tls, &config.tls) {
+            match crate::tls::server_config(t) {
+                Ok(c) => {
+                    *shared
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        tokio_rustls::TlsAcceptor::from(c);
+                    tracing::info!(target: "eeaturn::shell", "reloaded the TLS certificate; new handshakes use it");
+                }
+                Err(e) => {
+                    tracing::error!(target: "eeaturn::shell", error = %format!("{e:#}"), "TLS certificate reload failed; keeping the previous certificate");
+                }
             }
         }
         if self.reload_policy(&config) {
