@@ -10,7 +10,8 @@
 //! - ECDHE over exactly the configured `tls.groups` (P-256 and/or P-384); never X25519;
 //! - certificates with ECDSA P-256/P-384 keys, or RSA keys of at least [`MIN_RSA_BITS`] bits
 //!   that sign with RSASSA-PSS only; Ed25519 keys are refused;
-//! - the Extended Master Secret extension (RFC 7627) is required from TLS 1.2 clients;
+//! - the Extended Master Secret extension (RFC 7627) is used with every TLS 1.2 client that
+//!   offers it (all current ones do);
 //! - no session resumption (no session cache, no tickets, no 0-RTT data): every connection
 //!   makes a full ECDHE handshake and is authenticated by the current certificate;
 //! - no client certificates, no ALPN.
@@ -166,8 +167,11 @@ pub fn server_config(tls: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
     config.max_tls13_tickets = 0;
     config.max_early_data_size = 0;
     config.send_half_rtt_data = false;
-    // RFC 7627: refuse TLS 1.2 clients that do not offer the Extended Master Secret.
-    config.require_ems = true;
+    // RFC 7627's Extended Master Secret is always offered back and used when a TLS 1.2 client
+    // asks for it, but not required: the attack it answers (3SHAKE) needs resumption or
+    // renegotiation, which this profile does not have, and requiring it would refuse older
+    // TLS 1.2 clients and hide TLS 1.2 from testssl.sh, whose probes do not offer it.
+    config.require_ems = false;
     config.alpn_protocols = Vec::new();
     Ok(Arc::new(config))
 }
@@ -585,7 +589,7 @@ mod tests {
         let groups: Vec<NamedGroup> = provider.kx_groups.iter().map(|g| g.name()).collect();
         assert_eq!(groups, [NamedGroup::secp256r1, NamedGroup::secp384r1]);
         assert!(config.ignore_client_order);
-        assert!(config.require_ems);
+        assert!(!config.require_ems);
         assert_eq!(config.send_tls13_tickets, 0);
         assert_eq!(config.max_early_data_size, 0);
         assert!(config.alpn_protocols.is_empty());
