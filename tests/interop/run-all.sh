@@ -5,9 +5,9 @@
 #
 #   bash tests/interop/run-all.sh
 #
-# Installs its test clients when missing (coturn's turnutils from Debian,
-# aioice from PyPI); builds the server with `cargo build --locked` only when
-# target/debug/eeaturn is missing and EEATURN_BIN is not set.
+# Installs its test clients when missing (coturn's turnutils and testssl.sh
+# from Debian, aioice from PyPI); builds the server with `cargo build --locked`
+# only when target/debug/eeaturn is missing and EEATURN_BIN is not set.
 # Set INTEROP_SERVER=coturn to run the same scenarios against coturn's
 # turnserver instead (a reference baseline for the test clients).
 set -uo pipefail
@@ -33,7 +33,7 @@ if [ "$setup_failed" -ne 0 ]; then
   echo "FAIL interop/setup" | tee -a "$RESULTS"
 fi
 
-for script in turnutils.sh aioice.sh residency.sh; do
+for script in turnutils.sh aioice.sh residency.sh tls.sh; do
   log "=== $script ==="
   before=$(grep -c '^FAIL ' "$RESULTS")
   timeout 900 bash "$INTEROP_DIR/$script"
