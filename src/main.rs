@@ -262,6 +262,15 @@ fn check(path: &std::path::Path) -> anyhow::Result<()> {
             );
         }
     }
+    if let Some(t) = &config.tls {
+        eeaturn::tls::server_config(t)?;
+        out += &format!(
+            "  tls: profile bsi, groups {:?}, certificate {} and key {} load\n",
+            t.groups,
+            t.certificate.display(),
+            t.private_key.display()
+        );
+    }
     let r = policy.rules();
     out += &format!(
         "  policy: regions {:?} ({} countries), unknown locations {}\n  peers.dangerous_allow: {}{}\n",
