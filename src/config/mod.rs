@@ -99,7 +99,8 @@ pub struct RawTls {
     /// The TLS profile; only "bsi" (BSI TR-02102-2) exists.
     #[serde(default = "default_tls_profile")]
     pub profile: String,
-    /// Key-exchange groups offered, in order of preference: "secp256r1", "secp384r1".
+    /// Key-exchange groups offered: "secp256r1", "secp384r1" (the client's preference decides
+    /// among them).
     #[serde(default = "default_tls_groups")]
     pub groups: Vec<String>,
 }
@@ -180,7 +181,7 @@ pub struct RawLimits {
     /// complete STUN message.
     #[serde(default = "default_connection_setup_timeout")]
     pub connection_setup_timeout: String,
-    /// A TCP/TLS connection without an allocation that sends nothing for this long is closed.
+    /// A TCP/TLS connection that sends nothing for this long is closed (with its allocation).
     #[serde(default = "default_connection_idle_timeout")]
     pub connection_idle_timeout: String,
     /// Allocation lifetime when the client asks for less or nothing.

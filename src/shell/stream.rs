@@ -138,9 +138,17 @@ async fn serve_connection(
     let deadline = tokio::time::Instant::now() + settings.setup_timeout;
     match acceptor {
         Some(acceptor) => {
-            let Ok(Ok(tls)) = tokio::time::timeout_at(deadline, acceptor.accept(stream)).await
-            else {
-                return; // Handshake failed or too slow; nothing was opened.
+            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    // e.g. "no cipher suites in common": a client outside the bsi profile.
+                    tracing::debug!(target: "eeaturn::shell", error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(target: "eeaturn::shell", "TLS handshake not completed in time");
+                    return;
+                }
             };
             run(tls, five, deadline, settings, tx).await;
         }
