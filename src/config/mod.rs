@@ -441,7 +441,7 @@ pub struct TlsConfig {
     pub certificate: PathBuf,
     /// PEM private key.
     pub private_key: PathBuf,
-    /// Key-exchange groups, in order of preference.
+    /// Key-exchange groups offered (the client picks among them).
     pub groups: Vec<TlsGroup>,
 }
 
