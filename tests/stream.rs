@@ -1400,7 +1400,6 @@ async fn tls_fourth_connection_from_one_ip_is_closed_at_once() {
 /// `limits.max_connections_per_ip` counts "TCP/TLS connections per client IP address": all of
 /// an address's connections, whichever stream listener they reached.
 #[tokio::test]
-#[ignore = "known bug: the per-address count is kept per listener, so every stream listener grants its own max_connections_per_ip"]
 async fn per_ip_limit_counts_connections_on_every_listener() {
     let server = start(
         &[Kind::Tcp, Kind::Tls],
@@ -1436,7 +1435,6 @@ async fn per_ip_limit_counts_connections_on_every_listener() {
 
 /// `limits.max_connections` counts "TCP/TLS connections in total", over every listener.
 #[tokio::test]
-#[ignore = "known bug: the total is a semaphore per listener, so every stream listener grants its own max_connections"]
 async fn total_connection_limit_counts_every_listener() {
     let server = start(
         &[Kind::Tcp, Kind::Tls],

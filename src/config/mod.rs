@@ -529,7 +529,7 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Deadline for the TLS handshake and the first STUN message.
     pub connection_setup_timeout: Duration,
-    /// Idle limit of connections without an allocation.
+    /// Idle limit of connections (closed with their allocation).
     pub connection_idle_timeout: Duration,
     /// Default allocation lifetime.
     pub default_lifetime: Duration,

@@ -62,11 +62,11 @@ pub(super) fn event(ev: &Event) {
             rule,
             ..
         } => {
-            let allocation = id.map(|i| i.to_string()).unwrap_or_default();
+            let allocation = id.map_or_else(|| "-".to_owned(), |i| i.to_string());
             tracing::warn!(
                 target: "eeaturn::policy",
                 allocation = %allocation,
-                subject = ?subject,
+                subject = subject.name(),
                 addr = %Pii(addr),
                 rule = rule.id(),
                 "denied by policy"

@@ -125,12 +125,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(t) => Some(stream::acceptor(t)?),
         None => None,
     };
-    let stream_settings = stream::StreamSettings {
-        max_connections: config.limits.max_connections,
-        max_per_ip: config.limits.max_connections_per_ip,
-        setup_timeout: config.limits.connection_setup_timeout,
-        idle_timeout: config.limits.connection_idle_timeout,
-    };
+    // One set of counters for every TCP/TLS listener: the limits are per relay, not per port.
+    let stream_settings = stream::StreamSettings::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+        config.limits.connection_setup_timeout,
+        config.limits.connection_idle_timeout,
+    );
     for l in &config.listen {
         match l.transport {
             ListenTransport::Tcp | ListenTransport::Tls => {

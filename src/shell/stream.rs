@@ -28,13 +28,33 @@ const MAX_FRAME: usize = HEADER_LEN + 0xFFFF;
 /// Messages queued towards one client before new ones are dropped.
 const WRITE_QUEUE: usize = 256;
 
-/// What a stream listener needs to know.
+/// What a stream listener needs to know, and the connection counts shared by all of them.
 #[derive(Clone)]
 pub(super) struct StreamSettings {
-    pub(super) max_connections: usize,
     pub(super) max_per_ip: usize,
     pub(super) setup_timeout: Duration,
     pub(super) idle_timeout: Duration,
+    /// Connections in total, across every TCP/TLS listener.
+    pub(super) total: Arc<Semaphore>,
+    /// Connections per client IP, across every TCP/TLS listener.
+    pub(super) per_ip: Arc<Mutex<HashMap<IpAddr, usize>>>,
+}
+
+impl StreamSettings {
+    pub(super) fn new(
+        max_connections: usize,
+        max_per_ip: usize,
+        setup_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        Self {
+            max_per_ip,
+            setup_timeout,
+            idle_timeout,
+            total: Arc::new(Semaphore::new(max_connections)),
+            per_ip: Arc::default(),
+        }
+    }
 }
 
 /// The TLS acceptor, replaceable on reload; new handshakes use the newest.
@@ -66,8 +86,6 @@ pub(super) async fn spawn_listener(
     } else {
         Transport::Tcp
     };
-    let total = Arc::new(Semaphore::new(settings.max_connections));
-    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     let task = tokio::spawn(async move {
         loop {
             let (stream, peer) = match listener.accept().await {
@@ -79,13 +97,14 @@ pub(super) async fn spawn_listener(
                     continue;
                 }
             };
-            let Ok(permit) = total.clone().try_acquire_owned() else {
+            let Ok(permit) = settings.total.clone().try_acquire_owned() else {
                 tracing::debug!(target: "eeaturn::shell", "connection limit reached; closing a new connection");
                 continue;
             };
             let ip = crate::policy::canonical(peer.ip());
             {
-                let mut map = per_ip
+                let mut map = settings
+                    .per_ip
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let n = map.entry(ip).or_default();
@@ -108,10 +127,10 @@ pub(super) async fn spawn_listener(
             });
             let tx = tx.clone();
             let settings = settings.clone();
-            let per_ip = per_ip.clone();
             tokio::spawn(async move {
                 serve_connection(stream, five, acceptor, &settings, tx).await;
-                let mut map = per_ip
+                let mut map = settings
+                    .per_ip
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Some(n) = map.get_mut(&ip) {
@@ -127,7 +146,8 @@ pub(super) async fn spawn_listener(
     Ok((local, task))
 }
 
-/// Runs one connection to its end, then tells the driver it closed.
+/// Runs one connection to its end, then tells the driver it closed. The residency check
+/// comes first, before a TLS handshake is spent on a refused client.
 async fn serve_connection(
     stream: TcpStream,
     five: FiveTuple,
@@ -136,35 +156,6 @@ async fn serve_connection(
     tx: mpsc::Sender<Input>,
 ) {
     let deadline = tokio::time::Instant::now() + settings.setup_timeout;
-    match acceptor {
-        Some(acceptor) => {
-            let tls = match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
-                    // e.g. "no cipher suites in common": a client outside the bsi profile.
-                    tracing::debug!(target: "eeaturn::shell", error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(target: "eeaturn::shell", "TLS handshake not completed in time");
-                    return;
-                }
-            };
-            run(tls, five, deadline, settings, tx).await;
-        }
-        None => run(stream, five, deadline, settings, tx).await,
-    }
-}
-
-async fn run<S>(
-    stream: S,
-    five: FiveTuple,
-    setup_deadline: tokio::time::Instant,
-    settings: &StreamSettings,
-    tx: mpsc::Sender<Input>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
     let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
     let (reply_tx, reply_rx) = oneshot::channel();
     let opened = Input::StreamOpened {
@@ -173,16 +164,42 @@ async fn run<S>(
         reply: reply_tx,
     };
     if tx.send(opened).await.is_err() || reply_rx.await != Ok(true) {
-        return; // Refused by policy (or shutting down).
+        return; // Refused by policy (or shutting down): nothing to close in the core.
     }
-    let (mut reader, writer) = tokio::io::split(stream);
-    let write_task = tokio::spawn(write_loop(writer, writer_rx));
-    let result = read_loop(&mut reader, five, setup_deadline, settings, &tx).await;
+    let result = match acceptor {
+        Some(acceptor) => match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+            Ok(Ok(tls)) => run(tls, five, writer_rx, deadline, settings, &tx).await,
+            Ok(Err(e)) => {
+                // e.g. "no cipher suites in common": a client outside the bsi profile.
+                tracing::debug!(target: "eeaturn::shell", error = %e, "TLS handshake failed");
+                Err("TLS handshake failed")
+            }
+            Err(_) => Err("TLS handshake not completed in time"),
+        },
+        None => run(stream, five, writer_rx, deadline, settings, &tx).await,
+    };
     if let Err(why) = result {
         tracing::debug!(target: "eeaturn::shell", transport = five.transport.name(), why, "connection closed");
     }
     let _ = tx.send(Input::StreamClosed { five }).await;
+}
+
+async fn run<S>(
+    stream: S,
+    five: FiveTuple,
+    writer_rx: mpsc::Receiver<Vec<u8>>,
+    setup_deadline: tokio::time::Instant,
+    settings: &StreamSettings,
+    tx: &mpsc::Sender<Input>,
+) -> Result<(), &'static str>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut reader, writer) = tokio::io::split(stream);
+    let write_task = tokio::spawn(write_loop(writer, writer_rx));
+    let result = read_loop(&mut reader, five, setup_deadline, settings, tx).await;
     write_task.abort();
+    result
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
