@@ -66,7 +66,7 @@ pub(super) fn event(ev: &Event) {
             tracing::warn!(
                 target: "eeaturn::policy",
                 allocation = %allocation,
-                subject = subject.name(),
+                subject = %subject.name(),
                 addr = %Pii(addr),
                 rule = rule.id(),
                 "denied by policy"
