@@ -130,12 +130,14 @@ impl<R: RngCore> Server<R> {
             self.stats.drop("no-allocation");
             return None;
         };
-        let tid = self.random_tid();
-        let a = self.alloc_mut(slot)?;
+        let a = self.alloc(slot)?;
         if !a.is_active() {
             return None;
         }
-        let Some(relay_host) = a.permission(peer.ip(), now.mono).map(|p| p.relay_host) else {
+        let permission = a.permission(peer.ip(), now.mono).map(|p| p.relay_host);
+        let channel = a.channel_by_peer(peer, now.mono).map(|c| c.number);
+        let to = a.five_tuple;
+        let Some(relay_host) = permission else {
             self.stats.drop("no-permission");
             return None;
         };
@@ -143,15 +145,13 @@ impl<R: RngCore> Server<R> {
             self.stats.drop("relay-host-port");
             return None;
         }
-        let a = self.alloc_mut(slot)?;
         let len = payload.len();
         let Ok(len16) = u16::try_from(len) else {
             return None;
         };
-        let to = a.five_tuple;
-        let range = if let Some(ch) = a.channel_by_peer(peer, now.mono) {
+        let range = if let Some(number) = channel {
             let start = payload.start.checked_sub(CHANNEL_DATA_HEADER_LEN)?;
-            write_channel_data_header(&mut buf[start..], ch.number, len16);
+            write_channel_data_header(&mut buf[start..], number, len16);
             // On streams ChannelData is padded to a multiple of 4. See RFC 8656 §12.5.
             let end = if to.transport.is_stream() {
                 let end = payload.start + padded(len);
@@ -162,8 +162,11 @@ impl<R: RngCore> Server<R> {
             };
             start..end
         } else {
+            // Only a Data indication needs a (random) transaction id.
+            let tid = self.random_tid();
             write_data_indication(buf, payload, peer, tid)?
         };
+        let a = self.alloc_mut(slot)?;
         a.traffic.packets_to_client += 1;
         a.traffic.bytes_to_client += len as u64;
         self.stats.packets_to_client += 1;
@@ -286,13 +289,13 @@ impl<R: RngCore> Server<R> {
             .and_then(|v| attr::decode_xor_address(attr::XOR_PEER_ADDRESS, v, &tid).ok())
             .map(canonical_addr);
         let data = msg.value_range(attr::DATA);
-        let unknown = unknown_required(msg);
+        let unsupported = has_unknown_required(msg);
         let a = self.alloc_mut(slot)?;
         let (Some(peer), Some(data)) = (peer, data) else {
             self.stats.drop("malformed");
             return None;
         };
-        if !unknown.is_empty() || !a.is_active() {
+        if unsupported || !a.is_active() {
             // Includes DONT-FRAGMENT, which this relay cannot honour. See RFC 8656 §11.2.
             self.stats.drop("unsupported-attribute");
             return None;
@@ -1251,6 +1254,13 @@ impl<R: RngCore> Server<R> {
             .entry((method.name(), code))
             .or_default() += 1;
     }
+}
+
+/// Returns true when `msg` has a comprehension-required attribute this server does not
+/// understand (without allocating: the Send path calls it per packet).
+fn has_unknown_required(msg: &Message<'_>) -> bool {
+    msg.attributes()
+        .any(|(ty, _)| attr::is_comprehension_required(ty) && !UNDERSTOOD.contains(&ty))
 }
 
 /// Returns the comprehension-required attributes of `msg` this server does not understand.
