@@ -19,9 +19,6 @@ use crate::policy::{CountryCode, NetworkOverride, Rules};
 
 mod regions;
 
-/// The development configuration, embedded so `eeaturn serve` works without arguments.
-pub const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
-
 /// A configuration error, with the key path it concerns.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -5,6 +5,8 @@ use std::path::Path;
 
 use super::*;
 
+const DEV_CONFIG: &str = include_str!("../../config/dev.toml");
+
 const MINIMAL: &str = r#"
 [server]
 realm = "r.example"

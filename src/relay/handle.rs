@@ -1062,7 +1062,8 @@ impl<R: RngCore> Server<R> {
         self.timers.add(expires, Timer::Permission(slot, ip));
     }
 
-    fn deny(
+    /// Counts a refusal and reports it as [`Event::Denied`].
+    pub(super) fn deny(
         &mut self,
         id: Option<AllocationId>,
         subject: Subject,

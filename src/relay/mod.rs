@@ -224,11 +224,6 @@ impl<R: RngCore> Server<R> {
         self.active
     }
 
-    /// Returns the number of pending timer entries (for tests and memory accounting).
-    pub fn timer_count(&self) -> usize {
-        self.timers.len()
-    }
-
     /// Replaces the accepted secrets (rotation); existing allocations keep their keys until
     /// their next request.
     pub fn replace_secrets(&mut self, secrets: Secrets) {
@@ -256,20 +251,7 @@ impl<R: RngCore> Server<R> {
         match self.policy.check_client(ip) {
             crate::policy::Decision::Allow { .. } => true,
             crate::policy::Decision::Deny { rule, facts } => {
-                let subject = crate::policy::Subject::Client;
-                *self
-                    .stats
-                    .denials
-                    .entry((subject.name(), rule.id()))
-                    .or_default() += 1;
-                self.events.push_back(Event::Denied {
-                    id: None,
-                    at: now.wall,
-                    subject,
-                    addr: ip,
-                    rule,
-                    facts,
-                });
+                self.deny(None, crate::policy::Subject::Client, ip, rule, facts, now);
                 false
             }
         }

@@ -185,8 +185,4 @@ impl Timers {
         }
         self.map.pop_first().map(|(_, t)| t)
     }
-
-    pub(crate) fn len(&self) -> usize {
-        self.map.len()
-    }
 }

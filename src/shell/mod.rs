@@ -86,15 +86,6 @@ impl Running {
         }
         self.task.await.context("relay task panicked")?
     }
-
-    /// Waits until the relay ends by itself (it does not, except on error).
-    ///
-    /// # Errors
-    ///
-    /// Returns the driver's error, if it failed.
-    pub async fn wait(self) -> anyhow::Result<Stats> {
-        self.task.await.context("relay task panicked")?
-    }
 }
 
 /// Binds every listener, starts the driver, and returns once the relay serves.
@@ -122,7 +113,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut local_addrs = Vec::new();
     let mut readers = Vec::new();
     let tls = match &config.tls {
-        Some(t) => Some(stream::acceptor(t)?),
+        Some(t) => {
+            tracing::info!(target: "eeaturn::shell", profile = %crate::tls::profile_summary(&t.groups), "TLS profile");
+            Some(stream::acceptor(t)?)
+        }
         None => None,
     };
     // One set of counters for every TCP/TLS listener: the limits are per relay, not per port.
@@ -146,12 +140,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                         .with_context(|| format!("binding listener {l}"))?;
                 readers.push(task);
                 local_addrs.push(local);
-                let scheme = if l.transport == ListenTransport::Tls {
-                    "tls"
-                } else {
-                    "tcp"
-                };
-                tracing::info!(target: "eeaturn::shell", listener = %format!("{scheme}://{local}"), "listening");
+                let bound = crate::config::Listen { addr: local, ..*l };
+                tracing::info!(target: "eeaturn::shell", listener = %bound, "listening");
             }
             ListenTransport::Udp => {
                 let sock = bind_udp(l.addr).with_context(|| format!("binding listener {l}"))?;
@@ -160,17 +150,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 readers.push(spawn_listener_reader(sock.clone(), local, tx.clone()));
                 listeners.insert(local, sock);
                 local_addrs.push(local);
-                tracing::info!(target: "eeaturn::shell", listener = %format!("udp://{local}"), "listening");
+                let bound = crate::config::Listen { addr: local, ..*l };
+                tracing::info!(target: "eeaturn::shell", listener = %bound, "listening");
             }
         }
     }
     let (stop_tx, stop_rx) = oneshot::channel();
     // Installed before `start` returns, so a SIGHUP after "ready" never hits the default
     // action (terminate).
-    let hup = Some(
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?,
-    );
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .context("installing the SIGHUP handler")?;
     let watch = geo::DbWatch::new(&config);
     let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(String::new());
     let mut metrics_addr = None;
@@ -263,7 +252,7 @@ impl Driver {
         mut self,
         mut rx: mpsc::Receiver<Input>,
         mut stop: oneshot::Receiver<()>,
-        mut hup: Hangup,
+        mut hup: tokio::signal::unix::Signal,
     ) -> anyhow::Result<Stats> {
         let mut batch = Vec::with_capacity(64);
         let watch_every = self.config.geo.watch_interval;
@@ -291,13 +280,13 @@ impl Driver {
                     }
                     let now = now();
                     for input in batch.drain(..) {
-                        self.handle_input(input, now).await;
+                        self.handle_input(input, now);
                     }
                 }
                 () = sleep => {
                     self.server.handle_timeout(now());
                 }
-                _ = recv_hangup(&mut hup) => {
+                _ = hup.recv() => {
                     self.reload();
                 }
                 _ = metrics_tick.tick() => {
@@ -321,7 +310,7 @@ impl Driver {
         Ok(self.server.stats().clone())
     }
 
-    async fn handle_input(&mut self, input: Input, now: Now) {
+    fn handle_input(&mut self, input: Input, now: Now) {
         match input {
             Input::Client {
                 server,
@@ -621,18 +610,5 @@ fn now() -> Now {
     Now {
         mono: Instant::now(),
         wall: SystemTime::now(),
-    }
-}
-
-#[cfg(unix)]
-type Hangup = Option<tokio::signal::unix::Signal>;
-
-#[cfg(unix)]
-async fn recv_hangup(h: &mut Hangup) {
-    match h {
-        Some(s) => {
-            s.recv().await;
-        }
-        None => std::future::pending().await,
     }
 }
