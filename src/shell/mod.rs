@@ -114,7 +114,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut readers = Vec::new();
     let tls = match &config.tls {
         Some(t) => {
-            tracing::info!(target: "eeaturn::shell", profile = %crate::tls::profile_summary(&t.groups), "TLS profile");
+            tracing::info!(target: "eeaturn::shell", "{}", crate::tls::profile_summary(&t.groups));
             Some(stream::acceptor(t)?)
         }
         None => None,
