@@ -4,7 +4,7 @@
 #   bash tests/interop/aioice.sh
 #
 # Starts eeaturn on its own temp config (UDP 127.0.0.1 and [::1], port
-# $AIOICE_PORT, default 34880, relay ports 51000-51999, a fresh random
+# $AIOICE_PORT, default 28880, relay ports 29500-29999, a fresh random
 # secret) and runs aioice_turn.py twice:
 #   udp4: client -> 127.0.0.1, relayed address expected on 127.0.0.1
 #   udp6: client -> [::1]; aioice sends no REQUESTED-ADDRESS-FAMILY, so the
@@ -17,8 +17,8 @@ set -uo pipefail
 # shellcheck source=tests/interop/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-PORT="${AIOICE_PORT:-34880}"
-RELAY_RANGE="${AIOICE_RELAY_RANGE:-51000-51999}"
+PORT="${AIOICE_PORT:-28880}"
+RELAY_RANGE="${AIOICE_RELAY_RANGE:-29500-29999}"
 
 interop_init aioice
 ensure_aioice || {

@@ -153,6 +153,15 @@ interop_finish() {
 
 strip_ansi() { sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
 
+# Fixed ports. Every listener, relay range and echo peer of these scripts sits
+# in 28000-31999: below Linux's default ephemeral range (32768-60999, see
+# /proc/sys/net/ipv4/ip_local_port_range), so an outgoing connection of an
+# earlier scenario (testssl, uclient) can never hold a port a later server
+# needs, and above the ranges the Rust integration tests use (21000-27999).
+#   turnutils 28780, relay 29000-29499   aioice    28880, relay 29500-29999
+#   residency 28980, relay 30000-30499   tls       28349, relay 30500-30599
+#   stream    28080-28091, relay 31000-31499
+
 # Is a UDP port free on the loopback addresses? (best effort; ss is optional)
 udp_port_free() {
   local port="$1"

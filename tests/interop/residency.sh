@@ -6,7 +6,7 @@
 # Starts eeaturn on its own temp config (lib.sh: the loopback test world of
 # geo/testdata, region "eea", AS9009 denied, loopback peers lifted from the
 # special-purpose refusal only; UDP 127.0.0.1 and [::1], port $RESIDENCY_PORT,
-# default 34980, relay ports 52000-52999, a fresh random secret), echo peers
+# default 28980, relay ports 30000-30499, a fresh random secret), echo peers
 # (turnutils_peer) on a French (127.0.2.1), a Norwegian (127.0.3.1) and an
 # American (127.0.5.1) address, then:
 #   - a client bound to a German address (-L 127.0.1.1) relays to the French
@@ -32,9 +32,9 @@ set -uo pipefail
 # shellcheck source=tests/interop/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-PORT="${RESIDENCY_PORT:-34980}"
-RELAY_RANGE="${RESIDENCY_RELAY_RANGE:-52000-52999}"
-PEER_PORT="${RESIDENCY_PEER_PORT:-34990}" # uclient also talks to PEER_PORT+1
+PORT="${RESIDENCY_PORT:-28980}"
+RELAY_RANGE="${RESIDENCY_RELAY_RANGE:-30000-30499}"
+PEER_PORT="${RESIDENCY_PEER_PORT:-28990}" # uclient also talks to PEER_PORT+1
 CLIENT_DE=127.0.1.1
 CLIENT_US=127.0.5.1
 PEER_FR=127.0.2.1

@@ -4,10 +4,10 @@
 #   bash tests/interop/stream.sh
 #
 # Starts eeaturn on its own temp config: tcp:// on 127.0.0.1 and [::1] port
-# $STREAM_TCP_PORT (default 35080), tls:// on the same addresses port
-# $STREAM_TLS_PORT (default 35081) with the development certificate
-# config/dev-cert.pem / dev-key.pem, relay ports 54000-54999, metrics on
-# 127.0.0.1:$STREAM_METRICS_PORT (default 35089), a fresh random secret; an
+# $STREAM_TCP_PORT (default 28080), tls:// on the same addresses port
+# $STREAM_TLS_PORT (default 28081) with the development certificate
+# config/dev-cert.pem / dev-key.pem, relay ports 31000-31499, metrics on
+# 127.0.0.1:$STREAM_METRICS_PORT (default 28089), a fresh random secret; an
 # echo peer (turnutils_peer) on 127.0.2.1. Then:
 #   - coturn's turnutils_uclient over TCP (-t) and over TLS (-t -S, verifying
 #     the server certificate against config/dev-cert.pem with -E), with
@@ -38,12 +38,12 @@ set -uo pipefail
 # shellcheck source=tests/interop/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-TCP_PORT="${STREAM_TCP_PORT:-35080}"
-TLS_PORT="${STREAM_TLS_PORT:-35081}"
-METRICS_PORT="${STREAM_METRICS_PORT:-35089}"
-RELAY_RANGE="${STREAM_RELAY_RANGE:-54000-54999}"
+TCP_PORT="${STREAM_TCP_PORT:-28080}"
+TLS_PORT="${STREAM_TLS_PORT:-28081}"
+METRICS_PORT="${STREAM_METRICS_PORT:-28089}"
+RELAY_RANGE="${STREAM_RELAY_RANGE:-31000-31499}"
 # The echo peer; uclient also talks to PEER_PORT+1.
-PEER_PORT="${STREAM_PEER_PORT:-35090}"
+PEER_PORT="${STREAM_PEER_PORT:-28090}"
 PEER4=127.0.2.1
 CLIENT4=127.0.1.1
 CLIENT6=::1

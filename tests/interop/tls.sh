@@ -5,8 +5,8 @@
 #   bash tests/interop/tls.sh
 #
 # Starts eeaturn on its own temp config (lib.sh's, with the listeners replaced
-# by tls://127.0.0.1:$TLS_PORT and tls://[::1]:$TLS_PORT, default 35349, relay
-# ports 53000-53099, and a [tls] table with the committed DEVELOPMENT
+# by tls://127.0.0.1:$TLS_PORT and tls://[::1]:$TLS_PORT, default 28349, relay
+# ports 30500-30599, and a [tls] table with the committed DEVELOPMENT
 # certificate config/dev-cert.pem and groups ["secp256r1", "secp384r1"]), then:
 #   - testssl.sh (Debian package, installed when missing) with -p -E -f -P -S
 #     -R -C and a JSON report, which must show: only TLS 1.2 and TLS 1.3; only
@@ -32,8 +32,8 @@ set -uo pipefail
 # shellcheck source=tests/interop/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-PORT="${TLS_PORT:-35349}"
-RELAY_RANGE="${TLS_RELAY_RANGE:-53000-53099}"
+PORT="${TLS_PORT:-28349}"
+RELAY_RANGE="${TLS_RELAY_RANGE:-30500-30599}"
 DEV_CERT="$REPO_ROOT/config/dev-cert.pem"
 DEV_KEY="$REPO_ROOT/config/dev-key.pem"
 TARGET="127.0.0.1:$PORT"

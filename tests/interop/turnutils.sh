@@ -4,7 +4,7 @@
 #   bash tests/interop/turnutils.sh
 #
 # Starts eeaturn on its own temp config (UDP 127.0.0.1 and [::1], port
-# $TURNUTILS_PORT, default 34780, relay ports 50000-50999, a fresh random
+# $TURNUTILS_PORT, default 28780, relay ports 29000-29499, a fresh random
 # secret), echo peers (turnutils_peer) on 127.0.2.1 and ::1, then runs:
 #   - turnutils_stunclient: a STUN Binding, IPv4 and IPv6; must print the
 #     reflexive address, which is the client's own loopback address here;
@@ -40,12 +40,12 @@ set -uo pipefail
 # shellcheck source=tests/interop/lib.sh
 source "$(dirname "$0")/lib.sh"
 
-PORT="${TURNUTILS_PORT:-34780}"
-RELAY_RANGE="${TURNUTILS_RELAY_RANGE:-50000-50999}"
+PORT="${TURNUTILS_PORT:-28780}"
+RELAY_RANGE="${TURNUTILS_RELAY_RANGE:-29000-29499}"
 # ::1 is one of the relay's own addresses, and the residency policy lets peers on the relay
 # host be reached on relay ports only: the echo peers therefore listen at the top of the relay
 # range (the relay skips ports it finds taken). The peer also binds PEER_PORT+1.
-PEER_PORT="${TURNUTILS_PEER_PORT:-50990}"
+PEER_PORT="${TURNUTILS_PEER_PORT:-29490}"
 PEER4=127.0.2.1
 PEER6=::1
 CLIENT4=127.0.1.1
