@@ -199,6 +199,72 @@ pub fn parse_username(username: &str) -> Result<RestUsername<'_>, Error> {
     Ok(RestUsername { expiry, user })
 }
 
+/// The contents of a secret file after a rotation: `new` becomes the signing secret (the first
+/// secret line), every secret already there stays accepted. Comment lines before the first
+/// secret stay at the top.
+///
+/// # Errors
+///
+/// Returns [`Error::WeakSecret`] (line 1) when `new` is too short, or any error of
+/// [`Secrets::parse`] on the result.
+pub fn rotate_secret_file(contents: &str, new: &str) -> Result<String, Error> {
+    if new.trim().len() < MIN_SECRET_LEN || new.contains(['\n', '\r', '#']) {
+        return Err(Error::WeakSecret { line: 1 });
+    }
+    let lines: Vec<&str> = contents.lines().collect();
+    let first_secret = lines
+        .iter()
+        .position(|l| is_secret_line(l))
+        .unwrap_or(lines.len());
+    let mut out = String::new();
+    for l in &lines[..first_secret] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out.push_str(new.trim());
+    out.push('\n');
+    for l in &lines[first_secret..] {
+        out.push_str(l);
+        out.push('\n');
+    }
+    Secrets::parse(&out)?;
+    Ok(out)
+}
+
+/// The contents of a secret file with only the first `keep` secrets left (the signing secret
+/// first), and how many were removed. Comment and blank lines stay.
+///
+/// # Errors
+///
+/// Returns [`Error::NoSecrets`] when `keep` is 0, or any error of [`Secrets::parse`] on the
+/// input.
+pub fn retire_secrets(contents: &str, keep: usize) -> Result<(String, usize), Error> {
+    Secrets::parse(contents)?;
+    if keep == 0 {
+        return Err(Error::NoSecrets);
+    }
+    let mut seen = 0;
+    let mut removed = 0;
+    let mut out = String::new();
+    for l in contents.lines() {
+        if is_secret_line(l) {
+            seen += 1;
+            if seen > keep {
+                removed += 1;
+                continue;
+            }
+        }
+        out.push_str(l);
+        out.push('\n');
+    }
+    Ok((out, removed))
+}
+
+fn is_secret_line(l: &str) -> bool {
+    let l = l.trim();
+    !l.is_empty() && !l.starts_with('#')
+}
+
 /// Returns true for a user id that can be embedded in a username.
 pub fn valid_user_id(user: &str) -> bool {
     !user.is_empty() && user.len() <= 256 && user.bytes().all(|b| b.is_ascii_graphic() && b != b':')
@@ -291,6 +357,48 @@ mod tests {
             check_username("99999999999999999999999:b", now, HOUR, Duration::ZERO),
             Err(Error::Malformed)
         );
+    }
+
+    #[test]
+    fn rotation_puts_the_new_secret_first_and_keeps_the_old() {
+        let file = "# eeaturn secrets\nold-secret-0123456789\n";
+        let rotated = rotate_secret_file(file, "new-secret-0123456789").unwrap();
+        assert_eq!(
+            rotated,
+            "# eeaturn secrets\nnew-secret-0123456789\nold-secret-0123456789\n"
+        );
+        let after = Secrets::parse(&rotated).unwrap();
+        let before = Secrets::parse(file).unwrap();
+        let c_old = before.issue("a", HOUR, DAY, at(0)).unwrap();
+        let c_new = after.issue("a", HOUR, DAY, at(0)).unwrap();
+        assert_ne!(c_old.password, c_new.password);
+        // Both verify after the rotation: the old one by the second secret.
+        assert!(
+            after
+                .passwords(&c_old.username)
+                .any(|p| p == c_old.password)
+        );
+        assert_eq!(
+            after.passwords(&c_new.username).next().unwrap(),
+            c_new.password
+        );
+        assert_eq!(
+            rotate_secret_file(file, "short"),
+            Err(Error::WeakSecret { line: 1 })
+        );
+        assert!(rotate_secret_file(file, "two\nlines-0123456789").is_err());
+
+        let (retired, removed) = retire_secrets(&rotated, 1).unwrap();
+        assert_eq!(removed, 1);
+        assert_eq!(retired, "# eeaturn secrets\nnew-secret-0123456789\n");
+        let only_new = Secrets::parse(&retired).unwrap();
+        assert!(
+            !only_new
+                .passwords(&c_old.username)
+                .any(|p| p == c_old.password)
+        );
+        assert_eq!(retire_secrets(&retired, 1).unwrap().1, 0);
+        assert_eq!(retire_secrets(&retired, 0), Err(Error::NoSecrets));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! eeaturn: a TURN/STUN relay that only relays between endpoints inside the EEA.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+pub mod api;
 pub mod config;
 pub mod credentials;
 #[doc(hidden)]

@@ -30,6 +30,12 @@ enum Cmd {
     /// Ephemeral TURN REST credentials.
     #[command(subcommand)]
     Credentials(CredentialsCmd),
+    /// Rotate the TURN REST signing secret without a restart (see docs/operations.md).
+    #[command(subcommand)]
+    Secret(SecretCmd),
+    /// Keys for the credential API (docs/api.md).
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCmd),
     /// Configuration files.
     #[command(subcommand)]
     Config(ConfigCmd),
@@ -92,6 +98,43 @@ enum CredentialsCmd {
 }
 
 #[derive(Subcommand)]
+enum SecretCmd {
+    /// Put a fresh random secret first in `auth.secret_file`: it signs new credentials after
+    /// the next SIGHUP, and every older secret is still accepted until it is retired.
+    Rotate {
+        /// The TOML configuration file (its auth.secret_file is rewritten).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Remove all but the first KEEP secrets from `auth.secret_file`; credentials signed by the
+    /// removed ones fail after the next SIGHUP. Wait auth.max_credential_ttl after a rotation.
+    Retire {
+        /// The TOML configuration file (its auth.secret_file is rewritten).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// How many secrets to keep, the signing secret first.
+        #[arg(long, default_value_t = 1)]
+        keep: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum ApiKeyCmd {
+    /// Print a fresh API key and the [[api.keys]] table (holding only its SHA-256) to paste
+    /// into the config; reload with SIGHUP. The key is shown once: hand it to the caller.
+    New {
+        /// The key's name, shown in logs, metrics and TURN usernames ([A-Za-z0-9_-], 1-64).
+        #[arg(long)]
+        name: String,
+        /// "credentials" (signaling servers) or "evidence" (compliance officers).
+        #[arg(long, value_parser = ["credentials", "evidence"])]
+        scope: String,
+    },
+    /// Print the SHA-256 of a key read from standard input (for a key made elsewhere).
+    Hash,
+}
+
+#[derive(Subcommand)]
 enum ConfigCmd {
     /// Validate a configuration file and its secret file, and print a summary.
     Check {
@@ -121,6 +164,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         }) => issue(&user, &ttl, &config, json),
         Cmd::Config(ConfigCmd::Check { config }) => check(&config),
+        Cmd::Secret(SecretCmd::Rotate { config }) => secret_rotate(&config),
+        Cmd::Secret(SecretCmd::Retire { config, keep }) => secret_retire(&config, keep),
+        Cmd::ApiKey(ApiKeyCmd::New { name, scope }) => api_key_new(&name, &scope),
+        Cmd::ApiKey(ApiKeyCmd::Hash) => api_key_hash(),
         Cmd::Geo(GeoCmd::Lookup { addresses, config }) => lookup(&addresses, &config),
         Cmd::Geo(GeoCmd::Build {
             kind,
@@ -399,6 +446,111 @@ fn build(
         s.rows,
         s.networks,
         s.rows_without_country_skipped
+    ))
+}
+
+fn secret_rotate(path: &std::path::Path) -> anyhow::Result<()> {
+    use rand::{RngCore as _, SeedableRng as _};
+    let config = Config::load(path)?;
+    let file = &config.secret_file;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read auth.secret_file {}", file.display()))?;
+    let mut bytes = [0u8; 32];
+    rand::rngs::StdRng::from_os_rng().fill_bytes(&mut bytes);
+    let new = eeaturn::api::hex(&bytes);
+    let rotated = eeaturn::credentials::rotate_secret_file(&text, &new)
+        .map_err(|e| anyhow::anyhow!("auth.secret_file {}: {e}", file.display()))?;
+    write_secret_file(file, &rotated)?;
+    let n = eeaturn::credentials::Secrets::parse(&rotated)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .len();
+    write_stdout(&format!(
+        "Rotated {}: a new signing secret is first; {n} secrets are accepted.\n\
+         Next: send SIGHUP to eeaturn (systemctl reload eeaturn) so new credentials use it.\n\
+         After auth.max_credential_ttl ({} s), when no credential signed by the old secret is\n\
+         still valid, retire it: eeaturn secret retire --config {} && systemctl reload eeaturn\n",
+        file.display(),
+        config.max_credential_ttl.as_secs(),
+        path.display()
+    ))
+}
+
+fn secret_retire(path: &std::path::Path, keep: usize) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let file = &config.secret_file;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read auth.secret_file {}", file.display()))?;
+    let (out, removed) = eeaturn::credentials::retire_secrets(&text, keep).map_err(|e| {
+        anyhow::anyhow!(
+            "auth.secret_file {}: {e} (--keep must be at least 1)",
+            file.display()
+        )
+    })?;
+    if removed == 0 {
+        return write_stdout(&format!(
+            "{} holds at most {keep} secret(s); nothing to retire.\n",
+            file.display()
+        ));
+    }
+    write_secret_file(file, &out)?;
+    write_stdout(&format!(
+        "Retired {removed} secret(s) from {}; {keep} remain.\n\
+         Next: send SIGHUP to eeaturn (systemctl reload eeaturn); credentials signed by the\n\
+         retired secrets are refused from then on.\n",
+        file.display()
+    ))
+}
+
+/// Replaces a secret file atomically (write a sibling, then rename), readable by its owner only.
+fn write_secret_file(file: &std::path::Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    let mode = std::fs::metadata(file).map_or(0o600, |m| m.permissions().mode() & 0o777);
+    let tmp = file.with_extension("rotating");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode & 0o640)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, file).with_context(|| format!("cannot replace {}", file.display()))?;
+    Ok(())
+}
+
+fn api_key_new(name: &str, scope: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if !ok {
+        anyhow::bail!("--name must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
+    }
+    use rand::SeedableRng as _;
+    let key = eeaturn::api::generate_key(&mut rand::rngs::StdRng::from_os_rng());
+    let hash = eeaturn::api::hex(&eeaturn::api::hash_key(&key));
+    write_stdout(&format!(
+        "API key (shown once; give it to the caller, store it as a secret, never in a URL):\n\
+         {key}\n\n\
+         Paste into the config file, then reload (SIGHUP):\n\n\
+         [[api.keys]]\nname = \"{name}\"\nscope = \"{scope}\"\nsha256 = \"{hash}\"\n"
+    ))
+}
+
+fn api_key_hash() -> anyhow::Result<()> {
+    let mut key = String::new();
+    std::io::stdin().read_line(&mut key)?;
+    let key = key.trim_end_matches(['\n', '\r']);
+    if key.is_empty() {
+        anyhow::bail!("no key on standard input");
+    }
+    write_stdout(&format!(
+        "{}\n",
+        eeaturn::api::hex(&eeaturn::api::hash_key(key))
     ))
 }
 

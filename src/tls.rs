@@ -112,12 +112,57 @@ pub fn profile_summary(groups: &[TlsGroup]) -> String {
 /// size is outside the profile, or when the key does not match the certificate. The message
 /// names the config key (`tls.certificate`, `tls.private_key`, `tls.groups`) and the file.
 pub fn server_config(tls: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
+    build_server_config(tls, None, Vec::new())
+}
+
+/// Builds the server configuration of the credential API's `https://` listener: the `bsi`
+/// profile and certificate of [`server_config`], ALPN `http/1.1`, and, when `client_ca` is set,
+/// mutual TLS: a client must present a certificate issued by one of the CAs in that file.
+///
+/// # Errors
+///
+/// As [`server_config`]; also when `client_ca` cannot be read or holds no usable CA
+/// certificate (the message names `api.client_ca`).
+pub fn api_server_config(
+    tls: &TlsConfig,
+    client_ca: Option<&Path>,
+) -> anyhow::Result<Arc<ServerConfig>> {
+    let verifier = match client_ca {
+        None => None,
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in load_certificates("api.client_ca", path)? {
+                roots.add(cert).map_err(|e| {
+                    anyhow!(
+                        "config key `api.client_ca`: {}: not a usable CA certificate: {e}",
+                        path.display()
+                    )
+                })?;
+            }
+            let provider = Arc::new(crypto_provider(&tls.groups));
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| anyhow!("config key `api.client_ca`: {}: {e}", path.display()))?;
+            Some(v)
+        }
+    };
+    build_server_config(tls, verifier, vec![b"http/1.1".to_vec()])
+}
+
+fn build_server_config(
+    tls: &TlsConfig,
+    client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    alpn: Vec<Vec<u8>>,
+) -> anyhow::Result<Arc<ServerConfig>> {
     if tls.groups.is_empty() {
         return Err(anyhow!(
             "config key `tls.groups`: needs at least one group, e.g. [\"secp256r1\"]"
         ));
     }
-    let chain = load_certificates(&tls.certificate)?;
+    let chain = load_certificates("tls.certificate", &tls.certificate)?;
     let key_der = load_private_key(&tls.private_key)?;
     let provider = Arc::new(crypto_provider(&tls.groups));
 
@@ -153,11 +198,14 @@ pub fn server_config(tls: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
         ),
     })?;
 
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(PROTOCOL_VERSIONS)
-        .context("the bsi TLS profile is inconsistent (a bug in eeaturn)")?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        .context("the bsi TLS profile is inconsistent (a bug in eeaturn)")?;
+    let builder = match client_verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
     // The server's order of CIPHER_SUITES decides (AES-256 first), not the client's.
     config.ignore_client_order = true;
     // No resumption: no session-ID cache, no TLS 1.2 tickets (the default ticketer never makes
@@ -172,7 +220,7 @@ pub fn server_config(tls: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
     // renegotiation, which this profile does not have, and requiring it would refuse older
     // TLS 1.2 clients and hide TLS 1.2 from testssl.sh, whose probes do not offer it.
     config.require_ems = false;
-    config.alpn_protocols = Vec::new();
+    config.alpn_protocols = alpn;
     Ok(Arc::new(config))
 }
 
@@ -256,10 +304,10 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-/// The certificate chain, leaf first, from `path` (the `tls.certificate` file).
-fn load_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    const KEY: &str = "tls.certificate";
-    let (bytes, sections) = read_pem(KEY, path)?;
+/// The certificates in `path`, in order (for `tls.certificate`, the chain, leaf first); `key`
+/// is the config key that named the file, for messages.
+fn load_certificates(key: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
+    let (bytes, sections) = read_pem(key, path)?;
     let chain: Vec<CertificateDer<'static>> = sections
         .iter()
         .filter(|(kind, _)| *kind == SectionKind::Certificate)
@@ -267,7 +315,7 @@ fn load_certificates(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>
         .collect();
     if chain.is_empty() {
         return Err(nothing_found(
-            KEY,
+            key,
             path,
             &bytes,
             &sections,

@@ -17,7 +17,10 @@ use serde::Deserialize;
 
 use crate::policy::{CountryCode, NetworkOverride, Rules};
 
+mod api;
 mod regions;
+
+pub use api::{API_TTL_CEILING, ApiConfig, ApiKey, RawApi, RawApiKey, Scope};
 
 /// A configuration error, with the key path it concerns.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +86,9 @@ pub struct RawConfig {
     /// `[tls]`.
     #[serde(default)]
     pub tls: Option<RawTls>,
+    /// `[api]`: the credential API (off when absent).
+    #[serde(default)]
+    pub api: Option<RawApi>,
 }
 
 /// `[tls]`: certificate and profile of the `tls://` listeners.
@@ -429,6 +435,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// TLS settings, when a `tls://` listener exists.
     pub tls: Option<TlsConfig>,
+    /// The credential API, when `[api]` is present.
+    pub api: Option<ApiConfig>,
 }
 
 /// The TLS settings of the `tls://` listeners.
@@ -649,6 +657,11 @@ impl Config {
         };
 
         let tls = validate_tls(raw.tls.as_ref(), base, &listen)?;
+        let api = raw
+            .api
+            .as_ref()
+            .map(|a| api::validate_api(a, base, tls.is_some(), max_credential_ttl))
+            .transpose()?;
         let geo = validate_geo(&raw.geo, base)?;
         let mut rules = validate_policy(&raw.policy, geo.asn_db.is_some())?;
         rules.peer_deny = parse_nets("peers.deny", &raw.peers.deny)?;
@@ -677,6 +690,7 @@ impl Config {
             source: None,
             metrics_listen: validate_metrics(&raw.metrics)?,
             tls,
+            api,
         })
     }
 }

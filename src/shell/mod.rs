@@ -70,6 +70,8 @@ pub struct Running {
     pub local_addrs: Vec<SocketAddr>,
     /// The bound metrics address, when `metrics.listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// The bound credential API address, when `[api]` is set.
+    pub api_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<Stats>>,
 }
@@ -169,8 +171,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         readers.push(task);
         metrics_addr = Some(local);
     }
+    let api = match &config.api {
+        Some(a) => {
+            let api =
+                crate::api::Api::start(a, config.tls.as_ref(), load_secrets(&config)?).await?;
+            let scheme = if a.https { "https" } else { "http" };
+            tracing::info!(target: "eeaturn::api", api = %format!("{scheme}://{}", api.local_addr), keys = a.keys.len(), "serving the credential API");
+            Some(api)
+        }
+        None => None,
+    };
+    let api_addr = api.as_ref().map(|a| a.local_addr);
+    if let Some(a) = &api {
+        a.set_ready(true);
+    }
     let driver = Driver {
         server,
+        api,
         tls,
         streams: HashMap::new(),
         watch,
@@ -186,6 +203,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     Ok(Running {
         local_addrs,
         metrics_addr,
+        api_addr,
         stop: Some(stop_tx),
         task,
     })
@@ -235,6 +253,7 @@ struct RelaySocket {
 
 struct Driver {
     server: Server<StdRng>,
+    api: Option<crate::api::Api>,
     tls: Option<stream::SharedAcceptor>,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     watch: geo::DbWatch,
@@ -301,6 +320,10 @@ impl Driver {
                 _ = &mut stop => break,
             }
             self.drain().await;
+        }
+        if let Some(api) = self.api.take() {
+            api.set_ready(false);
+            api.stop();
         }
         self.server.shutdown(now());
         self.drain().await;
@@ -441,7 +464,7 @@ impl Driver {
         if self.config.metrics_listen.is_none() {
             return;
         }
-        let text = crate::metrics::render(
+        let mut text = crate::metrics::render(
             self.server.stats(),
             self.server.allocation_count(),
             self.server.policy(),
@@ -449,6 +472,9 @@ impl Driver {
             self.shell_counters,
             now().wall,
         );
+        if let Some(api) = &self.api {
+            api.render_metrics(&mut text);
+        }
         self.metrics_tx.send_replace(text);
     }
 
@@ -477,6 +503,9 @@ impl Driver {
         match load_secrets(&config) {
             Ok(s) => {
                 let n = s.len();
+                if let Some(api) = &self.api {
+                    api.replace_secrets(s.clone());
+                }
                 self.server.replace_secrets(s);
                 tracing::info!(target: "eeaturn::shell", secrets = n, "reloaded secrets on SIGHUP");
             }
@@ -496,6 +525,20 @@ impl Driver {
                 Err(e) => {
                     tracing::error!(target: "eeaturn::shell", error = %format!("{e:#}"), "TLS certificate reload failed; keeping the previous certificate");
                 }
+            }
+        }
+        match (&self.api, &config.api) {
+            (Some(api), Some(a)) => match api.reload(a, config.tls.as_ref()) {
+                Ok(()) => {
+                    tracing::info!(target: "eeaturn::api", keys = a.keys.len(), "reloaded the API settings and keys");
+                }
+                Err(e) => {
+                    tracing::error!(target: "eeaturn::api", error = %format!("{e:#}"), "API reload failed; keeping the previous API settings and certificate");
+                }
+            },
+            (None, None) => {}
+            _ => {
+                tracing::warn!(target: "eeaturn::api", "[api] was added or removed in the config file; it takes effect at the next restart");
             }
         }
         if self.reload_policy(&config) {

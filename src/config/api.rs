@@ -1,0 +1,358 @@
+//! The `[api]` table: the credential API's listener, keys and limits (see docs/api.md).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Error, invalid, parse_duration_key};
+
+/// The longest TTL the API ever grants, whatever the config says.
+pub const API_TTL_CEILING: Duration = Duration::from_secs(86_400);
+
+/// `[api]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApi {
+    /// `"https://IP:PORT"`, or `"http://IP:PORT"` on loopback only.
+    pub listen: String,
+    /// TURN URIs handed out with every credential.
+    pub uris: Vec<String>,
+    /// TTL when the caller gives none.
+    #[serde(default = "default_ttl")]
+    pub default_ttl: String,
+    /// Largest TTL a caller may ask for; defaults to `auth.max_credential_ttl`.
+    #[serde(default)]
+    pub max_ttl: Option<String>,
+    /// Requests per minute per key.
+    #[serde(default = "default_rate_limit")]
+    pub rate_limit: u32,
+    /// Requests a key may make at once before the per-minute rate applies.
+    #[serde(default = "default_rate_burst")]
+    pub rate_burst: u32,
+    /// Longest time a whole request may take.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout: String,
+    /// Origins that get CORS headers; none by default (CORS off).
+    #[serde(default)]
+    pub cors_allowed_origins: Vec<String>,
+    /// PEM file of the CAs that issue client certificates (mutual TLS); none by default.
+    #[serde(default)]
+    pub client_ca: Option<String>,
+    /// `[[api.keys]]`.
+    #[serde(default)]
+    pub keys: Vec<RawApiKey>,
+}
+
+/// One `[[api.keys]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKey {
+    /// Shown in logs, metrics and TURN usernames.
+    pub name: String,
+    /// `"credentials"` or `"evidence"`.
+    pub scope: String,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+}
+
+fn default_ttl() -> String {
+    "1h".to_owned()
+}
+fn default_rate_limit() -> u32 {
+    120
+}
+fn default_rate_burst() -> u32 {
+    20
+}
+fn default_request_timeout() -> String {
+    "10s".to_owned()
+}
+
+/// What a key may call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Scope {
+    /// `/v1/credentials` and `/v1/ice-servers`: signaling servers.
+    Credentials,
+    /// The residency evidence endpoints: compliance officers.
+    Evidence,
+}
+
+impl Scope {
+    /// The name used in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Credentials => "credentials",
+            Self::Evidence => "evidence",
+        }
+    }
+}
+
+/// One accepted API key: its name, scope and the SHA-256 of the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// `[A-Za-z0-9_-]{1,64}`.
+    pub name: String,
+    /// What it may call.
+    pub scope: Scope,
+    /// SHA-256 of the key string.
+    pub sha256: [u8; 32],
+}
+
+/// The validated `[api]` table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    /// Listening address.
+    pub listen: SocketAddr,
+    /// HTTPS (with the `[tls]` certificate) or plain HTTP (loopback only).
+    pub https: bool,
+    /// TURN URIs handed out.
+    pub uris: Vec<String>,
+    /// TTL when none is asked for.
+    pub default_ttl: Duration,
+    /// Largest TTL granted.
+    pub max_ttl: Duration,
+    /// Requests per minute per key.
+    pub rate_limit: u32,
+    /// Burst size per key.
+    pub rate_burst: u32,
+    /// Longest time a request may take.
+    pub request_timeout: Duration,
+    /// Origins that get CORS headers.
+    pub cors_allowed_origins: Vec<String>,
+    /// CA file for client certificates (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// The accepted keys.
+    pub keys: Vec<ApiKey>,
+}
+
+/// Validates `[api]`. `has_tls` says whether a `[tls]` table exists (https needs its
+/// certificate); `max_credential_ttl` is `auth.max_credential_ttl`.
+pub(super) fn validate_api(
+    raw: &RawApi,
+    base: &Path,
+    has_tls: bool,
+    max_credential_ttl: Duration,
+) -> Result<ApiConfig, Error> {
+    let (https, addr) = if let Some(a) = raw.listen.strip_prefix("https://") {
+        (true, a)
+    } else if let Some(a) = raw.listen.strip_prefix("http://") {
+        (false, a)
+    } else {
+        return Err(invalid(
+            "api.listen",
+            format!(
+                "{:?} must start with https:// (or http:// on a loopback address), e.g. \"https://0.0.0.0:8443\"",
+                raw.listen
+            ),
+        ));
+    };
+    let listen: SocketAddr = addr.parse().map_err(|_| {
+        invalid(
+            "api.listen",
+            format!(
+                "{addr:?} is not IP:PORT (IPv6 in brackets, e.g. \"https://[::1]:8443\"; no host names)"
+            ),
+        )
+    })?;
+    if !https && !listen.ip().is_loopback() {
+        return Err(invalid(
+            "api.listen",
+            format!(
+                "plain http:// is only allowed on a loopback address (127.0.0.0/8, ::1), not {}: use https:// so API keys and credentials are never sent in clear",
+                listen.ip()
+            ),
+        ));
+    }
+    if https && !has_tls {
+        return Err(invalid(
+            "api.listen",
+            "https:// uses the certificate of the [tls] table; add [tls] with certificate and private_key",
+        ));
+    }
+
+    if raw.uris.is_empty() {
+        return Err(invalid(
+            "api.uris",
+            "needs at least one TURN URI handed out with credentials, e.g. [\"turn:turn.example.eu:3478?transport=udp\"]",
+        ));
+    }
+    for u in &raw.uris {
+        let scheme_ok = ["turn:", "turns:", "stun:", "stuns:"]
+            .iter()
+            .any(|s| u.starts_with(s) && u.len() > s.len());
+        if !scheme_ok || u.len() > 256 || u.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(invalid(
+                "api.uris",
+                format!(
+                    "{u:?} is not a TURN/STUN URI (RFC 7065): write e.g. \"turn:turn.example.eu:3478?transport=udp\" or \"turns:turn.example.eu:5349?transport=tcp\""
+                ),
+            ));
+        }
+    }
+
+    let ceiling = max_credential_ttl.min(API_TTL_CEILING);
+    let max_ttl = match &raw.max_ttl {
+        Some(s) => {
+            let d = parse_duration_key("api.max_ttl", s)?;
+            if d < Duration::from_secs(1) || d > ceiling {
+                return Err(invalid(
+                    "api.max_ttl",
+                    format!(
+                        "must be between 1s and {}s (auth.max_credential_ttl, at most 24h): the relay refuses credentials that live longer",
+                        ceiling.as_secs()
+                    ),
+                ));
+            }
+            d
+        }
+        None => ceiling,
+    };
+    let default_ttl = parse_duration_key("api.default_ttl", &raw.default_ttl)?;
+    if default_ttl < Duration::from_secs(1) || default_ttl > max_ttl {
+        return Err(invalid(
+            "api.default_ttl",
+            format!(
+                "must be between 1s and api.max_ttl ({}s)",
+                max_ttl.as_secs()
+            ),
+        ));
+    }
+    if raw.rate_limit == 0 {
+        return Err(invalid(
+            "api.rate_limit",
+            "must be at least 1 (requests per minute per key)",
+        ));
+    }
+    if raw.rate_burst == 0 {
+        return Err(invalid(
+            "api.rate_burst",
+            "must be at least 1 (requests a key may make at once)",
+        ));
+    }
+    let request_timeout = parse_duration_key("api.request_timeout", &raw.request_timeout)?;
+    if request_timeout < Duration::from_secs(1) || request_timeout > Duration::from_secs(300) {
+        return Err(invalid("api.request_timeout", "must be between 1s and 5m"));
+    }
+    for o in &raw.cors_allowed_origins {
+        let rest = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        let ok = rest.is_some_and(|r| {
+            !r.is_empty()
+                && !r.contains('/')
+                && !r.contains('*')
+                && !r.contains(char::is_whitespace)
+        });
+        if !ok {
+            return Err(invalid(
+                "api.cors_allowed_origins",
+                format!(
+                    "{o:?} is not an origin: write scheme://host[:port] without a path or wildcard, e.g. \"https://app.example.eu\""
+                ),
+            ));
+        }
+    }
+    let client_ca = match &raw.client_ca {
+        Some(p) if !p.trim().is_empty() => {
+            if !https {
+                return Err(invalid(
+                    "api.client_ca",
+                    "mutual TLS needs an https:// api.listen",
+                ));
+            }
+            Some(base.join(p.trim()))
+        }
+        _ => None,
+    };
+
+    if raw.keys.is_empty() {
+        return Err(invalid(
+            "api.keys",
+            "the API has no key, so nobody could call it: create one with `eeaturn api-key new --name NAME --scope credentials` and paste the [[api.keys]] table it prints",
+        ));
+    }
+    let mut keys: Vec<ApiKey> = Vec::new();
+    for k in &raw.keys {
+        let name_ok = !k.name.is_empty()
+            && k.name.len() <= 64
+            && k.name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        if !name_ok {
+            return Err(invalid(
+                "api.keys.name",
+                format!(
+                    "{:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'",
+                    k.name
+                ),
+            ));
+        }
+        let scope = match k.scope.as_str() {
+            "credentials" => Scope::Credentials,
+            "evidence" => Scope::Evidence,
+            other => {
+                return Err(invalid(
+                    "api.keys.scope",
+                    format!(
+                        "key {:?}: unknown scope {other:?}; use \"credentials\" (signaling servers) or \"evidence\" (compliance officers)",
+                        k.name
+                    ),
+                ));
+            }
+        };
+        let sha256 = parse_sha256(&k.sha256).ok_or_else(|| {
+            invalid(
+                "api.keys.sha256",
+                format!(
+                    "key {:?}: must be 64 hex digits, the SHA-256 of the key (`eeaturn api-key new` prints it; never put the key itself here)",
+                    k.name
+                ),
+            )
+        })?;
+        if keys.iter().any(|o| o.name == k.name) {
+            return Err(invalid(
+                "api.keys.name",
+                format!("{:?} is used by two keys; names must be unique", k.name),
+            ));
+        }
+        if keys.iter().any(|o| o.sha256 == sha256) {
+            return Err(invalid(
+                "api.keys.sha256",
+                format!("key {:?} has the same hash as another key", k.name),
+            ));
+        }
+        keys.push(ApiKey {
+            name: k.name.clone(),
+            scope,
+            sha256,
+        });
+    }
+
+    Ok(ApiConfig {
+        listen,
+        https,
+        uris: raw.uris.clone(),
+        default_ttl,
+        max_ttl,
+        rate_limit: raw.rate_limit,
+        rate_burst: raw.rate_burst,
+        request_timeout,
+        cors_allowed_origins: raw.cors_allowed_origins.clone(),
+        client_ca,
+        keys,
+    })
+}
+
+fn parse_sha256(s: &str) -> Option<[u8; 32]> {
+    let s = s.trim();
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
