@@ -292,3 +292,141 @@ fn stream_listeners_and_tls() {
         "limits.connection_setup_timeout"
     );
 }
+
+const API: &str = r#"
+[api]
+listen = "http://127.0.0.1:8080"
+uris = ["turn:turn.example.eu:3478?transport=udp"]
+[[api.keys]]
+name = "sig"
+scope = "credentials"
+sha256 = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+"#;
+
+#[test]
+fn api_table_defaults() {
+    let c = parse(&format!("{MINIMAL}{API}")).unwrap();
+    let api = c.api.unwrap();
+    assert!(!api.https);
+    assert_eq!(api.listen, "127.0.0.1:8080".parse().unwrap());
+    assert_eq!(api.default_ttl, Duration::from_secs(3600));
+    assert_eq!(api.max_ttl, Duration::from_secs(86400));
+    assert_eq!((api.rate_limit, api.rate_burst), (120, 20));
+    assert!(api.cors_allowed_origins.is_empty());
+    assert_eq!(api.keys[0].scope, Scope::Credentials);
+    assert_eq!(api.keys[0].sha256[0], 0xba);
+    assert!(parse(MINIMAL).unwrap().api.is_none());
+    // max_ttl follows auth.max_credential_ttl down.
+    let short = format!("{MINIMAL}{API}").replace(
+        "secret_file = \"secret\"",
+        "secret_file = \"secret\"\nmax_credential_ttl = \"2h\"",
+    );
+    assert_eq!(
+        parse(&short).unwrap().api.unwrap().max_ttl,
+        Duration::from_secs(7200)
+    );
+}
+
+#[test]
+fn api_errors_name_their_key() {
+    let base = format!("{MINIMAL}{API}");
+    let cases: &[(&str, &str, &str)] = &[
+        ("http://127.0.0.1:8080", "http://0.0.0.0:8080", "api.listen"),
+        (
+            "http://127.0.0.1:8080",
+            "http://192.0.2.1:8080",
+            "api.listen",
+        ),
+        // https needs a [tls] table.
+        (
+            "http://127.0.0.1:8080",
+            "https://127.0.0.1:8443",
+            "api.listen",
+        ),
+        (
+            "http://127.0.0.1:8080",
+            "ftp://127.0.0.1:8080",
+            "api.listen",
+        ),
+        (
+            "http://127.0.0.1:8080",
+            "http://localhost:8080",
+            "api.listen",
+        ),
+        (
+            "uris = [\"turn:turn.example.eu:3478?transport=udp\"]",
+            "uris = []",
+            "api.uris",
+        ),
+        (
+            "uris = [\"turn:turn.example.eu:3478?transport=udp\"]",
+            "uris = [\"https://turn.example.eu\"]",
+            "api.uris",
+        ),
+        (
+            "[[api.keys]]",
+            "max_ttl = \"25h\"\n[[api.keys]]",
+            "api.max_ttl",
+        ),
+        (
+            "[[api.keys]]",
+            "max_ttl = \"1h\"\ndefault_ttl = \"2h\"\n[[api.keys]]",
+            "api.default_ttl",
+        ),
+        (
+            "[[api.keys]]",
+            "rate_limit = 0\n[[api.keys]]",
+            "api.rate_limit",
+        ),
+        (
+            "[[api.keys]]",
+            "rate_burst = 0\n[[api.keys]]",
+            "api.rate_burst",
+        ),
+        (
+            "[[api.keys]]",
+            "request_timeout = \"0s\"\n[[api.keys]]",
+            "api.request_timeout",
+        ),
+        (
+            "[[api.keys]]",
+            "cors_allowed_origins = [\"*\"]\n[[api.keys]]",
+            "api.cors_allowed_origins",
+        ),
+        (
+            "[[api.keys]]",
+            "cors_allowed_origins = [\"https://app.example/path\"]\n[[api.keys]]",
+            "api.cors_allowed_origins",
+        ),
+        (
+            "[[api.keys]]",
+            "client_ca = \"ca.pem\"\n[[api.keys]]",
+            "api.client_ca",
+        ),
+        ("name = \"sig\"", "name = \"sig nature\"", "api.keys.name"),
+        (
+            "scope = \"credentials\"",
+            "scope = \"admin\"",
+            "api.keys.scope",
+        ),
+        (
+            "sha256 = \"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad\"",
+            "sha256 = \"eeaturn_plaintext-key\"",
+            "api.keys.sha256",
+        ),
+    ];
+    for (from, to, key) in cases {
+        let text = base.replacen(from, to, 1);
+        assert_ne!(text, base, "case for {key} did not change the text");
+        assert_eq!(invalid_key(&text), *key, "mutation {to:?}");
+    }
+    // No key at all.
+    let no_keys = &base[..base.find("[[api.keys]]").unwrap()];
+    assert_eq!(invalid_key(no_keys), "api.keys");
+    // Two keys with one name.
+    let twice = format!(
+        "{base}[[api.keys]]\nname = \"sig\"\nscope = \"evidence\"\nsha256 = \"{}\"\n",
+        "00".repeat(32)
+    );
+    assert_eq!(invalid_key(&twice), "api.keys.name");
+}
