@@ -155,4 +155,51 @@ impl Stats {
     pub(crate) fn drop(&mut self, reason: &'static str) {
         *self.dropped.entry(reason).or_default() += 1;
     }
+
+    /// Adds the counters of `other` (another worker's server) to these.
+    pub fn merge(&mut self, other: &Self) {
+        fn add<K: Ord + Copy>(into: &mut BTreeMap<K, u64>, from: &BTreeMap<K, u64>) {
+            for (k, v) in from {
+                *into.entry(*k).or_default() += v;
+            }
+        }
+        self.allocations_created += other.allocations_created;
+        add(&mut self.allocations_ended, &other.allocations_ended);
+        add(&mut self.requests_ok, &other.requests_ok);
+        add(&mut self.requests_failed, &other.requests_failed);
+        add(&mut self.denials, &other.denials);
+        self.packets_to_peer += other.packets_to_peer;
+        self.bytes_to_peer += other.bytes_to_peer;
+        self.packets_to_client += other.packets_to_client;
+        self.bytes_to_client += other.bytes_to_client;
+        add(&mut self.dropped, &other.dropped);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_adds_every_counter() {
+        let mut a = Stats::default();
+        a.allocations_created = 2;
+        a.packets_to_peer = 10;
+        a.drop("malformed");
+        a.requests_ok.insert("Allocate", 2);
+        let mut b = Stats::default();
+        b.allocations_created = 1;
+        b.bytes_to_client = 7;
+        b.drop("malformed");
+        b.drop("no-permission");
+        b.denials.insert(("peer", "outside-region"), 3);
+        a.merge(&b);
+        assert_eq!(a.allocations_created, 3);
+        assert_eq!(a.packets_to_peer, 10);
+        assert_eq!(a.bytes_to_client, 7);
+        assert_eq!(a.dropped.get("malformed"), Some(&2));
+        assert_eq!(a.dropped.get("no-permission"), Some(&1));
+        assert_eq!(a.denials.get(&("peer", "outside-region")), Some(&3));
+        assert_eq!(a.requests_ok.get("Allocate"), Some(&2));
+    }
 }

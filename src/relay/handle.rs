@@ -553,15 +553,6 @@ impl<R: RngCore> Server<R> {
             return Err(forbidden(Subject::Client, rule));
         }
 
-        // Quotas.
-        if self.active >= self.cfg.limits.max_allocations {
-            return Err(fail(508, "Insufficient Capacity"));
-        }
-        if self.per_user.get(&auth.user_key).copied().unwrap_or(0)
-            >= self.cfg.limits.max_allocations_per_user
-        {
-            return Err(fail(486, "Allocation Quota Reached"));
-        }
         let relay_ip = match reservation {
             Some(r) => Some(
                 self.relay_ip(r.family)
@@ -569,13 +560,23 @@ impl<R: RngCore> Server<R> {
             ),
             None => None,
         };
+        // Quotas, shared with the other workers; released when the allocation is deleted.
+        self.quotas
+            .try_take(
+                &auth.user_key,
+                self.cfg.limits.max_allocations,
+                self.cfg.limits.max_allocations_per_user,
+            )
+            .map_err(|e| match e {
+                super::quota::Exceeded::Total => fail(508, "Insufficient Capacity"),
+                super::quota::Exceeded::User => fail(486, "Allocation Quota Reached"),
+            })?;
         if let Some(t) = token {
             // Consumed: the reserved port now belongs to this allocation.
             self.reservations.remove(&t);
         }
 
         let id = AllocationId(self.rng.next_u64());
-        *self.per_user.entry(auth.user_key.clone()).or_default() += 1;
         let relayed = match (reservation, relay_ip) {
             (Some(r), Some(ip)) => {
                 let local = SocketAddr::new(ip, r.port);

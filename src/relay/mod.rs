@@ -20,6 +20,7 @@ mod auth;
 mod events;
 mod handle;
 mod ports;
+mod quota;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -27,12 +28,14 @@ mod types;
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
 use ring::hmac;
 
 pub use events::{EndReason, Event, Stats};
+pub use quota::Quotas;
 pub use table::TrafficCounters;
 pub use types::{
     AllocationId, ClientTransmit, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit,
@@ -137,7 +140,7 @@ pub struct Server<R> {
     active: usize,
     by_five_tuple: HashMap<FiveTuple, Slot>,
     by_relay: HashMap<SocketAddr, Slot>,
-    per_user: HashMap<String, usize>,
+    quotas: Arc<Quotas>,
     ports_v4: PortPool,
     ports_v6: PortPool,
     reservations: HashMap<u64, Reservation>,
@@ -186,7 +189,7 @@ impl<R: RngCore> Server<R> {
             active: 0,
             by_five_tuple: HashMap::new(),
             by_relay: HashMap::new(),
-            per_user: HashMap::new(),
+            quotas: Arc::default(),
             reservations: HashMap::new(),
             policy_generation: 0,
             timers: Timers::default(),
@@ -194,6 +197,15 @@ impl<R: RngCore> Server<R> {
             events: VecDeque::new(),
             stats: Stats::default(),
         }
+    }
+
+    /// Makes this server count its allocations in `quotas`, shared with the other servers of
+    /// the process (one per worker), so that the allocation limits hold for the whole relay.
+    /// Call before the first input.
+    #[must_use]
+    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
+        self.quotas = quotas;
+        self
     }
 
     /// Returns the next command for the shell.
@@ -335,12 +347,7 @@ impl<R: RngCore> Server<R> {
         self.free.push(slot.index);
         self.active -= 1;
         self.by_five_tuple.remove(&a.five_tuple);
-        if let Some(n) = self.per_user.get_mut(&a.auth.user_key) {
-            *n -= 1;
-            if *n == 0 {
-                self.per_user.remove(&a.auth.user_key);
-            }
-        }
+        self.quotas.release(&a.auth.user_key);
         let was_active = a.is_active();
         if let table::AllocState::Pending(p) = &a.state {
             for &(family, port) in &p.busy {
