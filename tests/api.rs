@@ -372,6 +372,18 @@ async fn ttl_user_and_body_are_checked() {
         )
         .await;
         r.assert_error(StatusCode::BAD_REQUEST, "invalid_request", "truncated JSON");
+        // Only a body of zero bytes means "all defaults": whitespace alone is not JSON.
+        let r = send(
+            post()
+                .header("content-type", "application/json")
+                .body(" \t\n"),
+        )
+        .await;
+        r.assert_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "whitespace only",
+        );
 
         for ct in [
             "text/plain",
