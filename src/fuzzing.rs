@@ -235,6 +235,7 @@ impl Harness {
                 external_v4: None,
                 external_v6: None,
                 ports: RELAY_PORTS,
+                socket_buffer: 1 << 20,
             },
             limits: Limits {
                 max_allocations: 4,

@@ -26,12 +26,20 @@ async fn get(addr: SocketAddr, request: &str) -> String {
     out
 }
 
-async fn scrape(addr: SocketAddr) -> String {
-    // The driver refreshes the text once a second.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let answer = get(addr, "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
-    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
-    answer.split("\r\n\r\n").nth(1).expect("a body").to_owned()
+/// Scrapes until the text holds `until` (the workers publish their counters twice a second and
+/// the text is rendered once a second), for at most 5 s; returns the last text.
+async fn scrape(addr: SocketAddr, until: &str) -> String {
+    let mut body = String::new();
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let answer = get(addr, "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        body = answer.split("\r\n\r\n").nth(1).expect("a body").to_owned();
+        if body.contains(until) {
+            break;
+        }
+    }
+    body
 }
 
 #[tokio::test]
@@ -47,7 +55,11 @@ async fn metrics_have_help_and_show_relaying_and_denials() {
         .await;
     assert!(denied.is_err(), "a British peer is refused");
 
-    let body = scrape(addr).await;
+    let body = scrape(
+        addr,
+        "eeaturn_policy_denials_total{subject=\"peer\",rule=\"outside-region\"} 1",
+    )
+    .await;
     for line in body
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

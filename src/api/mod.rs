@@ -507,8 +507,20 @@ async fn method_not_allowed() -> Response {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IssueRequest {
+    #[serde(default, deserialize_with = "present")]
     user: Option<String>,
+    #[serde(default, deserialize_with = "present")]
     ttl: Option<u64>,
+}
+
+/// A field that may be absent but, when present, must hold a value (`null` is refused, as the
+/// OpenAPI description says).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 async fn issue(s: &AppState, req: Request, shape: Shape) -> Response {
@@ -715,14 +727,17 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<IssueRequest, ApiE
         ));
     }
     // The message says what is wrong without quoting the body (which could hold a secret).
-    serde_json::from_slice::<IssueRequest>(&bytes).map_err(|e| {
-        ApiError::invalid(match e.classify() {
-            serde_json::error::Category::Data => {
-                "the body must be a JSON object {\"user\": string, \"ttl\": integer}; both are optional and no other field is accepted"
-            }
-            _ => "the body is not valid JSON",
-        })
-    })
+    let shape = || {
+        ApiError::invalid(
+            "the body must be a JSON object {\"user\": string, \"ttl\": integer}; both are optional and no other field is accepted",
+        )
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|_| ApiError::invalid("the body is not valid JSON"))?;
+    if !value.is_object() {
+        return Err(shape());
+    }
+    serde_json::from_value::<IssueRequest>(value).map_err(|_| shape())
 }
 
 /// A user label: 1 to 128 visible ASCII characters other than ':'.

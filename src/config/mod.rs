@@ -156,6 +156,13 @@ pub struct RawRelay {
     /// Relay ports as `"START-END"`.
     #[serde(default = "default_port_range")]
     pub port_range: String,
+    /// Receive and send buffer size asked of the kernel for every UDP socket, e.g. `"4MiB"`.
+    #[serde(default = "default_socket_buffer")]
+    pub socket_buffer: String,
+}
+
+fn default_socket_buffer() -> String {
+    "4MiB".to_owned()
 }
 
 /// `[limits]`.
@@ -515,6 +522,8 @@ pub struct RelayAddresses {
     pub external_v6: Option<IpAddr>,
     /// Relay port range.
     pub ports: RangeInclusive<u16>,
+    /// Socket buffer size (bytes) asked for every UDP socket.
+    pub socket_buffer: usize,
 }
 
 /// Resource limits.
@@ -776,13 +785,39 @@ fn validate_relay(raw: &RawRelay) -> Result<RelayAddresses, Error> {
         }
     }
     let ports = parse_port_range(&raw.port_range)?;
+    let socket_buffer = parse_size(&raw.socket_buffer)
+        .filter(|n| (64 << 10..=256 << 20).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                "relay.socket_buffer",
+                format!(
+                    "{:?} is not a size between 64KiB and 256MiB; write e.g. \"4MiB\" or \"512KiB\"",
+                    raw.socket_buffer
+                ),
+            )
+        })?;
     Ok(RelayAddresses {
         v4,
         v6,
         external_v4,
         external_v6,
         ports,
+        socket_buffer,
     })
+}
+
+/// `"4MiB"`, `"512KiB"`, `"1048576"` → bytes.
+fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: usize = digits.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "k" => 1 << 10,
+        "MiB" | "M" => 1 << 20,
+        _ => return None,
+    };
+    n.checked_mul(mult)
 }
 
 fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, Error> {

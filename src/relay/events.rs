@@ -182,14 +182,18 @@ mod tests {
 
     #[test]
     fn merge_adds_every_counter() {
-        let mut a = Stats::default();
-        a.allocations_created = 2;
-        a.packets_to_peer = 10;
+        let mut a = Stats {
+            allocations_created: 2,
+            packets_to_peer: 10,
+            ..Stats::default()
+        };
         a.drop("malformed");
         a.requests_ok.insert("Allocate", 2);
-        let mut b = Stats::default();
-        b.allocations_created = 1;
-        b.bytes_to_client = 7;
+        let mut b = Stats {
+            allocations_created: 1,
+            bytes_to_client: 7,
+            ..Stats::default()
+        };
         b.drop("malformed");
         b.drop("no-permission");
         b.denials.insert(("peer", "outside-region"), 3);

@@ -1759,6 +1759,7 @@ fn config() -> ServerConfig {
             external_v4: None,
             external_v6: None,
             ports: PORTS,
+            socket_buffer: 1 << 20,
         },
         limits: Limits {
             max_allocations: 4,

@@ -1,16 +1,18 @@
 //! The tokio shell: sockets, timers and signals around the sans-IO [`Server`].
 //!
-//! One driver task owns the [`Server`]. Each listening socket and each relay socket has a
-//! reader task that forwards datagrams to the driver over a bounded channel; the driver feeds
-//! them to the core, sends what the core returns, and carries out its commands. SIGHUP re-reads
-//! the secret file. Nothing here decides anything about TURN.
+//! The data path runs on worker threads ([`worker`]): each owns a [`Server`], its listening
+//! UDP sockets and the relay sockets of its allocations, and relays without crossing a thread.
+//! The main runtime keeps what is not on the data path: the TCP/TLS listeners (their framed
+//! messages go to a worker), the credential API, the metrics listener, and the coordinator,
+//! which reloads on SIGHUP and database changes and hands the results to every worker.
+//! Nothing here decides anything about TURN.
 
 pub mod geo;
 mod log;
 mod metrics;
 mod stream;
+mod worker;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,50 +21,15 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ListenTransport};
 use crate::credentials::Secrets;
-use crate::pii::Pii;
-use crate::relay::{
-    BindResult, ClientTransmit, Command, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
-    ServerConfig, Stats, Transport,
-};
+use crate::policy::Policy;
+use crate::relay::{Now, Quotas, Server, ServerConfig, Stats};
 
-/// Largest UDP payload read from any socket.
-const MAX_DATAGRAM: usize = 65_535;
-/// Datagrams queued from reader tasks to the driver before new ones are dropped.
-const QUEUE_DEPTH: usize = 8192;
-/// Socket buffer size requested for every socket.
-const SOCKET_BUFFER: usize = 4 << 20;
-
-/// A datagram for the driver.
-enum Input {
-    Client {
-        server: SocketAddr,
-        from: SocketAddr,
-        bytes: Vec<u8>,
-    },
-    Peer {
-        relay: SocketAddr,
-        from: SocketAddr,
-        /// The payload sits at `PEER_HEADROOM..PEER_HEADROOM + len`.
-        buf: Vec<u8>,
-        len: usize,
-    },
-    /// A TCP/TLS connection is up (handshake done): may it stay?
-    StreamOpened {
-        five: FiveTuple,
-        writer: mpsc::Sender<Vec<u8>>,
-        reply: oneshot::Sender<bool>,
-    },
-    /// One framed message from a TCP/TLS connection.
-    Stream { five: FiveTuple, bytes: Vec<u8> },
-    /// A TCP/TLS connection ended.
-    StreamClosed { five: FiveTuple },
-}
+use self::worker::{Input, WorkerHandle};
 
 /// A running relay, as returned by [`start`].
 pub struct Running {
@@ -81,7 +48,7 @@ impl Running {
     ///
     /// # Errors
     ///
-    /// Returns the driver's error, if it failed.
+    /// Returns the coordinator's error, if it failed.
     pub async fn stop(mut self) -> anyhow::Result<Stats> {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
@@ -90,7 +57,7 @@ impl Running {
     }
 }
 
-/// Binds every listener, starts the driver, and returns once the relay serves.
+/// Binds every listener, starts the workers, and returns once the relay serves.
 ///
 /// # Errors
 ///
@@ -102,18 +69,47 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     rng.fill_bytes(&mut nonce_key);
     let policy = geo::load_policy(&config, now().wall)?;
     geo::check_relay_location(&config, &policy)?;
-    let server = Server::new(
-        ServerConfig::from_config(&config),
-        secrets,
-        policy,
-        nonce_key,
-        rng,
-    );
+    raise_fd_limit();
 
-    let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-    let mut listeners = HashMap::new();
     let mut local_addrs = Vec::new();
     let mut readers = Vec::new();
+    let mut udp = Vec::new();
+    for l in config
+        .listen
+        .iter()
+        .filter(|l| l.transport == ListenTransport::Udp)
+    {
+        let sock = bind_udp(l.addr, config.relay.socket_buffer, false)
+            .with_context(|| format!("binding listener {l}"))?;
+        let local = sock.local_addr()?;
+        if udp.is_empty() {
+            check_buffers(&sock, config.relay.socket_buffer);
+        }
+        udp.push(sock);
+        local_addrs.push(local);
+        let bound = crate::config::Listen { addr: local, ..*l };
+        tracing::info!(target: "eeaturn::shell", listener = %bound, "listening");
+    }
+    // One worker for now: every allocation and relay socket lives on it.
+    let quotas = Arc::new(Quotas::default());
+    let server = Server::new(
+        ServerConfig::from_config(&config),
+        secrets.clone(),
+        policy.clone(),
+        nonce_key,
+        StdRng::from_rng(&mut rng),
+    )
+    .with_quotas(quotas.clone());
+    let relay_sockets = worker::RelaySockets {
+        ports: config.relay.ports.clone(),
+        buffer: config.relay.socket_buffer,
+    };
+    let workers = vec![
+        worker::spawn("eeaturn-worker-0".to_owned(), server, udp, relay_sockets)
+            .context("starting the data-path worker")?,
+    ];
+    let stream_tx = workers[0].input.clone();
+
     let tls = match &config.tls {
         Some(t) => {
             tracing::info!(target: "eeaturn::shell", "{}", crate::tls::profile_summary(&t.groups));
@@ -128,34 +124,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config.limits.connection_setup_timeout,
         config.limits.connection_idle_timeout,
     );
-    for l in &config.listen {
-        match l.transport {
-            ListenTransport::Tcp | ListenTransport::Tls => {
-                let acceptor = if l.transport == ListenTransport::Tls {
-                    tls.clone()
-                } else {
-                    None
-                };
-                let (local, task) =
-                    stream::spawn_listener(l.addr, acceptor, stream_settings.clone(), tx.clone())
-                        .await
-                        .with_context(|| format!("binding listener {l}"))?;
-                readers.push(task);
-                local_addrs.push(local);
-                let bound = crate::config::Listen { addr: local, ..*l };
-                tracing::info!(target: "eeaturn::shell", listener = %bound, "listening");
-            }
-            ListenTransport::Udp => {
-                let sock = bind_udp(l.addr).with_context(|| format!("binding listener {l}"))?;
-                let local = sock.local_addr()?;
-                let sock = Arc::new(sock);
-                readers.push(spawn_listener_reader(sock.clone(), local, tx.clone()));
-                listeners.insert(local, sock);
-                local_addrs.push(local);
-                let bound = crate::config::Listen { addr: local, ..*l };
-                tracing::info!(target: "eeaturn::shell", listener = %bound, "listening");
-            }
-        }
+    for l in config
+        .listen
+        .iter()
+        .filter(|l| l.transport != ListenTransport::Udp)
+    {
+        let acceptor = if l.transport == ListenTransport::Tls {
+            tls.clone()
+        } else {
+            None
+        };
+        let (local, task) =
+            stream::spawn_listener(l.addr, acceptor, stream_settings.clone(), stream_tx.clone())
+                .await
+                .with_context(|| format!("binding listener {l}"))?;
+        readers.push(task);
+        local_addrs.push(local);
+        let bound = crate::config::Listen { addr: local, ..*l };
+        tracing::info!(target: "eeaturn::shell", listener = %bound, "listening");
     }
     let (stop_tx, stop_rx) = oneshot::channel();
     // Installed before `start` returns, so a SIGHUP after "ready" never hits the default
@@ -173,8 +159,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let api = match &config.api {
         Some(a) => {
-            let api =
-                crate::api::Api::start(a, config.tls.as_ref(), load_secrets(&config)?).await?;
+            let api = crate::api::Api::start(a, config.tls.as_ref(), secrets).await?;
             let scheme = if a.https { "https" } else { "http" };
             tracing::info!(target: "eeaturn::api", api = %format!("{scheme}://{}", api.local_addr), keys = a.keys.len(), "serving the credential API");
             Some(api)
@@ -185,21 +170,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     if let Some(a) = &api {
         a.set_ready(true);
     }
-    let driver = Driver {
-        server,
+    let coordinator = Coordinator {
+        workers,
+        quotas,
+        policy,
         api,
         tls,
-        streams: HashMap::new(),
         watch,
         metrics_tx,
         shell_counters: crate::metrics::ShellCounters::default(),
         config,
-        listeners,
-        relays: HashMap::new(),
-        tx,
         readers,
     };
-    let task = tokio::spawn(driver.run(rx, stop_rx, hup));
+    let task = tokio::spawn(coordinator.run(stop_rx, hup));
     Ok(Running {
         local_addrs,
         metrics_addr,
@@ -213,7 +196,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 ///
 /// # Errors
 ///
-/// Fails when the relay cannot start or its driver fails.
+/// Fails when the relay cannot start or a worker fails.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let running = start(config).await?;
     tracing::info!(target: "eeaturn::shell", "ready");
@@ -246,34 +229,27 @@ pub fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
     Secrets::parse(&text).with_context(|| format!("auth.secret_file {}", path.display()))
 }
 
-struct RelaySocket {
-    sock: Arc<UdpSocket>,
-    reader: JoinHandle<()>,
-}
-
-struct Driver {
-    server: Server<StdRng>,
+/// Everything of the relay that is not on the data path: reloads, metrics, the API.
+struct Coordinator {
+    workers: Vec<WorkerHandle>,
+    quotas: Arc<Quotas>,
+    /// The policy in force (the workers hold clones), for the metrics.
+    policy: Policy,
     api: Option<crate::api::Api>,
     tls: Option<stream::SharedAcceptor>,
-    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     watch: geo::DbWatch,
     metrics_tx: tokio::sync::watch::Sender<String>,
     shell_counters: crate::metrics::ShellCounters,
     config: Config,
-    listeners: HashMap<SocketAddr, Arc<UdpSocket>>,
-    relays: HashMap<SocketAddr, RelaySocket>,
-    tx: mpsc::Sender<Input>,
     readers: Vec<JoinHandle<()>>,
 }
 
-impl Driver {
+impl Coordinator {
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Input>,
         mut stop: oneshot::Receiver<()>,
         mut hup: tokio::signal::unix::Signal,
     ) -> anyhow::Result<Stats> {
-        let mut batch = Vec::with_capacity(64);
         let watch_every = self.config.geo.watch_interval;
         let mut watch_tick = tokio::time::interval(if watch_every.is_zero() {
             std::time::Duration::from_secs(86_400 * 365)
@@ -285,28 +261,9 @@ impl Driver {
         let mut metrics_tick = tokio::time::interval(std::time::Duration::from_secs(1));
         metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let deadline = self.server.poll_timeout();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
-                n = rx.recv_many(&mut batch, 64) => {
-                    if n == 0 {
-                        break;
-                    }
-                    let now = now();
-                    for input in batch.drain(..) {
-                        self.handle_input(input, now);
-                    }
-                }
-                () = sleep => {
-                    self.server.handle_timeout(now());
-                }
                 _ = hup.recv() => {
-                    self.reload();
+                    self.reload().await;
                 }
                 _ = metrics_tick.tick() => {
                     self.publish_metrics();
@@ -314,149 +271,31 @@ impl Driver {
                 _ = watch_tick.tick(), if !watch_every.is_zero() => {
                     if self.watch.changed() {
                         tracing::info!(target: "eeaturn::policy", "database files changed; reloading");
-                        self.reload_policy(&self.config.clone());
+                        self.reload_policy(&self.config.clone()).await;
                     }
                 }
                 _ = &mut stop => break,
             }
-            self.drain().await;
         }
         if let Some(api) = self.api.take() {
             api.set_ready(false);
             api.stop();
         }
-        self.server.shutdown(now());
-        self.drain().await;
         for r in self.readers.drain(..) {
             r.abort();
         }
-        Ok(self.server.stats().clone())
+        let mut stats = Stats::default();
+        for w in self.workers.drain(..) {
+            stats.merge(&w.stop().await.stats);
+        }
+        Ok(stats)
     }
 
-    fn handle_input(&mut self, input: Input, now: Now) {
-        match input {
-            Input::Client {
-                server,
-                from,
-                bytes,
-            } => {
-                let five = FiveTuple {
-                    transport: Transport::Udp,
-                    client: from,
-                    server,
-                };
-                if let Some(t) = self.server.handle_client_input(five, &bytes, now) {
-                    if let Some(r) = self.relays.get(&t.relay) {
-                        if let Err(e) = r.sock.try_send_to(&bytes[t.range], t.peer) {
-                            tracing::debug!(target: "eeaturn::relay", error = %e, "send to peer failed");
-                        }
-                    }
-                }
-            }
-            Input::Peer {
-                relay,
-                from,
-                mut buf,
-                len,
-            } => {
-                let payload = PEER_HEADROOM..PEER_HEADROOM + len;
-                if let Some(ClientTransmit { to, range }) = self
-                    .server
-                    .handle_peer_input(relay, from, &mut buf, payload, now)
-                {
-                    self.send_to_client(to, &buf[range]);
-                }
-            }
-            Input::StreamOpened {
-                five,
-                writer,
-                reply,
-            } => {
-                let allowed = self.server.handle_connection_opened(five, now);
-                if allowed {
-                    self.streams.insert(five, writer);
-                }
-                let _ = reply.send(allowed);
-            }
-            Input::Stream { five, bytes } => {
-                if let Some(t) = self.server.handle_client_input(five, &bytes, now) {
-                    if let Some(r) = self.relays.get(&t.relay) {
-                        if let Err(e) = r.sock.try_send_to(&bytes[t.range], t.peer) {
-                            tracing::debug!(target: "eeaturn::relay", error = %e, "send to peer failed");
-                        }
-                    }
-                }
-            }
-            Input::StreamClosed { five } => {
-                self.streams.remove(&five);
-                self.server.handle_connection_closed(five, now);
-            }
+    /// Sends `make()` to every worker.
+    async fn to_workers(&self, make: impl Fn() -> Input) {
+        for w in &self.workers {
+            let _ = w.input.send(make()).await;
         }
-    }
-
-    /// Sends a message to a client: a datagram on UDP, a queued write on TCP/TLS.
-    fn send_to_client(&self, to: FiveTuple, bytes: &[u8]) {
-        if to.transport.is_stream() {
-            if let Some(w) = self.streams.get(&to) {
-                // A full queue means the client does not read: drop, as UDP would.
-                let _ = w.try_send(bytes.to_vec());
-            }
-        } else if let Some(sock) = self.listeners.get(&to.server) {
-            if let Err(e) = sock.try_send_to(bytes, to.client) {
-                tracing::debug!(target: "eeaturn::relay", error = %e, "send to client failed");
-            }
-        }
-    }
-
-    /// Carries out the core's commands and logs its events.
-    async fn drain(&mut self) {
-        while let Some(cmd) = self.server.poll_command() {
-            match cmd {
-                Command::SendToClient { to, bytes } => {
-                    if to.transport.is_stream() {
-                        self.send_to_client(to, &bytes);
-                    } else if let Some(sock) = self.listeners.get(&to.server) {
-                        if let Err(e) = sock.send_to(&bytes, to.client).await {
-                            tracing::debug!(target: "eeaturn::shell", error = %e, client = %Pii(to.client), "send to client failed");
-                        }
-                    }
-                }
-                Command::BindRelay { token, addrs } => {
-                    let result = self.bind_relays(&addrs);
-                    self.server.handle_relay_bound(token, &addrs, result, now());
-                }
-                Command::CloseRelay { addr } => {
-                    if let Some(r) = self.relays.remove(&addr) {
-                        r.reader.abort();
-                    }
-                }
-            }
-        }
-        while let Some(ev) = self.server.poll_event() {
-            log::event(&ev);
-        }
-    }
-
-    fn bind_relays(&mut self, addrs: &[SocketAddr]) -> BindResult {
-        let mut bound = Vec::new();
-        for &addr in addrs {
-            match bind_udp(addr) {
-                Ok(sock) => bound.push((addr, Arc::new(sock))),
-                Err(e) => {
-                    tracing::warn!(target: "eeaturn::shell", port = addr.port(), error = %e, "cannot bind relay socket");
-                    return if e.kind() == std::io::ErrorKind::AddrInUse {
-                        BindResult::AddrInUse
-                    } else {
-                        BindResult::Failed
-                    };
-                }
-            }
-        }
-        for (addr, sock) in bound {
-            let reader = spawn_relay_reader(sock.clone(), addr, self.tx.clone());
-            self.relays.insert(addr, RelaySocket { sock, reader });
-        }
-        BindResult::Bound
     }
 
     /// Renders the metrics text for the listener (when one is configured).
@@ -464,10 +303,14 @@ impl Driver {
         if self.config.metrics_listen.is_none() {
             return;
         }
+        let mut stats = Stats::default();
+        for w in &self.workers {
+            stats.merge(&w.snapshot().stats);
+        }
         let mut text = crate::metrics::render(
-            self.server.stats(),
-            self.server.allocation_count(),
-            self.server.policy(),
+            &stats,
+            self.quotas.total(),
+            &self.policy,
             self.config.geo.max_age,
             self.shell_counters,
             now().wall,
@@ -481,7 +324,7 @@ impl Driver {
     /// SIGHUP: re-reads the config file (when it came from one), the secrets, the policy and
     /// the databases. Each part that fails keeps its previous state and says why. Listeners,
     /// relay addresses and limits need a restart.
-    fn reload(&mut self) {
+    async fn reload(&mut self) {
         let mut config = match &self.config.source {
             Some(path) => match Config::load(path) {
                 Ok(c) => c,
@@ -506,7 +349,7 @@ impl Driver {
                 if let Some(api) = &self.api {
                     api.replace_secrets(s.clone());
                 }
-                self.server.replace_secrets(s);
+                self.to_workers(|| Input::Secrets(s.clone())).await;
                 tracing::info!(target: "eeaturn::shell", secrets = n, "reloaded secrets on SIGHUP");
             }
             Err(e) => {
@@ -541,7 +384,7 @@ impl Driver {
                 tracing::warn!(target: "eeaturn::api", "[api] was added or removed in the config file; it takes effect at the next restart");
             }
         }
-        if self.reload_policy(&config) {
+        if self.reload_policy(&config).await {
             self.watch = geo::DbWatch::new(&config);
             self.config.geo = config.geo.clone();
             self.config.rules = config.rules.clone();
@@ -551,12 +394,13 @@ impl Driver {
 
     /// Loads the policy and databases of `config` and puts them in force atomically; on
     /// failure keeps the previous ones. Returns whether it succeeded.
-    fn reload_policy(&mut self, config: &Config) -> bool {
+    async fn reload_policy(&mut self, config: &Config) -> bool {
         let policy = geo::load_policy(config, now().wall)
             .and_then(|p| geo::check_relay_location(config, &p).map(|()| p));
         match policy {
             Ok(p) => {
-                self.server.replace_policy(p);
+                self.to_workers(|| Input::Policy(p.clone())).await;
+                self.policy = p;
                 self.shell_counters.reloads_ok += 1;
                 tracing::info!(target: "eeaturn::policy", "policy and databases reloaded; existing permissions are re-checked at their next refresh");
                 true
@@ -570,79 +414,64 @@ impl Driver {
     }
 }
 
-fn spawn_listener_reader(
-    sock: Arc<UdpSocket>,
-    local: SocketAddr,
-    tx: mpsc::Sender<Input>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
-        loop {
-            match sock.recv_from(&mut buf).await {
-                Ok((n, from)) => {
-                    let input = Input::Client {
-                        server: local,
-                        from,
-                        bytes: buf[..n].to_vec(),
-                    };
-                    if tx.try_send(input).is_err() && tx.is_closed() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    // ICMP errors (port unreachable) surface as recv errors on Linux; skip them.
-                    tracing::trace!(target: "eeaturn::shell", error = %e, "listener recv error");
-                }
-            }
-        }
-    })
-}
-
-fn spawn_relay_reader(
-    sock: Arc<UdpSocket>,
-    local: SocketAddr,
-    tx: mpsc::Sender<Input>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM];
-        loop {
-            let end = PEER_HEADROOM + MAX_DATAGRAM;
-            match sock.recv_from(&mut buf[PEER_HEADROOM..end]).await {
-                Ok((n, from)) => {
-                    let mut out = vec![0u8; PEER_HEADROOM + n + PEER_TAILROOM];
-                    out[PEER_HEADROOM..PEER_HEADROOM + n]
-                        .copy_from_slice(&buf[PEER_HEADROOM..PEER_HEADROOM + n]);
-                    let input = Input::Peer {
-                        relay: local,
-                        from,
-                        buf: out,
-                        len: n,
-                    };
-                    if tx.try_send(input).is_err() && tx.is_closed() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::trace!(target: "eeaturn::shell", error = %e, "relay recv error");
-                }
-            }
-        }
-    })
-}
-
-/// Binds a non-blocking UDP socket with large buffers (IPv6 sockets are IPv6-only).
-fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+/// Binds a non-blocking UDP socket (IPv6 sockets are IPv6-only) and asks for `buffer`-byte
+/// receive and send buffers; the kernel caps them at `net.core.{r,w}mem_max`.
+fn bind_udp(
+    addr: SocketAddr,
+    buffer: usize,
+    reuse_port: bool,
+) -> std::io::Result<std::net::UdpSocket> {
     let domain = socket2::Domain::for_address(addr);
     let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
     if addr.is_ipv6() {
         sock.set_only_v6(true)?;
     }
-    // Best effort: the kernel caps these at net.core.{r,w}mem_max.
-    let _ = sock.set_recv_buffer_size(SOCKET_BUFFER);
-    let _ = sock.set_send_buffer_size(SOCKET_BUFFER);
+    if reuse_port {
+        sock.set_reuse_port(true)?;
+    }
+    let _ = sock.set_recv_buffer_size(buffer);
+    let _ = sock.set_send_buffer_size(buffer);
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
-    UdpSocket::from_std(sock.into())
+    Ok(sock.into())
+}
+
+/// Warns when the kernel gave a socket smaller buffers than `relay.socket_buffer` asked for:
+/// a burst larger than the buffer is lost before the relay sees it.
+fn check_buffers(sock: &std::net::UdpSocket, wanted: usize) {
+    let s = socket2::SockRef::from(sock);
+    // Linux reports twice the size it was asked for (the other half is bookkeeping).
+    for (what, got, sysctl) in [
+        ("receive", s.recv_buffer_size(), "net.core.rmem_max"),
+        ("send", s.send_buffer_size(), "net.core.wmem_max"),
+    ] {
+        match got {
+            Ok(got) if got / 2 < wanted => {
+                tracing::warn!(
+                    target: "eeaturn::shell",
+                    wanted,
+                    got = got / 2,
+                    "the kernel capped the UDP {what} buffers below relay.socket_buffer; bursts may be lost: raise it with `sysctl -w {sysctl}={wanted}` (and in /etc/sysctl.d/)"
+                );
+            }
+            Ok(got) => {
+                tracing::debug!(target: "eeaturn::shell", what, bytes = got / 2, "UDP socket buffers");
+            }
+            Err(e) => {
+                tracing::debug!(target: "eeaturn::shell", error = %e, "cannot read the socket buffer size");
+            }
+        }
+    }
+}
+
+/// Raises the open-file limit to its hard maximum: every allocation holds a socket.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(target: "eeaturn::shell", limit = n, "open-file limit"),
+        Err(e) => {
+            tracing::warn!(target: "eeaturn::shell", error = %e, "cannot raise the open-file limit");
+        }
+    }
 }
 
 #[expect(

@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::Input;
+use super::worker::Input;
 use crate::relay::{FiveTuple, Transport};
 use crate::stun::{HEADER_LEN, stream_frame_len};
 
