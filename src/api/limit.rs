@@ -56,7 +56,10 @@ mod tests {
     use super::*;
 
     #[test]
-    #[expect(clippy::disallowed_methods, reason = "any instant will do as the origin")]
+    #[expect(
+        clippy::disallowed_methods,
+        reason = "any instant will do as the origin"
+    )]
     fn burst_then_refill_at_the_rate() {
         let mut l = RateLimiter::default();
         let t0 = Instant::now();
