@@ -775,6 +775,8 @@ async fn real_answers_match_the_openapi_schemas() {
         .await,
         s.get_unauthenticated("/healthz").await,
         s.get_unauthenticated("/readyz").await,
+        s.get_unauthenticated("/healthz?token=x").await,
+        s.get_unauthenticated("/readyz?api_key=x").await,
     ];
     // Use up the bucket (12 burst; some answers above may not count) for a 429.
     for _ in 0..20 {
