@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::{
     PasswordAlgorithm, Peer, Relayed, TurnClient, in_relay_range, issue_credential, start_server,
-    udp_port_closed, wall_now,
+    start_server_with_workers, udp_port_closed, wall_now,
 };
 use eeaturn::stun::attr::{self, Family};
 use eeaturn::stun::{Class, MessageBuilder, Method};
@@ -706,4 +706,67 @@ async fn binding_requests_are_answered_without_credentials() {
     let mut client = server.client("127.0.1.7", "alice").await;
     assert_eq!(client.binding().await, client.local_addr());
     server.stop().await;
+}
+
+/// Four workers share the listening port: clients on many source ports land on different
+/// workers, yet each relays both ways, the per-user quota holds for the whole relay, and a
+/// RESERVATION-TOKEN made at one worker is redeemed by sockets that may hash to any other.
+#[tokio::test]
+async fn four_workers_share_the_port_the_quotas_and_the_reservations() {
+    let server = start_server_with_workers(4, "[limits]\nmax_allocations_per_user = 12\n").await;
+    let echo = common::spawn_echo_peer("127.0.2.1").await;
+    let mut clients = Vec::new();
+    for i in 0..12 {
+        let mut c = server.client("127.0.1.1", "bob").await;
+        c.allocate()
+            .await
+            .unwrap_or_else(|e| panic!("Allocate {i} of 12: {e:?}"));
+        clients.push(c);
+    }
+    // The 13th allocation of the same user is refused, whichever worker it reaches.
+    let mut extra = server.client("127.0.1.1", "bob").await;
+    assert_eq!(
+        extra.allocate().await.map(|_| ()).map_err(|e| e.code),
+        Err(486)
+    );
+    for (i, c) in clients.iter_mut().enumerate() {
+        c.channel_bind(0x4000, echo).await.expect("ChannelBind");
+        let payload = format!("through worker-hashed client {i}");
+        c.send_channel_data(0x4000, payload.as_bytes()).await;
+        match c.recv_relayed().await {
+            Relayed::Channel { channel, data } => {
+                assert_eq!((channel, data.as_slice()), (0x4000, payload.as_bytes()));
+            }
+            other => panic!("client {i}: expected ChannelData back, got {other:?}"),
+        }
+    }
+    drop(clients);
+    drop(extra);
+
+    // Reservations: each of eight tokens is redeemed by a fresh socket (another source port,
+    // so often another worker) and yields the port after the even one.
+    for round in 0..8 {
+        let mut first = server.client("127.0.1.2", "carol").await;
+        let alloc = first
+            .allocate_with(&|b: &mut MessageBuilder| b.add_raw(attr::EVEN_PORT, &[0x80]))
+            .await
+            .expect("Allocate with EVEN-PORT R=1");
+        let even = alloc.relayed();
+        let token = alloc
+            .response
+            .attr(attr::RESERVATION_TOKEN)
+            .expect("RESERVATION-TOKEN");
+        let mut second = server.client("127.0.1.3", "carol").await;
+        let next = second
+            .allocate_with(&|b: &mut MessageBuilder| b.add_raw(attr::RESERVATION_TOKEN, &token))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: redeeming the token: {e:?}"))
+            .relayed();
+        assert_eq!(next, SocketAddr::new(even.ip(), even.port() + 1));
+        first.refresh(0).await.expect("release");
+        second.refresh(0).await.expect("release");
+    }
+    let stats = server.stop().await;
+    assert_eq!(stats.packets_to_peer, 12);
+    assert_eq!(stats.packets_to_client, 12);
 }

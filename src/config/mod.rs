@@ -128,6 +128,9 @@ pub struct RawServer {
     /// Value of the SOFTWARE attribute; empty omits it.
     #[serde(default = "default_software")]
     pub software: String,
+    /// Data-path worker threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// `[auth]`: credentials and nonces.
@@ -418,6 +421,8 @@ pub struct Config {
     pub software: Option<String>,
     /// Listeners.
     pub listen: Vec<Listen>,
+    /// Data-path worker threads (at least 1).
+    pub workers: usize,
     /// Absolute path of the secret file.
     pub secret_file: PathBuf,
     /// Nonce validity.
@@ -622,6 +627,16 @@ impl Config {
                 return Err(invalid("server.listen", format!("{l} is listed twice")));
             }
         }
+        if raw.server.workers > 256 {
+            return Err(invalid(
+                "server.workers",
+                "must be at most 256 (0 means one per CPU core)",
+            ));
+        }
+        let workers = match raw.server.workers {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+            n => n,
+        };
         let software = Some(raw.server.software).filter(|s| !s.is_empty());
         if software.as_ref().is_some_and(|s| s.len() > 127) {
             return Err(invalid("server.software", "must be at most 127 characters"));
@@ -687,6 +702,7 @@ impl Config {
             realm,
             software,
             listen,
+            workers,
             secret_file,
             nonce_lifetime,
             max_credential_ttl,

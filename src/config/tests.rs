@@ -430,3 +430,34 @@ fn api_errors_name_their_key() {
     );
     assert_eq!(invalid_key(&twice), "api.keys.name");
 }
+
+#[test]
+fn workers_and_socket_buffers() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.workers >= 1, "0 means one per core");
+    assert_eq!(c.relay.socket_buffer, 4 << 20);
+    let c = parse(&MINIMAL.replace(
+        "addresses = [\"127.0.0.1\"]",
+        "addresses = [\"127.0.0.1\"]\nsocket_buffer = \"512KiB\"",
+    ))
+    .unwrap();
+    assert_eq!(c.relay.socket_buffer, 512 << 10);
+    let c = parse(&MINIMAL.replace(
+        "realm = \"r.example\"",
+        "realm = \"r.example\"\nworkers = 3",
+    ))
+    .unwrap();
+    assert_eq!(c.workers, 3);
+    for bad in ["\"4GiB\"", "\"1KiB\"", "\"lots\"", "\"4 MB\""] {
+        let text = MINIMAL.replace(
+            "addresses = [\"127.0.0.1\"]",
+            &format!("addresses = [\"127.0.0.1\"]\nsocket_buffer = {bad}"),
+        );
+        assert_eq!(invalid_key(&text), "relay.socket_buffer", "{bad}");
+    }
+    let text = MINIMAL.replace(
+        "realm = \"r.example\"",
+        "realm = \"r.example\"\nworkers = 1000",
+    );
+    assert_eq!(invalid_key(&text), "server.workers");
+}

@@ -514,7 +514,9 @@ impl<R: RngCore> Server<R> {
         // refused request leaves the reservation to its own timer.
         let reservation = match token {
             Some(t) => Some(
-                self.reservations
+                self.shared
+                    .ports()
+                    .reservations
                     .get(&t)
                     .copied()
                     .filter(|r| r.expires > now.mono)
@@ -561,19 +563,26 @@ impl<R: RngCore> Server<R> {
             None => None,
         };
         // Quotas, shared with the other workers; released when the allocation is deleted.
-        self.quotas
+        self.shared
             .try_take(
                 &auth.user_key,
                 self.cfg.limits.max_allocations,
                 self.cfg.limits.max_allocations_per_user,
             )
             .map_err(|e| match e {
-                super::quota::Exceeded::Total => fail(508, "Insufficient Capacity"),
-                super::quota::Exceeded::User => fail(486, "Allocation Quota Reached"),
+                super::shared::Exceeded::Total => fail(508, "Insufficient Capacity"),
+                super::shared::Exceeded::User => fail(486, "Allocation Quota Reached"),
             })?;
         if let Some(t) = token {
-            // Consumed: the reserved port now belongs to this allocation.
-            self.reservations.remove(&t);
+            // Consumed: the reserved port now belongs to this allocation. Another worker may
+            // have redeemed the same token a moment ago.
+            if self.shared.ports().reservations.remove(&t).is_none() {
+                self.shared.release(&auth.user_key);
+                return Err(fail(
+                    508,
+                    "Insufficient Capacity: unknown reservation token",
+                ));
+            }
         }
 
         let id = AllocationId(self.rng.next_u64());
@@ -655,18 +664,16 @@ impl<R: RngCore> Server<R> {
             let Some(ip) = self.relay_ip(family) else {
                 continue;
             };
-            let port = {
-                let (pool, rng) = match family {
-                    Family::V4 => (&mut self.ports_v4, &mut self.rng),
-                    Family::V6 => (&mut self.ports_v6, &mut self.rng),
-                };
-                pool.take(rng, even, reserve)
-            };
+            let port = self
+                .shared
+                .ports()
+                .pool(family)
+                .take(&mut self.rng, even, reserve);
             let Some(port) = port else {
                 // Out of ports: give back what was taken and fail with 508.
                 for r in &relayed {
                     let r: &Relayed = r;
-                    self.ports(r.family).release(r.local.port());
+                    self.release_port(r.family, r.local.port());
                 }
                 if let Some(a) = self.alloc(slot) {
                     let to = a.five_tuple;
@@ -695,7 +702,7 @@ impl<R: RngCore> Server<R> {
                     port: port + 1,
                     expires: now.mono + Duration::from_secs(RESERVATION_LIFETIME_SECS),
                 };
-                self.reservations.insert(token, r);
+                self.shared.ports().reservations.insert(token, r);
                 self.timers.add(r.expires, Timer::Reservation(token));
                 reservation = Some(token);
             }
@@ -738,12 +745,13 @@ impl<R: RngCore> Server<R> {
         for r in &relayed {
             self.by_relay.remove(&r.local);
             if release_ports {
-                self.ports(r.family).release(r.local.port());
+                self.release_port(r.family, r.local.port());
             }
         }
         if let Some(token) = reservation {
-            if let Some(r) = self.reservations.remove(&token) {
-                self.ports(r.family).release(r.port);
+            let mut ports = self.shared.ports();
+            if let Some(r) = ports.reservations.remove(&token) {
+                ports.pool(r.family).release(r.port);
             }
         }
         if let Some(a) = self.alloc_mut(slot) {
@@ -753,7 +761,7 @@ impl<R: RngCore> Server<R> {
 
     fn complete_allocate(&mut self, slot: Slot, pending: PendingAllocate, now: Now) {
         for &(family, port) in &pending.busy {
-            self.ports(family).release(port);
+            self.release_port(family, port);
         }
         let software = self.cfg.software.clone();
         let Some(a) = self.alloc(slot) else {

@@ -20,7 +20,7 @@ mod auth;
 mod events;
 mod handle;
 mod ports;
-mod quota;
+mod shared;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -35,7 +35,7 @@ use rand::RngCore;
 use ring::hmac;
 
 pub use events::{EndReason, Event, Stats};
-pub use quota::Quotas;
+pub use shared::Shared;
 pub use table::TrafficCounters;
 pub use types::{
     AllocationId, ClientTransmit, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit,
@@ -43,7 +43,6 @@ pub use types::{
 };
 
 use self::auth::Authenticator;
-use self::ports::PortPool;
 use self::table::{Allocation, Slot, Timers};
 use crate::config::{Config, Limits, RelayAddresses};
 use crate::credentials::Secrets;
@@ -140,10 +139,7 @@ pub struct Server<R> {
     active: usize,
     by_five_tuple: HashMap<FiveTuple, Slot>,
     by_relay: HashMap<SocketAddr, Slot>,
-    quotas: Arc<Quotas>,
-    ports_v4: PortPool,
-    ports_v6: PortPool,
-    reservations: HashMap<u64, Reservation>,
+    shared: Arc<Shared>,
     /// Incremented by every `replace_policy`; permissions remember the one they passed.
     policy_generation: u64,
     timers: Timers,
@@ -154,7 +150,7 @@ pub struct Server<R> {
 
 /// A port held for a later Allocate with RESERVATION-TOKEN. See RFC 8656 §7.2.
 #[derive(Debug, Clone, Copy)]
-struct Reservation {
+pub(crate) struct Reservation {
     family: Family,
     port: u16,
     expires: std::time::Instant,
@@ -178,8 +174,7 @@ impl<R: RngCore> Server<R> {
             max_credential_ttl: cfg.max_credential_ttl,
         };
         Self {
-            ports_v4: PortPool::new(cfg.relay.ports.clone()),
-            ports_v6: PortPool::new(cfg.relay.ports.clone()),
+            shared: Arc::new(Shared::new(cfg.relay.ports.clone())),
             cfg,
             auth,
             policy,
@@ -189,8 +184,6 @@ impl<R: RngCore> Server<R> {
             active: 0,
             by_five_tuple: HashMap::new(),
             by_relay: HashMap::new(),
-            quotas: Arc::default(),
-            reservations: HashMap::new(),
             policy_generation: 0,
             timers: Timers::default(),
             commands: VecDeque::new(),
@@ -199,12 +192,13 @@ impl<R: RngCore> Server<R> {
         }
     }
 
-    /// Makes this server count its allocations in `quotas`, shared with the other servers of
-    /// the process (one per worker), so that the allocation limits hold for the whole relay.
-    /// Call before the first input.
+    /// Makes this server share allocation counts, relay ports and reservations with the other
+    /// servers of the process (one per worker), so that the limits hold for the whole relay and
+    /// a reservation made at one can be redeemed at another. `shared` must cover the same port
+    /// range as this server's config. Call before the first input.
     #[must_use]
-    pub fn with_quotas(mut self, quotas: Arc<Quotas>) -> Self {
-        self.quotas = quotas;
+    pub fn with_shared(mut self, shared: Arc<Shared>) -> Self {
+        self.shared = shared;
         self
     }
 
@@ -325,11 +319,9 @@ impl<R: RngCore> Server<R> {
         }
     }
 
-    fn ports(&mut self, family: Family) -> &mut PortPool {
-        match family {
-            Family::V4 => &mut self.ports_v4,
-            Family::V6 => &mut self.ports_v6,
-        }
+    /// Gives a relay port back to the shared pool.
+    fn release_port(&self, family: Family, port: u16) {
+        self.shared.ports().pool(family).release(port);
     }
 
     /// Removes an allocation and everything it holds.
@@ -347,17 +339,17 @@ impl<R: RngCore> Server<R> {
         self.free.push(slot.index);
         self.active -= 1;
         self.by_five_tuple.remove(&a.five_tuple);
-        self.quotas.release(&a.auth.user_key);
+        self.shared.release(&a.auth.user_key);
         let was_active = a.is_active();
         if let table::AllocState::Pending(p) = &a.state {
             for &(family, port) in &p.busy {
-                self.ports(family).release(port);
+                self.release_port(family, port);
             }
         }
         for r in &a.relayed {
             self.by_relay.remove(&r.local);
             let port = r.local.port();
-            self.ports(r.family).release(port);
+            self.release_port(r.family, port);
             if was_active {
                 self.commands
                     .push_back(Command::CloseRelay { addr: r.local });
@@ -418,10 +410,12 @@ impl<R: RngCore> Server<R> {
                     }
                 }
                 table::Timer::Reservation(token) => {
-                    if let Some(r) = self.reservations.get(&token).copied() {
+                    // Another worker may have redeemed it already.
+                    let mut ports = self.shared.ports();
+                    if let Some(r) = ports.reservations.get(&token).copied() {
                         if r.expires <= now.mono {
-                            self.reservations.remove(&token);
-                            self.ports(r.family).release(r.port);
+                            ports.reservations.remove(&token);
+                            ports.pool(r.family).release(r.port);
                         }
                     }
                 }

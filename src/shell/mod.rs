@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ListenTransport};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
-use crate::relay::{Now, Quotas, Server, ServerConfig, Stats};
+use crate::relay::{Now, Server, ServerConfig, Shared, Stats};
 
 use self::worker::{Input, WorkerHandle};
 
@@ -73,42 +73,61 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     let mut local_addrs = Vec::new();
     let mut readers = Vec::new();
-    let mut udp = Vec::new();
+    // Each worker gets its own socket on every UDP listening address (SO_REUSEPORT); the
+    // kernel hashes a client's address and port to one of them, so a client always reaches
+    // the same worker, the one holding its allocation.
+    let n = config.workers.max(1);
+    let mut udp: Vec<Vec<std::net::UdpSocket>> = (0..n).map(|_| Vec::new()).collect();
     for l in config
         .listen
         .iter()
         .filter(|l| l.transport == ListenTransport::Udp)
     {
-        let sock = bind_udp(l.addr, config.relay.socket_buffer, false)
+        let first = bind_udp(l.addr, config.relay.socket_buffer, n > 1)
             .with_context(|| format!("binding listener {l}"))?;
-        let local = sock.local_addr()?;
-        if udp.is_empty() {
-            check_buffers(&sock, config.relay.socket_buffer);
+        let local = first.local_addr()?;
+        if local_addrs.is_empty() {
+            check_buffers(&first, config.relay.socket_buffer);
         }
-        udp.push(sock);
+        udp[0].push(first);
+        for socks in udp.iter_mut().skip(1) {
+            socks.push(
+                bind_udp(local, config.relay.socket_buffer, true)
+                    .with_context(|| format!("binding listener {l} (SO_REUSEPORT)"))?,
+            );
+        }
         local_addrs.push(local);
         let bound = crate::config::Listen { addr: local, ..*l };
         tracing::info!(target: "eeaturn::shell", listener = %bound, "listening");
     }
-    // One worker for now: every allocation and relay socket lives on it.
-    let quotas = Arc::new(Quotas::default());
-    let server = Server::new(
-        ServerConfig::from_config(&config),
-        secrets.clone(),
-        policy.clone(),
-        nonce_key,
-        StdRng::from_rng(&mut rng),
-    )
-    .with_quotas(quotas.clone());
+    let shared = Arc::new(Shared::new(config.relay.ports.clone()));
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
         buffer: config.relay.socket_buffer,
     };
-    let workers = vec![
-        worker::spawn("eeaturn-worker-0".to_owned(), server, udp, relay_sockets)
-            .context("starting the data-path worker")?,
-    ];
-    let stream_tx = workers[0].input.clone();
+    let mut workers = Vec::with_capacity(n);
+    for (i, socks) in udp.into_iter().enumerate() {
+        let server = Server::new(
+            ServerConfig::from_config(&config),
+            secrets.clone(),
+            policy.clone(),
+            nonce_key,
+            StdRng::from_rng(&mut rng),
+        )
+        .with_shared(shared.clone());
+        workers.push(
+            worker::spawn(
+                format!("eeaturn-worker-{i}"),
+                server,
+                socks,
+                relay_sockets.clone(),
+            )
+            .context("starting a data-path worker")?,
+        );
+    }
+    tracing::info!(target: "eeaturn::shell", workers = n, "data-path workers started");
+    let stream_inputs: Arc<[tokio::sync::mpsc::Sender<Input>]> =
+        workers.iter().map(|w| w.input.clone()).collect();
 
     let tls = match &config.tls {
         Some(t) => {
@@ -134,10 +153,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         } else {
             None
         };
-        let (local, task) =
-            stream::spawn_listener(l.addr, acceptor, stream_settings.clone(), stream_tx.clone())
-                .await
-                .with_context(|| format!("binding listener {l}"))?;
+        let (local, task) = stream::spawn_listener(
+            l.addr,
+            acceptor,
+            stream_settings.clone(),
+            stream_inputs.clone(),
+        )
+        .await
+        .with_context(|| format!("binding listener {l}"))?;
         readers.push(task);
         local_addrs.push(local);
         let bound = crate::config::Listen { addr: local, ..*l };
@@ -172,7 +195,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let coordinator = Coordinator {
         workers,
-        quotas,
+        shared,
         policy,
         api,
         tls,
@@ -232,7 +255,7 @@ pub fn load_secrets(config: &Config) -> anyhow::Result<Secrets> {
 /// Everything of the relay that is not on the data path: reloads, metrics, the API.
 struct Coordinator {
     workers: Vec<WorkerHandle>,
-    quotas: Arc<Quotas>,
+    shared: Arc<Shared>,
     /// The policy in force (the workers hold clones), for the metrics.
     policy: Policy,
     api: Option<crate::api::Api>,
@@ -309,7 +332,7 @@ impl Coordinator {
         }
         let mut text = crate::metrics::render(
             &stats,
-            self.quotas.total(),
+            self.shared.total(),
             &self.policy,
             self.config.geo.max_age,
             self.shell_counters,

@@ -65,7 +65,7 @@ pub(super) async fn spawn_listener(
     addr: SocketAddr,
     tls: Option<SharedAcceptor>,
     settings: StreamSettings,
-    tx: mpsc::Sender<Input>,
+    workers: Arc<[mpsc::Sender<Input>]>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -125,7 +125,8 @@ pub(super) async fn spawn_listener(
                     .unwrap_or_else(std::sync::PoisonError::into_inner)
                     .clone()
             });
-            let tx = tx.clone();
+            // A connection's allocation lives on one worker, picked by the client's port.
+            let tx = workers[usize::from(peer.port()) % workers.len()].clone();
             let settings = settings.clone();
             tokio::spawn(async move {
                 serve_connection(stream, five, acceptor, &settings, tx).await;

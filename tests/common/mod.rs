@@ -94,8 +94,15 @@ pub(crate) struct TestServer {
 
 /// Starts a relay on the test configuration plus `extra_toml` (see [`config_toml`]).
 pub(crate) async fn start_server(extra_toml: &str) -> TestServer {
+    start_server_with_workers(0, extra_toml).await
+}
+
+/// Like [`start_server`], with `server.workers = workers` (0: one per core).
+pub(crate) async fn start_server_with_workers(workers: usize, extra_toml: &str) -> TestServer {
     let (dir, path) = write_config_dir(extra_toml);
-    let text = std::fs::read_to_string(&path).expect("reading the config back");
+    let text = std::fs::read_to_string(&path)
+        .expect("reading the config back")
+        .replacen("[server]\n", &format!("[server]\nworkers = {workers}\n"), 1);
     let config = Config::parse(&text, dir.path()).expect("the test config is valid");
     let running = eeaturn::shell::start(config)
         .await
