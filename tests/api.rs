@@ -494,6 +494,55 @@ async fn a_request_slower_than_request_timeout_gets_408() {
     s.stop().await;
 }
 
+/// A client that writes the whole body before it reads (as Python's `requests` does) must still
+/// get the 413, and must not lose its next request on a connection the server silently closed.
+#[tokio::test]
+async fn an_oversized_body_sent_whole_gets_413_and_the_connection_says_what_follows() {
+    let s = start(GENEROUS_LIMIT).await;
+    for size in [MAX_BODY + 1, 5000, 70_000, 300_000] {
+        let mut tls = tls_to(s.api).await;
+        let head = format!(
+            "POST /v1/credentials HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {SIGNALING_KEY}\r\ncontent-type: application/json\r\ncontent-length: {size}\r\n\r\n"
+        );
+        let mut request = head.into_bytes();
+        request.extend_from_slice(padded_body(size).as_bytes());
+        let written = timeout(TIMEOUT, async {
+            tls.write_all(&request).await?;
+            tls.flush().await
+        })
+        .await;
+        assert!(
+            matches!(written, Ok(Ok(()))),
+            "a body of {size} bytes: the server broke the connection while it was being sent: {written:?}"
+        );
+        let answer = read_response(&mut tls).await;
+        let (head, body) = answer.unwrap_or_else(|e| {
+            panic!("a body of {size} bytes sent whole: no 413 answer, the connection ended: {e}")
+        });
+        assert!(head.starts_with("HTTP/1.1 413"), "{size} bytes: {head}");
+        assert!(body.contains("payload_too_large"), "{size} bytes: {body}");
+        // Either the server said it closes, or it read the body away and serves the next
+        // request on this connection.
+        if !head.to_ascii_lowercase().contains("\r\nconnection: close") {
+            let next = "GET /healthz HTTP/1.1\r\nhost: localhost\r\n\r\n";
+            tls.write_all(next.as_bytes()).await.unwrap_or_else(|e| {
+                panic!("{size} bytes: the 413 kept the connection open, yet it is gone: {e}")
+            });
+            tls.flush().await.expect("flushing");
+            let (head, _) = read_response(&mut tls).await.unwrap_or_else(|e| {
+                panic!(
+                    "{size} bytes: the 413 did not say `connection: close`, yet the next request on the connection is lost: {e}"
+                )
+            });
+            assert!(
+                head.starts_with("HTTP/1.1 200"),
+                "{size} bytes, then /healthz: {head}"
+            );
+        }
+    }
+    s.stop().await;
+}
+
 // --- rate limit, headers, CORS, health -----------------------------------------------------------
 
 #[tokio::test]
@@ -1241,6 +1290,41 @@ async fn read_answer(io: &mut (impl AsyncRead + Unpin), word: &str) -> String {
         match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => answer.extend_from_slice(&chunk[..n]),
             _ => return text.into_owned(),
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 answer (head and a `content-length` body) off `io`; returns its head and
+/// body, or why there is none.
+async fn read_response(io: &mut (impl AsyncRead + Unpin)) -> Result<(String, String), String> {
+    let deadline = Instant::now() + TIMEOUT;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut want = None;
+    loop {
+        if want.is_none() {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                want = Some((end + 4, len));
+            }
+        }
+        if let Some((start, len)) = want {
+            if buf.len() >= start + len {
+                let head = String::from_utf8_lossy(&buf[..start - 4]).into_owned();
+                let body = String::from_utf8_lossy(&buf[start..start + len]).into_owned();
+                return Ok((head, body));
+            }
+        }
+        match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
+            Err(_) => return Err(format!("no complete answer in {TIMEOUT:?}")),
+            Ok(Ok(0)) => return Err(format!("end of stream after {} bytes", buf.len())),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return Err(format!("{e} after {} bytes", buf.len())),
         }
     }
 }
