@@ -1,0 +1,479 @@
+#!/usr/bin/env bash
+# Side-by-side data-path comparison on loopback: eeaturn, coturn, and two bare UDP forwarders
+# (benches/forwarders: naive recvfrom/sendto, batched recvmmsg/sendmmsg), all driven by the
+# same load tool (src/bin/eeaturn-bench) with the same settings.
+#
+#   bash benches/compare.sh [--quick] [--runs N] [--duration S] [--rate PPS] [--gso N]
+#                           [--results DIR] [--servers "LIST"] [--no-setup] [--no-memory]
+#                           [--max-wait S] [--payloads "100 1200"] [--allocations "1 10 100"]
+#                           [--modes "channel send"] [--loads "fixed saturate"]
+#
+# The server under test runs pinned to CPU 1 and the load tool (clients and peer sockets in
+# one process) to CPU 0 (`taskset`), the same for every server. Each cell of the matrix runs
+# --runs times (default 3) and the tables show medians. Raw JSON lines (one per run) go to
+# the results directory (default: a new directory under ${TMPDIR:-/tmp}).
+#
+# Matrix (issue 6): payload 100 and 1200 bytes; 1, 10 and 100 allocations; ChannelData and
+# Send indications (the forwarders get bare datagrams); a fixed offered rate that every
+# server carries without loss (--rate, default 50,000 msg/s in total: a third of the slowest
+# server's saturation here) and saturation. Saturating loads send with UDP GSO, --gso (8)
+# packets per system call, so that one tool core can offer more than any server here takes
+# (about 650k msg/s against 230k without); every server still receives single datagrams
+# (none of them enables UDP_GRO). Fixed-rate loads send one packet per system call.
+# Then the allocation setup rate (with authentication) and the memory per idle allocation
+# (1,000 and 10,000 allocations, one permission and one channel each).
+# --quick: one run of 100 bytes, 10 allocations, ChannelData, fixed and saturating, every
+# server; setup rate once; memory with 1,000 allocations. About 2 minutes after the build.
+#
+# Needs: Linux with 2+ CPUs, gcc, cargo, python3, root or sudo to install coturn when it is
+# missing. Every address is a loopback address; every listener sits in 20000-20999, the
+# peer on 20500, relay ports in 40000-59999.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source=../tests/interop/lib.sh
+source "$REPO/tests/interop/lib.sh"
+
+QUICK=0
+RUNS=3
+DURATION=5
+WARMUP=1
+RATE=50000
+GSO=8
+RESULTS=""
+SERVERS="forwarder-naive forwarder-batched coturn eeaturn"
+DO_SETUP=1
+DO_MEMORY=1
+MAX_WAIT=30
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1 ;;
+    --runs) RUNS="$2"; shift ;;
+    --duration) DURATION="$2"; shift ;;
+    --rate) RATE="$2"; shift ;;
+    --gso) GSO="$2"; shift ;;
+    --results) RESULTS="$2"; shift ;;
+    --servers) SERVERS="$2"; shift ;;
+    --no-setup) DO_SETUP=0 ;;
+    --no-memory) DO_MEMORY=0 ;;
+    --max-wait) MAX_WAIT="$2"; shift ;;
+    --payloads) read -r -a SEL_PAYLOADS <<<"$2"; shift ;;
+    --allocations) read -r -a SEL_ALLOCS <<<"$2"; shift ;;
+    --modes) read -r -a SEL_MODES <<<"$2"; shift ;;
+    --loads) read -r -a SEL_LOADS <<<"$2"; shift ;;
+    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+if [ "$QUICK" = 1 ]; then
+  RUNS=1
+  PAYLOADS=(100)
+  ALLOCS=(10)
+  MODES=(channel)
+  SETUP_ALLOCS=2000
+  MEMORY_ALLOCS=(1000)
+else
+  PAYLOADS=(100 1200)
+  ALLOCS=(1 10 100)
+  MODES=(channel send)
+  SETUP_ALLOCS=5000
+  MEMORY_ALLOCS=(1000 10000)
+fi
+LOADS=(fixed saturate)
+# Explicit selections override the matrix (quoted lists, e.g. --payloads "1200").
+[ -n "${SEL_PAYLOADS[*]:-}" ] && PAYLOADS=("${SEL_PAYLOADS[@]}")
+[ -n "${SEL_ALLOCS[*]:-}" ] && ALLOCS=("${SEL_ALLOCS[@]}")
+[ -n "${SEL_MODES[*]:-}" ] && MODES=("${SEL_MODES[@]}")
+[ -n "${SEL_LOADS[*]:-}" ] && LOADS=("${SEL_LOADS[@]}")
+case "$RUNS$DURATION$RATE$MAX_WAIT$GSO" in
+  *[!0-9.]*) echo "--runs, --duration and --rate take numbers" >&2; exit 2 ;;
+esac
+if [ "$RUNS" -lt 1 ] || [ "$RUNS" -gt 20 ]; then
+  echo "--runs must be 1..20" >&2
+  exit 2
+fi
+
+# Fixed addresses and ports (loopback only; below the ephemeral range 32768-60999, except
+# the relay range, which needs 20,000 ports for 10,000 allocations and is bound only on
+# 127.0.0.1 while clients bind 127.0.1.1).
+HOST=127.0.0.1
+CLIENT=127.0.1.1   # German in eeaturn's test world
+PEER=127.0.2.1     # French
+PEER_PORT=20500
+RELAY_MIN=40000
+RELAY_MAX=59999
+REALM=bench.test
+SERVER_CPU=1
+TOOL_CPU=0
+declare -A PORT=([coturn]=20000 [eeaturn]=20001 [forwarder-naive]=20010 [forwarder-batched]=20011)
+
+BENCH_PIDS=()
+cleanup() {
+  local pid
+  for pid in "${BENCH_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${BENCH_PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- preparation -------------------------------------------------------------------------
+
+if [ "$(nproc)" -lt 2 ]; then
+  log "need at least 2 CPUs (server and load tool pinned apart); have $(nproc)"
+  exit 1
+fi
+for cmd in gcc cargo python3 taskset; do
+  command -v "$cmd" >/dev/null || { log "missing: $cmd"; exit 1; }
+done
+if [[ " $SERVERS " == *" coturn "* ]] && ! command -v turnserver >/dev/null 2>&1; then
+  ensure_coturn
+fi
+if [[ " $SERVERS " == *" coturn "* ]]; then
+  stop_packaged_coturn
+fi
+
+# Many allocations need many descriptors (a socket per allocation on both sides).
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/eeaturn-compare.XXXXXX")"
+RESULTS="${RESULTS:-$WORK/results}"
+mkdir -p "$RESULTS"
+log "work dir $WORK, results in $RESULTS"
+
+log "building eeaturn and eeaturn-bench (cargo build --release --locked)"
+(cd "$REPO" && cargo build --release --locked --bins) >"$WORK/build.log" 2>&1 ||
+  { tail -n 30 "$WORK/build.log"; exit 1; }
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}/release"
+EEATURN="$TARGET/eeaturn"
+BENCH="$TARGET/eeaturn-bench"
+for f in naive batched; do
+  gcc -O2 -Wall -Wextra -o "$WORK/$f" "$REPO/benches/forwarders/$f.c"
+done
+
+SECRET="$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"
+printf '%s\n' "$SECRET" >"$WORK/secret"
+chmod 600 "$WORK/secret"
+
+cat >"$WORK/eeaturn.toml" <<EOF
+# Written by benches/compare.sh; loopback only.
+[server]
+realm = "$REALM"
+listen = ["udp://$HOST:${PORT[eeaturn]}"]
+# One data-path worker for the one CPU it gets (0 would give the same under taskset).
+workers = 1
+[auth]
+secret_file = "$WORK/secret"
+[relay]
+addresses = ["$HOST"]
+port_range = "$RELAY_MIN-$RELAY_MAX"
+[limits]
+max_allocations = 20000
+[geo]
+country_db = "$REPO/geo/testdata/world-country.mmdb"
+asn_db = "$REPO/geo/testdata/world-asn.mmdb"
+max_age = "36500d"
+[peers]
+dangerous_allow = ["127.0.0.0/8"]
+[log]
+level = "warn"
+EOF
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "nproc: $(nproc)"
+  lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket|Hypervisor|L2|L3)' | sed 's/  */ /g'
+  echo "kernel: $(uname -r)"
+  echo "eeaturn: $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo unknown)"
+  echo "coturn: $(turnserver --version 2>/dev/null | head -n1 || echo none)"
+  echo "net.core.rmem_max: $(cat /proc/sys/net/core/rmem_max)"
+  echo "runs: $RUNS, duration ${DURATION}s, warmup ${WARMUP}s, fixed rate $RATE msg/s, saturating with GSO $GSO"
+} >"$RESULTS/machine.txt"
+sed 's/^/    /' "$RESULTS/machine.txt"
+
+# ---- servers -----------------------------------------------------------------------------
+
+# start_server NAME: starts NAME pinned to $SERVER_CPU; sets SERVER_PID; waits until ready.
+start_server() {
+  local name="$1" port="${PORT[$1]}"
+  local logf="$WORK/$name.log"
+  case "$name" in
+    forwarder-naive | forwarder-batched)
+      taskset -c "$SERVER_CPU" "$WORK/${name#forwarder-}" "$HOST:$port" "$PEER:$PEER_PORT" \
+        >"$logf" 2>&1 &
+      ;;
+    coturn)
+      # -n: no config file. Loopback peers need --allow-loopback-peers (--allowed-peer-ip
+      # alone does not lift the loopback ban). One relay thread for the one CPU it gets, as
+      # eeaturn gets one worker. No TLS/DTLS/CLI, log to a file only.
+      taskset -c "$SERVER_CPU" turnserver -n \
+        --listening-ip="$HOST" --listening-port="$port" --relay-ip="$HOST" \
+        --min-port="$RELAY_MIN" --max-port="$RELAY_MAX" \
+        --allow-loopback-peers --allowed-peer-ip="$PEER" \
+        --use-auth-secret --static-auth-secret="$SECRET" --realm="$REALM" \
+        --no-tls --no-dtls --no-cli --no-rfc5780 --relay-threads=1 \
+        --log-file="$logf" --no-stdout-log --simple-log \
+        --userdb="$WORK/turndb" --pidfile="$WORK/turnserver.pid" >/dev/null 2>&1 &
+      ;;
+    eeaturn)
+      taskset -c "$SERVER_CPU" env NO_COLOR=1 "$EEATURN" serve --config "$WORK/eeaturn.toml" \
+        >"$logf" 2>&1 &
+      ;;
+    *) log "unknown server $name"; return 1 ;;
+  esac
+  SERVER_PID=$!
+  BENCH_PIDS+=("$SERVER_PID")
+  local i
+  for i in $(seq 1 100); do
+    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+      log "$name exited at start; its log:"
+      tail -n 20 "$logf" | sed 's/^/    | /'
+      return 1
+    fi
+    case "$name" in
+      forwarder-*)
+        [ -n "$(ss -Hlun "sport = :$port" 2>/dev/null)" ] && return 0
+        ;;
+      *)
+        # Ready when one authenticated allocation succeeds.
+        if "$BENCH" setup --server "$HOST:$port" --secret-file "$WORK/secret" \
+          --client-addr "$CLIENT" --allocations 1 >/dev/null 2>&1; then
+          return 0
+        fi
+        ;;
+    esac
+    sleep 0.1
+  done
+  log "$name not ready after 10 s"
+  return 1
+}
+
+stop_server() {
+  kill -TERM "$SERVER_PID" 2>/dev/null || true
+  for _ in $(seq 1 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SERVER_PID" 2>/dev/null || true
+  wait "$SERVER_PID" 2>/dev/null || true
+}
+
+# Waits (up to --max-wait seconds, default 30) until both CPUs are nearly idle, so that other
+# work on a shared machine does not land in a measurement. Counts the times it gives up.
+NOISY=0
+wait_quiet() {
+  local i busy
+  busy=0
+  for i in $(seq 1 "$MAX_WAIT"); do
+    busy=$(
+      python3 - <<'PY'
+import time
+def read():
+    out = {}
+    for line in open("/proc/stat"):
+        f = line.split()
+        if f[0].startswith("cpu") and f[0] != "cpu":
+            v = list(map(int, f[1:9]))
+            out[f[0]] = (sum(v) - v[3] - v[4], sum(v))
+    return out
+a = read(); time.sleep(1.0); b = read()
+print(max(round(100 * (b[c][0] - a[c][0]) / max(1, b[c][1] - a[c][1])) for c in a))
+PY
+    )
+    [ "$busy" -le 10 ] && return 0
+    [ "$i" = 1 ] && log "another process keeps a CPU ${busy}% busy; waiting for quiet"
+  done
+  if [ "$busy" -gt 10 ]; then
+    log "machine still busy (${busy}% on one CPU); measuring anyway"
+    NOISY=$((NOISY + 1))
+  fi
+}
+
+bench() {
+  timeout 300 taskset -c "$TOOL_CPU" "$BENCH" "$@" --client-addr "$CLIENT" --json
+}
+
+# ---- the matrix --------------------------------------------------------------------------
+
+for run in $(seq 1 "$RUNS"); do
+  for server in $SERVERS; do
+    start_server "$server"
+    port="${PORT[$server]}"
+    for payload in "${PAYLOADS[@]}"; do
+      for n in "${ALLOCS[@]}"; do
+        if [[ "$server" == forwarder-* ]]; then modes=(raw); else modes=("${MODES[@]}"); fi
+        for mode in "${modes[@]}"; do
+          for load in "${LOADS[@]}"; do
+            if [ "$load" = fixed ]; then rate="$RATE" gso=1; else rate=0 gso="$GSO"; fi
+            if [ "$mode" = raw ]; then
+              extra=(--raw-forwarder)
+            else
+              extra=(--mode "$mode" --secret-file "$WORK/secret")
+            fi
+            wait_quiet
+            log "run $run/$RUNS $server: $mode, $payload B, $n allocations, $load"
+            bench load --server "$HOST:$port" --server-pid "$SERVER_PID" \
+              --server-core "$SERVER_CPU" --allocations "$n" --payload "$payload" \
+              --rate "$rate" --gso "$gso" --duration "$DURATION" --warmup "$WARMUP" \
+              --peer-addr "$PEER" --peer-port "$PEER_PORT" --label "$server" "${extra[@]}" \
+              >>"$RESULTS/load.jsonl" 2> >(sed 's/^/    /' >&2) ||
+              log "  failed (see above)"
+          done
+        done
+      done
+    done
+    stop_server
+  done
+done
+
+# ---- allocation setup rate and memory (TURN servers only) --------------------------------
+
+for server in $SERVERS; do
+  [[ "$server" == forwarder-* ]] && continue
+  port="${PORT[$server]}"
+  if [ "$DO_SETUP" = 1 ]; then
+    start_server "$server"
+    for run in $(seq 1 "$RUNS"); do
+      wait_quiet
+      log "run $run/$RUNS $server: setup rate, $SETUP_ALLOCS allocations"
+      bench setup --server "$HOST:$port" --secret-file "$WORK/secret" \
+        --server-pid "$SERVER_PID" --allocations "$SETUP_ALLOCS" --label "$server" \
+        >>"$RESULTS/setup.jsonl" 2> >(sed 's/^/    /' >&2) || log "  failed (see above)"
+    done
+    stop_server
+  fi
+  if [ "$DO_MEMORY" = 1 ]; then
+    for n in "${MEMORY_ALLOCS[@]}"; do
+      # A fresh server for each figure: growth from its idle state.
+      start_server "$server"
+      wait_quiet
+      log "$server: memory with $n allocations"
+      bench memory --server "$HOST:$port" --secret-file "$WORK/secret" \
+        --server-pid "$SERVER_PID" --allocations "$n" --peer-addr "$PEER" \
+        --peer-port "$PEER_PORT" --label "$server" \
+        >>"$RESULTS/memory.jsonl" 2> >(sed 's/^/    /' >&2) || log "  failed (see above)"
+      stop_server
+    done
+  fi
+done
+
+# ---- the tables --------------------------------------------------------------------------
+
+python3 - "$RESULTS" "$RATE" "$NOISY" <<'PY' | tee "$RESULTS/table.md"
+import json, os, statistics, sys
+
+results, rate, noisy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+def lines(name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip().startswith("{")]
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+def fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+load = lines("load.jsonl")
+cells = {}
+for r in load:
+    key = (r["label"], r["mode"], r["payload"], r["allocations"], "fixed" if r["rate"] else "saturate")
+    cells.setdefault(key, []).append(r)
+
+def cell(server, mode, payload, n, kind):
+    rows = cells.get((server, "raw" if server.startswith("forwarder") else mode, payload, n, kind), [])
+    if not rows:
+        return None
+    return {
+        "runs": len(rows),
+        "dpps": med(rows, "delivered_pps"),
+        "loss": med(rows, "loss_pct"),
+        "p50": med(rows, "lat_p50_us"),
+        "p99": med(rows, "lat_p99_us"),
+        "cpu": med(rows, "server_us_per_pkt"),
+        "core": med(rows, "server_core_us_per_pkt"),
+        "tool": med(rows, "tool_core_pct"),
+        # Saturating without loss while the tool's core is full: the tool was the limit.
+        "tool_bound": kind == "saturate" and (med(rows, "loss_pct") or 0) < 0.5
+        and (med(rows, "tool_core_pct") or 0) > 95,
+    }
+
+servers = ["forwarder-naive", "forwarder-batched", "coturn", "eeaturn"]
+turn_cells = sorted({(m, p, n, k) for (s, m, p, n, k) in cells if m != "raw"},
+                    key=lambda c: (c[3] != "fixed", c[0], c[1], c[2]))
+
+print(f"### Data path (medians of {max((len(v) for v in cells.values()), default=0)} runs; fixed rate = {rate} msg/s in total)\n")
+print("| load | mode | bytes | allocs | server | delivered msg/s | loss % | p50 µs | p99 µs | server CPU µs/pkt | core µs/pkt | tool core % |")
+print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+bound = 0
+for (m, p, n, k) in turn_cells:
+    for s in servers:
+        c = cell(s, m, p, n, k)
+        if c is None:
+            continue
+        shown = "raw" if s.startswith("forwarder") else m
+        mark = "†" if c["tool_bound"] else ""
+        bound += bool(mark)
+        print(f"| {k} | {shown} | {p} | {n} | {s} | {fmt(c['dpps'], ',.0f')}{mark} | {fmt(c['loss'], '.2f')} | "
+              f"{fmt(c['p50'], '.0f')} | {fmt(c['p99'], '.0f')} | {fmt(c['cpu'], '.2f')} | "
+              f"{fmt(c['core'], '.2f')} | {fmt(c['tool'], '.0f')} |")
+
+if bound:
+    print("\n† no loss while the load tool's core was full: the tool, not the server, was the limit.")
+print("\n### Ratios eeaturn / other (CPU per packet and p99: lower is better; msg/s: higher is better)\n")
+print("| load | mode | bytes | allocs | CPU/pkt ÷ coturn | ÷ naive | ÷ batched | msg/s ÷ coturn | ÷ naive | ÷ batched | p99 ÷ coturn |")
+print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+for (m, p, n, k) in turn_cells:
+    e = cell("eeaturn", m, p, n, k)
+    if e is None:
+        continue
+    o = {s: cell(s, m, p, n, k) or {} for s in servers}
+    def r(s, key):
+        return fmt(ratio(e[key], o[s].get(key)), ".2f")
+    print(f"| {k} | {m} | {p} | {n} | {r('coturn', 'cpu')} | {r('forwarder-naive', 'cpu')} | "
+          f"{r('forwarder-batched', 'cpu')} | {r('coturn', 'dpps')} | {r('forwarder-naive', 'dpps')} | "
+          f"{r('forwarder-batched', 'dpps')} | {r('coturn', 'p99') if k == 'fixed' else '–'} |")
+
+setup = lines("setup.jsonl")
+if setup:
+    print("\n### Allocation setup rate (401 round + authenticated Allocate, 64 in flight)\n")
+    print("| server | allocations | runs | allocations/s | server CPU µs/allocation | failed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    rates = {}
+    for s in servers:
+        rows = [r for r in setup if r["label"] == s]
+        if rows:
+            rates[s] = med(rows, "allocs_per_s")
+            print(f"| {s} | {rows[0]['allocations']} | {len(rows)} | {fmt(rates[s], ',.0f')} | "
+                  f"{fmt(med(rows, 'server_us_per_alloc'), '.1f')} | {sum(r['failed'] for r in rows)} |")
+    if "eeaturn" in rates and rates.get("coturn"):
+        print(f"\neeaturn / coturn: {rates['eeaturn'] / rates['coturn']:.2f}")
+
+memory = lines("memory.jsonl")
+if memory:
+    print("\n### Memory per idle allocation (one permission, one channel; RSS growth / allocations)\n")
+    print("| server | allocations | VmRSS before KiB | VmRSS with them KiB | bytes/allocation | after release KiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in memory:
+        print(f"| {r['label']} | {r['ok']} | {r['rss_before_kib']} | {r['rss_loaded_kib']} | "
+              f"{r['bytes_per_allocation']:,.0f} | {r['rss_released_kib']} |")
+
+peer_drops = sum(r.get("peer_socket_drops", 0) for r in load)
+if peer_drops:
+    print(f"\nWarning: the load tool's own peer socket dropped {peer_drops} datagrams; loss figures are too high.")
+if noisy:
+    print(f"\nNote: {noisy} measurement(s) started while another process kept a CPU busy.")
+PY
+log "done; raw results in $RESULTS"
