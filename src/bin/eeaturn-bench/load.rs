@@ -35,6 +35,10 @@ const TICK: Duration = Duration::from_millis(1);
 const SATURATE_BATCH: u64 = 64;
 /// Time after the window for packets still in flight.
 const DRAIN: Duration = Duration::from_millis(300);
+/// The most bytes one GSO send carries (the kernel's limit is a 64 KiB datagram).
+const MAX_GSO_BYTES: usize = 60_000;
+/// The most segments one GSO send carries (`UDP_MAX_SEGMENTS`).
+pub(crate) const MAX_GSO_SEGMENTS: usize = 64;
 /// Receive buffer asked for on the peer socket, so that the tool's own socket is not where
 /// bursts are lost.
 const PEER_RCVBUF: usize = 8 << 20;
@@ -66,6 +70,8 @@ pub(crate) struct LoadSpec {
     /// The CPU the server is pinned to, to read that core's busy time.
     pub(crate) server_core: Option<usize>,
     pub(crate) concurrency: usize,
+    /// Packets per UDP GSO send; 1 sends each packet with its own system call.
+    pub(crate) gso: usize,
 }
 
 /// The result of one run.
@@ -103,6 +109,8 @@ pub(crate) struct LoadReport {
     /// not the server, may have been the limit.
     pub(crate) tool_core_pct: Option<f64>,
     pub(crate) send_errors: u64,
+    /// Packets per GSO send (1: none).
+    pub(crate) gso: usize,
     /// Datagrams the kernel dropped at the server's full listening socket(s) (every UDP
     /// socket bound to the server's address and port) from the window's start to the end of
     /// the drain: where saturation loses packets.
@@ -177,7 +185,7 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
             (first, Snap::take(proc, pid.as_deref(), cores, addrs))
         })
     };
-    let sent = send(&mut flows, clock, window, spec.rate).await;
+    let sent = send(&mut flows, clock, window, spec.rate, spec.gso).await;
     let (snap0, snap1) = sampler.await?;
     let (snap0, snap1) = (snap0?, snap1?);
     let got = recv.await?;
@@ -241,6 +249,7 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
         tool_cpu_pct: 100.0 * (snap1.tool_cpu - snap0.tool_cpu) / secs,
         tool_core_pct: tool_core.map(|c| c.0),
         send_errors: sent.errors,
+        gso: spec.gso,
         server_socket_drops: drops_end.0.saturating_sub(snap0.drops.0),
         peer_socket_drops: drops_end.1.saturating_sub(snap0.drops.1),
         peer_rcvbuf,
@@ -388,30 +397,31 @@ struct SendStats {
 
 /// Sends until the window ends: `rate` packets per second in 1 ms ticks, or as fast as the
 /// sockets take them when `rate` is 0. Packets go round-robin over the flows.
-async fn send(flows: &mut [Flow], clock: Clock, window: Window, rate: u64) -> SendStats {
-    let mut st = SendStats::default();
-    let mut seq = 0u64;
-    let mut next = 0usize;
+async fn send(
+    flows: &mut [Flow],
+    clock: Clock,
+    window: Window,
+    rate: u64,
+    gso: usize,
+) -> SendStats {
     if flows.is_empty() {
-        return st;
+        return SendStats::default();
     }
+    let mut s = Sender {
+        flows,
+        next: 0,
+        seq: 0,
+        clock,
+        window,
+        gso,
+        scratch: Vec::new(),
+        st: SendStats::default(),
+    };
     if rate == 0 {
-        loop {
-            if !send_burst(
-                flows,
-                &mut next,
-                &mut seq,
-                SATURATE_BATCH,
-                clock,
-                window,
-                &mut st,
-            )
-            .await
-            {
-                return st;
-            }
+        while s.burst(SATURATE_BATCH).await {
             tokio::task::yield_now().await;
         }
+        return s.st;
     }
     let begin = clock.nanos();
     // Never more than 20 ms worth in one tick: a stalled tool does not send a huge burst.
@@ -422,92 +432,132 @@ async fn send(flows: &mut [Flow], clock: Clock, window: Window, rate: u64) -> Se
         tick.tick().await;
         let elapsed = clock.nanos().saturating_sub(begin);
         let target = (u128::from(rate) * u128::from(elapsed) / 1_000_000_000) as u64;
-        let due = target.saturating_sub(seq).min(cap);
+        let due = target.saturating_sub(s.seq).min(cap);
         if due == 0 {
             if clock.nanos() >= window.end {
-                return st;
+                return s.st;
             }
             continue;
         }
-        if !send_burst(flows, &mut next, &mut seq, due, clock, window, &mut st).await {
-            return st;
+        if !s.burst(due).await {
+            return s.st;
         }
-        if target > seq + cap {
+        if target > s.seq + cap {
             // The tool fell behind: drop the backlog rather than burst it later.
-            seq = target;
+            s.seq = target;
         }
     }
 }
 
-/// Sends `n` packets; returns false once the window has ended.
-async fn send_burst(
-    flows: &mut [Flow],
-    next: &mut usize,
-    seq: &mut u64,
-    n: u64,
+/// The sending side's state.
+struct Sender<'a> {
+    flows: &'a mut [Flow],
+    /// The next flow, round-robin.
+    next: usize,
+    /// The next sequence number.
+    seq: u64,
     clock: Clock,
     window: Window,
-    st: &mut SendStats,
-) -> bool {
-    let count = flows.len();
-    let mut left = n;
-    while left > 0 {
-        let now = clock.nanos();
-        if now >= window.end {
-            return false;
+    /// Packets per UDP GSO send (1: one `send` per packet).
+    gso: usize,
+    scratch: Vec<u8>,
+    st: SendStats,
+}
+
+impl Sender<'_> {
+    /// Sends `n` packets; returns false once the window has ended.
+    async fn burst(&mut self, n: u64) -> bool {
+        let count = self.flows.len();
+        let mut left = n;
+        while left > 0 {
+            if self.clock.nanos() >= self.window.end {
+                return false;
+            }
+            let f = &mut self.flows[self.next];
+            self.next = (self.next + 1) % count;
+            // How many packets this flow sends at once: one per datagram socket (or a GSO
+            // batch), its share of the burst on a stream.
+            let k = match f.conn {
+                Conn::Udp(_) if self.gso > 1 => {
+                    let fit = MAX_GSO_BYTES / f.pkt.bytes.len();
+                    left.min(self.gso as u64).min(fit as u64).max(1)
+                }
+                Conn::Udp(_) => 1,
+                Conn::Stream { .. } => left.div_ceil(count as u64).max(1).min(left),
+            };
+            self.scratch.clear();
+            let mut counted = 0;
+            for _ in 0..k {
+                let now = self.clock.nanos();
+                f.pkt.stamp(self.seq, now);
+                self.scratch.extend_from_slice(&f.pkt.bytes);
+                if self.window.contains(now) {
+                    counted += 1;
+                }
+                self.seq += 1;
+            }
+            let sent = match &mut f.conn {
+                Conn::Udp(sock) if k > 1 || self.gso > 1 => {
+                    send_gso(sock, &self.scratch, f.pkt.bytes.len()).await
+                }
+                Conn::Udp(sock) => send_one(sock, &self.scratch).await,
+                Conn::Stream { writer, .. } => writer.write_all(&self.scratch).await,
+            };
+            match sent {
+                Ok(()) => self.st.offered += counted,
+                Err(_) => self.st.errors += k,
+            }
+            left -= k;
         }
-        let f = &mut flows[*next];
-        *next = (*next + 1) % count;
-        match &mut f.conn {
-            Conn::Udp(sock) => {
-                f.pkt.stamp(*seq, now);
-                loop {
-                    match sock.try_send(&f.pkt.bytes) {
-                        Ok(_) => {
-                            if window.contains(now) {
-                                st.offered += 1;
-                            }
-                            break;
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            if sock.writable().await.is_err() {
-                                st.errors += 1;
-                                break;
-                            }
-                        }
-                        Err(_) => {
-                            st.errors += 1;
-                            break;
-                        }
-                    }
-                }
-                *seq += 1;
-                left -= 1;
-            }
-            Conn::Stream { writer, .. } => {
-                // This flow's share of the burst, written at once.
-                let k = left.div_ceil(count as u64).max(1).min(left);
-                let mut buf = Vec::with_capacity(f.pkt.bytes.len() * k as usize);
-                let mut counted = 0;
-                for _ in 0..k {
-                    let now = clock.nanos();
-                    f.pkt.stamp(*seq, now);
-                    buf.extend_from_slice(&f.pkt.bytes);
-                    if window.contains(now) {
-                        counted += 1;
-                    }
-                    *seq += 1;
-                }
-                if writer.write_all(&buf).await.is_ok() {
-                    st.offered += counted;
-                } else {
-                    st.errors += k;
-                }
-                left -= k;
-            }
+        true
+    }
+}
+
+/// Sends one datagram, waiting while the socket buffer is full.
+async fn send_one(sock: &UdpSocket, bytes: &[u8]) -> std::io::Result<()> {
+    loop {
+        match sock.try_send(bytes) {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.writable().await?,
+            Err(e) => return Err(e),
         }
     }
-    true
+}
+
+/// Sends `buf` as datagrams of `segment` bytes in one `sendmsg` (UDP GSO, Linux 4.18+). The
+/// kernel splits it; on loopback the receiver gets separate datagrams unless it enabled
+/// UDP_GRO.
+async fn send_gso(sock: &UdpSocket, buf: &[u8], segment: usize) -> std::io::Result<()> {
+    let cmsg = udp_segment_cmsg(u16::try_from(segment).unwrap_or(u16::MAX));
+    let iov = [std::io::IoSlice::new(buf)];
+    loop {
+        let r = sock.try_io(tokio::io::Interest::WRITABLE, || {
+            let msg = socket2::MsgHdr::new()
+                .with_buffers(&iov)
+                .with_control(&cmsg);
+            socket2::SockRef::from(sock).sendmsg(&msg, 0)
+        });
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.writable().await?,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Returns the control message `UDP_SEGMENT = size` as the kernel lays it out on 64-bit
+/// Linux: `cmsghdr { len: usize, level: i32, type: i32 }`, the u16, padding to 8 bytes.
+fn udp_segment_cmsg(size: u16) -> [u8; 24] {
+    /// `SOL_UDP` and `UDP_SEGMENT` from `<netinet/udp.h>`.
+    const SOL_UDP: i32 = 17;
+    const UDP_SEGMENT: i32 = 103;
+    let mut c = [0u8; 24];
+    // CMSG_LEN(2): the 16-byte header plus the value.
+    c[..8].copy_from_slice(&18u64.to_ne_bytes());
+    c[8..12].copy_from_slice(&SOL_UDP.to_ne_bytes());
+    c[12..16].copy_from_slice(&UDP_SEGMENT.to_ne_bytes());
+    c[16..18].copy_from_slice(&size.to_ne_bytes());
+    c
 }
 
 #[derive(Debug)]
@@ -596,6 +646,12 @@ pub(crate) fn check(spec: &LoadSpec, dialer: &Dialer) -> anyhow::Result<()> {
     }
     if spec.mode == Mode::Raw && dialer.transport() != crate::turn::Transport::Udp {
         bail!("--raw-forwarder works over UDP only");
+    }
+    if !(1..=MAX_GSO_SEGMENTS).contains(&spec.gso) {
+        bail!("--gso must be 1..={MAX_GSO_SEGMENTS}");
+    }
+    if spec.gso > 1 && !cfg!(all(target_os = "linux", target_pointer_width = "64")) {
+        bail!("--gso needs 64-bit Linux");
     }
     Ok(())
 }

@@ -126,6 +126,11 @@ struct LoadArgs {
     /// Port of the peer socket.
     #[arg(long, default_value_t = 20_500)]
     peer_port: u16,
+    /// Packets per send system call with UDP GSO (1 = one send per packet, as real clients
+    /// do). More lets one tool core offer more, for saturating fast servers; the server
+    /// still receives separate datagrams unless it enabled UDP_GRO.
+    #[arg(long, default_value_t = 1)]
+    gso: usize,
     /// No TURN: send bare payloads to a UDP forwarder at --server that forwards them to the
     /// peer address and port.
     #[arg(long)]
@@ -193,6 +198,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 server_pid: t.server_pid,
                 server_core: t.server_core,
                 concurrency: t.concurrency,
+                gso: a.gso,
             };
             if spec.duration.is_zero() {
                 bail!("--duration must be positive");
