@@ -49,6 +49,8 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// The largest request body accepted.
 pub const MAX_BODY: usize = 4096;
+/// The most of an oversized body read (and thrown away) before answering 413.
+const DRAIN_LIMIT: usize = 128 * 1024;
 /// How long a client may take to send a request's headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a TLS handshake may take.
@@ -317,6 +319,11 @@ impl IntoResponse for ApiError {
         }
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::PAYLOAD_TOO_LARGE {
+            // What is left of an oversized body is not read: the connection cannot carry
+            // another request.
+            h.insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
     }
@@ -674,11 +681,11 @@ async fn read_params(req: Request) -> Result<IssueRequest, ApiError> {
         match name.as_str() {
             "user" if out.user.is_none() => out.user = Some(value),
             "ttl" if out.ttl.is_none() => {
-                out.ttl = Some(
-                    value
-                        .parse()
-                        .map_err(|_| ApiError::invalid("ttl must be a whole number of seconds"))?,
-                );
+                let bad = || ApiError::invalid("ttl must be a whole number of seconds");
+                if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                out.ttl = Some(value.parse().map_err(|_| bad())?);
             }
             "user" | "ttl" => {
                 return Err(ApiError::invalid(format!("{name} is given twice")));
@@ -701,16 +708,22 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<IssueRequest, ApiE
             format!("the body is over {MAX_BODY} bytes"),
         )
     };
+    // A body over the limit is still read (up to DRAIN_LIMIT, and within the request
+    // timeout) before the 413 goes out: a client that writes its whole body before reading
+    // would otherwise lose the answer to a reset connection. Anything larger closes it.
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > DRAIN_LIMIT as u64) {
         return Err(too_large());
     }
-    let bytes = axum::body::to_bytes(body, MAX_BODY)
+    let bytes = axum::body::to_bytes(body, DRAIN_LIMIT)
         .await
         .map_err(|_| too_large())?;
+    if bytes.len() > MAX_BODY {
+        return Err(too_large());
+    }
     if bytes.is_empty() {
         return Ok(IssueRequest::default());
     }
