@@ -7,6 +7,7 @@
 //! which reloads on SIGHUP and database changes and hands the results to every worker.
 //! Nothing here decides anything about TURN.
 
+mod batch;
 pub mod geo;
 mod log;
 mod metrics;

@@ -20,22 +20,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use rand::rngs::StdRng;
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::batch::{BATCH, Batch, SLOT};
 use super::{bind_udp, log, now};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
 use crate::relay::{
-    BindResult, ClientTransmit, Command, FiveTuple, PEER_HEADROOM, PEER_TAILROOM, Server, Stats,
-    Transport,
+    BindResult, ClientTransmit, Command, FiveTuple, PEER_HEADROOM, Server, Stats, Transport,
 };
-
-/// Largest UDP payload read from any socket.
-const MAX_DATAGRAM: usize = 65_535;
-/// Datagrams read from one socket before the task lets the others run.
-const BATCH: usize = 64;
 /// Messages queued to a worker from the rest of the relay.
 pub(super) const INPUT_QUEUE: usize = 4096;
 
@@ -178,8 +174,15 @@ struct Worker {
     relays: RelayTable,
     relay_buffer: usize,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
-    /// Peer datagrams are read here, with room to frame them in place.
-    peer_buf: Box<[u8]>,
+    /// Every datagram is read here, a batch at a time (peer data with room to frame it in
+    /// place), and sent from here.
+    batch: Batch,
+    /// Payloads of the last batch from clients, for peers: (relay socket, range, peer).
+    to_peers: Vec<(SocketAddr, std::ops::Range<usize>, SocketAddr)>,
+    /// Messages of the last batch from peers, for clients.
+    to_clients: Vec<(FiveTuple, std::ops::Range<usize>)>,
+    /// One `sendmmsg` worth of (range, destination).
+    sends: Vec<(std::ops::Range<usize>, SocketAddr)>,
     /// The deadline the timer task sleeps towards; it is woken when the core's changes.
     scheduled: Option<Instant>,
     timer: Rc<Notify>,
@@ -213,7 +216,10 @@ async fn run(
             relays: RelayTable::new(&relay.ports),
             relay_buffer: relay.buffer,
             streams: HashMap::new(),
-            peer_buf: vec![0u8; PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM].into_boxed_slice(),
+            batch: Batch::new(),
+            to_peers: Vec::with_capacity(BATCH),
+            to_clients: Vec::with_capacity(BATCH),
+            sends: Vec::with_capacity(BATCH),
             scheduled: None,
             timer: timer.clone(),
             me: me.clone(),
@@ -295,6 +301,63 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Sends the payloads of a batch from clients to their peers: one `sendmmsg` per relay
+    /// socket.
+    fn flush_to_peers(&mut self) {
+        let Self {
+            to_peers,
+            sends,
+            relays,
+            batch,
+            ..
+        } = self;
+        to_peers.sort_unstable_by_key(|(relay, ..)| *relay);
+        let mut rest = &to_peers[..];
+        while let Some(&(relay, ..)) = rest.first() {
+            let n = rest.iter().take_while(|(r, ..)| *r == relay).count();
+            let (group, tail) = rest.split_at(n);
+            rest = tail;
+            if let Some(sock) = relays.get(relay) {
+                sends.clear();
+                sends.extend(group.iter().map(|(_, range, peer)| (range.clone(), *peer)));
+                batch.send(sock, sends);
+            }
+        }
+        to_peers.clear();
+    }
+
+    /// Sends the messages of a batch from peers to their clients: one `sendmmsg` per
+    /// listening socket; stream clients get a queued write each.
+    fn flush_to_clients(&mut self) {
+        let Self {
+            to_clients,
+            sends,
+            listeners,
+            streams,
+            batch,
+            ..
+        } = self;
+        for (local, sock) in listeners.iter() {
+            sends.clear();
+            sends.extend(
+                to_clients
+                    .iter()
+                    .filter(|(to, _)| !to.transport.is_stream() && to.server == *local)
+                    .map(|(to, range)| (range.clone(), to.client)),
+            );
+            if !sends.is_empty() {
+                batch.send(&**sock, sends);
+            }
+        }
+        for (to, range) in to_clients.iter().filter(|(to, _)| to.transport.is_stream()) {
+            if let (Some(w), Some(bytes)) = (streams.get(to), batch.buf.get(range.clone())) {
+                // A full queue means the client does not read: drop, as UDP would.
+                let _ = w.try_send(bytes.to_vec());
+            }
+        }
+        to_clients.clear();
     }
 
     /// Carries out the core's commands, logs its events, and re-arms the timer.
@@ -391,38 +454,52 @@ fn send_udp(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<u
     socket2::SockRef::from(sock).send_to(bytes, &to.into())
 }
 
-/// Reads a listening socket: STUN/TURN requests and ChannelData/Send from clients.
+/// Reads a listening socket: STUN/TURN requests and ChannelData/Send from clients, a batch
+/// per system call; the payloads go out a batch per relay socket.
 async fn listener_task(worker: Rc<RefCell<Worker>>, sock: Rc<UdpSocket>, local: SocketAddr) {
-    let mut buf = vec![0u8; MAX_DATAGRAM].into_boxed_slice();
     loop {
         if let Err(e) = sock.readable().await {
             tracing::error!(target: "eeaturn::shell", error = %e, "listening socket failed");
             return;
         }
-        let mut w = worker.borrow_mut();
+        let mut guard = worker.borrow_mut();
+        let w = &mut *guard;
+        let n = match sock.try_io(Interest::READABLE, || {
+            w.batch.recv(&*sock, local.is_ipv6(), 0)
+        }) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            // ICMP errors (port unreachable) surface as receive errors on Linux; skip them.
+            Err(e) => {
+                tracing::trace!(target: "eeaturn::shell", error = %e, "listener recv error");
+                continue;
+            }
+        };
         let now = now();
-        for _ in 0..BATCH {
-            match sock.try_recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let five = FiveTuple {
-                        transport: Transport::Udp,
-                        client: from,
-                        server: local,
-                    };
-                    w.client_message(five, &buf[..n], now);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                // ICMP errors (port unreachable) surface as recv errors on Linux; skip them.
-                Err(e) => {
-                    tracing::trace!(target: "eeaturn::shell", error = %e, "listener recv error")
-                }
+        for i in 0..n {
+            let (len, from) = w.batch.got[i];
+            let Some(from) = from else { continue };
+            let five = FiveTuple {
+                transport: Transport::Udp,
+                client: from,
+                server: local,
+            };
+            let start = i * SLOT;
+            let Some(bytes) = w.batch.buf.get(start..start + len) else {
+                continue;
+            };
+            if let Some(t) = w.server.handle_client_input(five, bytes, now) {
+                let range = start + t.range.start..start + t.range.end;
+                w.to_peers.push((t.relay, range, t.peer));
             }
         }
+        w.flush_to_peers();
         w.drain();
     }
 }
 
-/// Reads one relay socket: data from peers, framed in place and sent to the client.
+/// Reads one relay socket: data from peers, a batch per system call, framed in place and sent
+/// to the clients a batch per listening socket.
 async fn relay_task(worker: Weak<RefCell<Worker>>, sock: Rc<UdpSocket>, local: SocketAddr) {
     loop {
         if sock.readable().await.is_err() {
@@ -433,23 +510,31 @@ async fn relay_task(worker: Weak<RefCell<Worker>>, sock: Rc<UdpSocket>, local: S
         };
         let mut guard = worker.borrow_mut();
         let w = &mut *guard;
+        let n = match sock.try_io(Interest::READABLE, || {
+            w.batch.recv(&*sock, local.is_ipv6(), PEER_HEADROOM)
+        }) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => {
+                tracing::trace!(target: "eeaturn::shell", error = %e, "relay recv error");
+                continue;
+            }
+        };
         let now = now();
-        for _ in 0..BATCH {
-            let end = PEER_HEADROOM + MAX_DATAGRAM;
-            match sock.try_recv_from(&mut w.peer_buf[PEER_HEADROOM..end]) {
-                Ok((n, from)) => {
-                    let payload = PEER_HEADROOM..PEER_HEADROOM + n;
-                    if let Some(ClientTransmit { to, range }) =
-                        w.server
-                            .handle_peer_input(local, from, &mut w.peer_buf, payload, now)
-                    {
-                        send_to_client(&w.listeners, &w.streams, to, &w.peer_buf[range]);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) => tracing::trace!(target: "eeaturn::shell", error = %e, "relay recv error"),
+        for i in 0..n {
+            let (len, from) = w.batch.got[i];
+            let Some(from) = from else { continue };
+            let payload = PEER_HEADROOM..PEER_HEADROOM + len;
+            let slot = w.batch.slot_mut(i);
+            if let Some(ClientTransmit { to, range }) =
+                w.server.handle_peer_input(local, from, slot, payload, now)
+            {
+                let base = i * SLOT;
+                w.to_clients
+                    .push((to, base + range.start..base + range.end));
             }
         }
+        w.flush_to_clients();
         w.drain();
     }
 }
