@@ -1019,6 +1019,8 @@ impl<R: RngCore> Server<R> {
             if let Some(c) = a.channels.iter_mut().find(|c| c.number == number) {
                 c.expires = expires;
             } else {
+                // Most allocations hold one channel: grow one at a time (idle memory counts).
+                a.channels.reserve_exact(1);
                 a.channels.push(Channel {
                     number,
                     peer,
@@ -1060,6 +1062,7 @@ impl<R: RngCore> Server<R> {
                 p.generation = generation;
                 p.relay_host = relay_host;
             } else {
+                a.permissions.reserve_exact(1);
                 a.permissions.push(Permission {
                     ip,
                     expires,
