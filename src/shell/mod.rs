@@ -105,6 +105,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
         buffer: config.relay.socket_buffer,
+        v4: config.relay.v4,
+        v6: config.relay.v6,
     };
     let mut workers = Vec::with_capacity(n);
     for (i, socks) in udp.into_iter().enumerate() {
@@ -127,7 +129,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         );
     }
     tracing::info!(target: "eeaturn::shell", workers = n, "data-path workers started");
-    let stream_inputs: Arc<[tokio::sync::mpsc::Sender<Input>]> =
+    let stream_inputs: Arc<[worker::WorkerInput]> =
         workers.iter().map(|w| w.input.clone()).collect();
 
     let tls = match &config.tls {

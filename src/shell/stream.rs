@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
-use super::worker::Input;
+use super::worker::{Input, WorkerInput};
 use crate::relay::{FiveTuple, Transport};
 use crate::stun::{HEADER_LEN, stream_frame_len};
 
@@ -65,7 +65,7 @@ pub(super) async fn spawn_listener(
     addr: SocketAddr,
     tls: Option<SharedAcceptor>,
     settings: StreamSettings,
-    workers: Arc<[mpsc::Sender<Input>]>,
+    workers: Arc<[WorkerInput]>,
 ) -> anyhow::Result<(SocketAddr, JoinHandle<()>)> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
@@ -154,7 +154,7 @@ async fn serve_connection(
     five: FiveTuple,
     acceptor: Option<TlsAcceptor>,
     settings: &StreamSettings,
-    tx: mpsc::Sender<Input>,
+    tx: WorkerInput,
 ) {
     let deadline = tokio::time::Instant::now() + settings.setup_timeout;
     let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
@@ -191,7 +191,7 @@ async fn run<S>(
     writer_rx: mpsc::Receiver<Vec<u8>>,
     setup_deadline: tokio::time::Instant,
     settings: &StreamSettings,
-    tx: &mpsc::Sender<Input>,
+    tx: &WorkerInput,
 ) -> Result<(), &'static str>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -208,7 +208,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     five: FiveTuple,
     setup_deadline: tokio::time::Instant,
     settings: &StreamSettings,
-    tx: &mpsc::Sender<Input>,
+    tx: &WorkerInput,
 ) -> Result<(), &'static str> {
     // Start small; grow only as far as a declared frame needs (at most MAX_FRAME).
     let mut buf = vec![0u8; 4096];

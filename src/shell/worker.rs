@@ -1,29 +1,27 @@
-//! The data-path worker: a thread of its own with a current-thread tokio runtime, owning one
+//! The data-path worker: a thread of its own with an event loop (`mio` over epoll), owning one
 //! [`Server`], its listening UDP sockets and the relay sockets of its allocations.
 //!
-//! Everything of the worker lives in one `Rc<RefCell<Worker>>` on that thread, and every socket
-//! has a small task that, when its socket is readable, borrows the worker, reads up to
-//! [`BATCH`] datagrams straight into a buffer that lives as long as the worker, hands each to
-//! the core and sends what the core returns right away. No datagram crosses a thread or a
-//! channel, none is copied into a new allocation, and no lock is taken: a packet costs the
-//! `recvfrom`, the core's lookups and the `sendto`.
+//! When a socket is readable the worker reads up to [`BATCH`] datagrams with one `recvmmsg`
+//! into a buffer that lives as long as the worker, hands each to the core, and sends what the
+//! core returns with one `sendmmsg` per outgoing socket. No datagram crosses a thread or a
+//! channel, none is copied into a new allocation, and no lock is taken. A relay socket costs
+//! its file descriptor and a slot in a table indexed by port: no task, no waker, no buffer.
 //!
 //! The rest of the relay talks to the worker through [`Input`] messages: TCP/TLS connections
-//! (their framed messages), reloaded secrets and policies, and the stop.
+//! (their framed messages), reloaded secrets and policies, and the stop. A sender wakes the
+//! event loop after queueing ([`WorkerInput::send`]).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::ops::RangeInclusive;
-use std::rc::{Rc, Weak};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::{Range, RangeInclusive};
 
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use mio::{Events, Interest, Poll, Token, Waker};
 use rand::rngs::StdRng;
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{BATCH, Batch, SLOT};
 use super::{bind_udp, log, now};
@@ -32,8 +30,19 @@ use crate::policy::Policy;
 use crate::relay::{
     BindResult, ClientTransmit, Command, FiveTuple, PEER_HEADROOM, Server, Stats, Transport,
 };
+
 /// Messages queued to a worker from the rest of the relay.
 pub(super) const INPUT_QUEUE: usize = 4096;
+/// Batches read from one socket before the others get a turn.
+const ROUNDS: usize = 8;
+/// Inputs handled before the sockets get a turn.
+const INPUTS_PER_TURN: usize = 1024;
+/// How often the worker publishes its counters.
+const PUBLISH_EVERY: Duration = Duration::from_millis(500);
+/// The token of the waker.
+const WAKER: Token = Token(usize::MAX);
+/// Tokens of relay sockets start here; below are the listening sockets.
+const RELAY_TOKENS: usize = 1 << 20;
 
 /// A message to a worker.
 pub(super) enum Input {
@@ -55,7 +64,22 @@ pub(super) enum Input {
     Stop,
 }
 
-/// The counters a worker publishes once a second (and when it stops).
+/// Where to send [`Input`]s for one worker.
+#[derive(Clone)]
+pub(super) struct WorkerInput {
+    tx: mpsc::Sender<Input>,
+    waker: Arc<Waker>,
+}
+
+impl WorkerInput {
+    /// Queues `input` (waiting while the queue is full) and wakes the worker.
+    pub(super) async fn send(&self, input: Input) -> Result<(), ()> {
+        self.tx.send(input).await.map_err(|_| ())?;
+        self.waker.wake().map_err(|_| ())
+    }
+}
+
+/// The counters a worker publishes twice a second (and when it stops).
 #[derive(Debug, Default, Clone)]
 pub(super) struct Snapshot {
     pub(super) stats: Stats,
@@ -63,7 +87,7 @@ pub(super) struct Snapshot {
 
 /// The relay's handle on a running worker.
 pub(super) struct WorkerHandle {
-    pub(super) input: mpsc::Sender<Input>,
+    pub(super) input: WorkerInput,
     pub(super) snapshot: Arc<Mutex<Snapshot>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -94,6 +118,9 @@ pub(super) struct RelaySockets {
     pub(super) ports: RangeInclusive<u16>,
     /// Requested socket buffer size.
     pub(super) buffer: usize,
+    /// The relay addresses (`relay.addresses`).
+    pub(super) v4: Option<IpAddr>,
+    pub(super) v6: Option<IpAddr>,
 }
 
 /// Starts a worker thread serving `listeners` (already bound) with `server`.
@@ -102,75 +129,97 @@ pub(super) fn spawn(
     server: Server<StdRng>,
     listeners: Vec<std::net::UdpSocket>,
     relay: RelaySockets,
-) -> std::io::Result<WorkerHandle> {
+) -> io::Result<WorkerHandle> {
+    let poll = Poll::new()?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     let snapshot = Arc::new(Mutex::new(Snapshot::default()));
+    let mut socks = Vec::with_capacity(listeners.len());
+    for (i, l) in listeners.into_iter().enumerate() {
+        let addr = l.local_addr()?;
+        let mut sock = mio::net::UdpSocket::from_std(l);
+        poll.registry()
+            .register(&mut sock, Token(i), Interest::READABLE)?;
+        socks.push((addr, sock));
+    }
     let published = snapshot.clone();
-    let thread = std::thread::Builder::new()
-        .name(name)
-        .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    tracing::error!(target: "eeaturn::shell", error = %e, "cannot start a worker runtime");
-                    return;
-                }
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, run(server, listeners, relay, rx, published));
-        })?;
+    let relays = RelayTable::new(&relay);
+    // The batch buffer holds raw system-call headers (not `Send`): it is made on the thread.
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        Worker {
+            poll,
+            server,
+            listeners: socks,
+            relays,
+            relay_buffer: relay.buffer,
+            streams: HashMap::new(),
+            batch: Batch::new(),
+            to_peers: Vec::with_capacity(BATCH),
+            to_clients: Vec::with_capacity(BATCH),
+            sends: Vec::with_capacity(BATCH),
+            again: Vec::new(),
+            input: rx,
+            published,
+            stopping: false,
+        }
+        .run();
+    })?;
     Ok(WorkerHandle {
-        input: tx,
+        input: WorkerInput { tx, waker },
         snapshot,
         thread: Some(thread),
     })
 }
 
-struct RelaySock {
-    sock: Rc<UdpSocket>,
-    task: JoinHandle<()>,
-}
-
-/// Relay sockets by port, one table per address family: an index, not a map lookup.
+/// Relay sockets by port, one half per address family: an index, not a map lookup. A socket's
+/// token is `RELAY_TOKENS` plus its index here.
 struct RelayTable {
     base: u16,
-    v4: Vec<Option<RelaySock>>,
-    v6: Vec<Option<RelaySock>>,
+    len: usize,
+    v4: Option<IpAddr>,
+    v6: Option<IpAddr>,
+    socks: Vec<Option<mio::net::UdpSocket>>,
 }
 
 impl RelayTable {
-    fn new(ports: &RangeInclusive<u16>) -> Self {
-        let n = usize::from(*ports.end() - *ports.start()) + 1;
+    fn new(relay: &RelaySockets) -> Self {
+        let ports = &relay.ports;
+        let len = usize::from(*ports.end() - *ports.start()) + 1;
         Self {
             base: *ports.start(),
-            v4: std::iter::repeat_with(|| None).take(n).collect(),
-            v6: std::iter::repeat_with(|| None).take(n).collect(),
+            len,
+            v4: relay.v4,
+            v6: relay.v6,
+            socks: std::iter::repeat_with(|| None).take(2 * len).collect(),
         }
     }
 
-    fn entry(&mut self, addr: SocketAddr) -> Option<&mut Option<RelaySock>> {
+    fn index(&self, addr: SocketAddr) -> Option<usize> {
         let i = usize::from(addr.port().checked_sub(self.base)?);
-        if addr.is_ipv4() {
-            self.v4.get_mut(i)
+        (i < self.len).then_some(if addr.is_ipv4() { i } else { self.len + i })
+    }
+
+    fn get(&self, addr: SocketAddr) -> Option<&mio::net::UdpSocket> {
+        self.socks.get(self.index(addr)?)?.as_ref()
+    }
+
+    /// The local address of the socket at `index`.
+    fn addr(&self, index: usize) -> Option<SocketAddr> {
+        let (ip, i) = if index < self.len {
+            (self.v4?, index)
         } else {
-            self.v6.get_mut(i)
-        }
-    }
-
-    fn get(&self, addr: SocketAddr) -> Option<&UdpSocket> {
-        let i = usize::from(addr.port().checked_sub(self.base)?);
-        let table = if addr.is_ipv4() { &self.v4 } else { &self.v6 };
-        table.get(i)?.as_ref().map(|r| &*r.sock)
+            (self.v6?, index - self.len)
+        };
+        let port = self.base.checked_add(u16::try_from(i).ok()?)?;
+        Some(SocketAddr::new(ip, port))
     }
 }
 
 struct Worker {
+    poll: Poll,
     server: Server<StdRng>,
-    /// The listening sockets by local address (a handful: a linear scan).
-    listeners: Vec<(SocketAddr, Rc<UdpSocket>)>,
+    /// The listening sockets by local address (a handful: a linear scan); token = index.
+    listeners: Vec<(SocketAddr, mio::net::UdpSocket)>,
     relays: RelayTable,
     relay_buffer: usize,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
@@ -178,129 +227,212 @@ struct Worker {
     /// place), and sent from here.
     batch: Batch,
     /// Payloads of the last batch from clients, for peers: (relay socket, range, peer).
-    to_peers: Vec<(SocketAddr, std::ops::Range<usize>, SocketAddr)>,
+    to_peers: Vec<(SocketAddr, Range<usize>, SocketAddr)>,
     /// Messages of the last batch from peers, for clients.
-    to_clients: Vec<(FiveTuple, std::ops::Range<usize>)>,
+    to_clients: Vec<(FiveTuple, Range<usize>)>,
     /// One `sendmmsg` worth of (range, destination).
-    sends: Vec<(std::ops::Range<usize>, SocketAddr)>,
-    /// The deadline the timer task sleeps towards; it is woken when the core's changes.
-    scheduled: Option<Instant>,
-    timer: Rc<Notify>,
-    me: Weak<RefCell<Self>>,
-}
-
-async fn run(
-    server: Server<StdRng>,
-    listeners: Vec<std::net::UdpSocket>,
-    relay: RelaySockets,
-    mut input: mpsc::Receiver<Input>,
+    sends: Vec<(Range<usize>, SocketAddr)>,
+    /// Sockets (and the input queue) left readable after their turn.
+    again: Vec<Token>,
+    input: mpsc::Receiver<Input>,
     published: Arc<Mutex<Snapshot>>,
-) {
-    let mut socks = Vec::new();
-    for l in listeners {
-        match l
-            .local_addr()
-            .and_then(|a| Ok((a, UdpSocket::from_std(l)?)))
-        {
-            Ok((addr, sock)) => socks.push((addr, Rc::new(sock))),
-            Err(e) => {
-                tracing::error!(target: "eeaturn::shell", error = %e, "cannot register a listening socket");
-            }
-        }
-    }
-    let timer = Rc::new(Notify::new());
-    let worker = Rc::new_cyclic(|me| {
-        RefCell::new(Worker {
-            server,
-            listeners: socks.clone(),
-            relays: RelayTable::new(&relay.ports),
-            relay_buffer: relay.buffer,
-            streams: HashMap::new(),
-            batch: Batch::new(),
-            to_peers: Vec::with_capacity(BATCH),
-            to_clients: Vec::with_capacity(BATCH),
-            sends: Vec::with_capacity(BATCH),
-            scheduled: None,
-            timer: timer.clone(),
-            me: me.clone(),
-        })
-    });
-    let mut tasks = Vec::new();
-    for (addr, sock) in socks {
-        tasks.push(tokio::task::spawn_local(listener_task(
-            worker.clone(),
-            sock,
-            addr,
-        )));
-    }
-    tasks.push(tokio::task::spawn_local(timer_task(worker.clone(), timer)));
-    tasks.push(tokio::task::spawn_local(publish_task(
-        worker.clone(),
-        published.clone(),
-    )));
-
-    while let Some(msg) = input.recv().await {
-        let mut w = worker.borrow_mut();
-        let now = now();
-        match msg {
-            Input::StreamOpened {
-                five,
-                writer,
-                reply,
-            } => {
-                let allowed = w.server.handle_connection_opened(five, now);
-                if allowed {
-                    w.streams.insert(five, writer);
-                }
-                let _ = reply.send(allowed);
-            }
-            Input::Stream { five, bytes } => w.client_message(five, &bytes, now),
-            Input::StreamClosed { five } => {
-                w.streams.remove(&five);
-                w.server.handle_connection_closed(five, now);
-            }
-            Input::Secrets(s) => w.server.replace_secrets(s),
-            Input::Policy(p) => w.server.replace_policy(p),
-            Input::Stop => break,
-        }
-        w.drain();
-    }
-    for t in tasks {
-        t.abort();
-    }
-    let mut w = worker.borrow_mut();
-    w.server.shutdown(now());
-    w.drain();
-    let table = &mut w.relays;
-    let relays: Vec<JoinHandle<()>> = table
-        .v4
-        .iter_mut()
-        .chain(table.v6.iter_mut())
-        .filter_map(|r| r.take().map(|r| r.task))
-        .collect();
-    for t in relays {
-        t.abort();
-    }
-    *published.lock().unwrap_or_else(PoisonError::into_inner) = w.snapshot();
+    stopping: bool,
 }
 
 impl Worker {
-    fn snapshot(&self) -> Snapshot {
-        Snapshot {
-            stats: self.server.stats().clone(),
-        }
-    }
-
-    /// A datagram or framed message from a client: to the core, and the payload on to the
-    /// peer from the allocation's relay socket.
-    fn client_message(&mut self, five: FiveTuple, bytes: &[u8], now: crate::relay::Now) {
-        if let Some(t) = self.server.handle_client_input(five, bytes, now) {
-            if let Some(sock) = self.relays.get(t.relay) {
-                if let Err(e) = send_udp(sock, &bytes[t.range], t.peer) {
-                    tracing::trace!(target: "eeaturn::relay", error = %e, "send to peer failed");
+    fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut ready: Vec<Token> = Vec::with_capacity(256);
+        let mut last_publish = now().mono;
+        while !self.stopping {
+            let mono = now().mono;
+            let mut timeout =
+                PUBLISH_EVERY.saturating_sub(mono.saturating_duration_since(last_publish));
+            if let Some(d) = self.server.poll_timeout() {
+                timeout = timeout.min(d.saturating_duration_since(mono));
+            }
+            if !self.again.is_empty() {
+                timeout = Duration::ZERO;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(target: "eeaturn::shell", error = %e, "the worker's event loop failed");
+                    break;
                 }
             }
+            ready.clear();
+            ready.append(&mut self.again);
+            ready.extend(events.iter().map(mio::event::Event::token));
+            for &token in &ready {
+                match token {
+                    WAKER => self.inputs(),
+                    Token(i) if i < RELAY_TOKENS => self.listener_readable(i),
+                    Token(i) => self.relay_readable(i - RELAY_TOKENS),
+                }
+                if self.stopping {
+                    break;
+                }
+            }
+            let now = now();
+            if self.server.poll_timeout().is_some_and(|d| d <= now.mono) {
+                self.server.handle_timeout(now);
+            }
+            self.drain();
+            if now.mono.saturating_duration_since(last_publish) >= PUBLISH_EVERY {
+                self.publish();
+                last_publish = now.mono;
+            }
         }
+        self.server.shutdown(now());
+        self.drain();
+        self.publish();
+    }
+
+    fn publish(&self) {
+        let s = Snapshot {
+            stats: self.server.stats().clone(),
+        };
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = s;
+    }
+
+    /// Handles queued inputs (a bounded number per turn).
+    fn inputs(&mut self) {
+        for _ in 0..INPUTS_PER_TURN {
+            let msg = match self.input.try_recv() {
+                Ok(m) => m,
+                Err(mpsc::error::TryRecvError::Empty) => return,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.stopping = true;
+                    return;
+                }
+            };
+            let now = now();
+            match msg {
+                Input::StreamOpened {
+                    five,
+                    writer,
+                    reply,
+                } => {
+                    let allowed = self.server.handle_connection_opened(five, now);
+                    if allowed {
+                        self.streams.insert(five, writer);
+                    }
+                    let _ = reply.send(allowed);
+                }
+                Input::Stream { five, bytes } => {
+                    if let Some(t) = self.server.handle_client_input(five, &bytes, now) {
+                        if let Some(sock) = self.relays.get(t.relay) {
+                            if let Err(e) = send_udp(sock, &bytes[t.range], t.peer) {
+                                tracing::trace!(target: "eeaturn::relay", error = %e, "send to peer failed");
+                            }
+                        }
+                    }
+                }
+                Input::StreamClosed { five } => {
+                    self.streams.remove(&five);
+                    self.server.handle_connection_closed(five, now);
+                }
+                Input::Secrets(s) => self.server.replace_secrets(s),
+                Input::Policy(p) => self.server.replace_policy(p),
+                Input::Stop => {
+                    self.stopping = true;
+                    return;
+                }
+            }
+            self.drain();
+        }
+        self.again.push(WAKER);
+    }
+
+    /// A listening socket is readable: STUN/TURN requests and ChannelData/Send from clients,
+    /// a batch per system call; the payloads go out a batch per relay socket.
+    fn listener_readable(&mut self, index: usize) {
+        let Some((local, _)) = self.listeners.get(index) else {
+            return;
+        };
+        let local = *local;
+        for _ in 0..ROUNDS {
+            let Some((_, sock)) = self.listeners.get(index) else {
+                return;
+            };
+            let n = match self.batch.recv(sock, local.is_ipv6(), 0) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                // ICMP errors (port unreachable) surface as receive errors on Linux; skip them.
+                Err(e) => {
+                    tracing::trace!(target: "eeaturn::shell", error = %e, "listener recv error");
+                    continue;
+                }
+            };
+            let now = now();
+            for i in 0..n {
+                let (len, from) = self.batch.got[i];
+                let Some(from) = from else { continue };
+                let five = FiveTuple {
+                    transport: Transport::Udp,
+                    client: from,
+                    server: local,
+                };
+                let start = i * SLOT;
+                let Some(bytes) = self.batch.buf.get(start..start + len) else {
+                    continue;
+                };
+                if let Some(t) = self.server.handle_client_input(five, bytes, now) {
+                    let range = start + t.range.start..start + t.range.end;
+                    self.to_peers.push((t.relay, range, t.peer));
+                }
+            }
+            self.flush_to_peers();
+            // Requests answered, relays bound, before the buffer is read over.
+            self.drain();
+            if n < BATCH {
+                return;
+            }
+        }
+        self.again.push(Token(index));
+    }
+
+    /// A relay socket is readable: data from peers, a batch per system call, framed in place
+    /// and sent to the clients a batch per listening socket.
+    fn relay_readable(&mut self, index: usize) {
+        for _ in 0..ROUNDS {
+            let (Some(Some(sock)), Some(local)) =
+                (self.relays.socks.get(index), self.relays.addr(index))
+            else {
+                return;
+            };
+            let n = match self.batch.recv(sock, local.is_ipv6(), PEER_HEADROOM) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    tracing::trace!(target: "eeaturn::shell", error = %e, "relay recv error");
+                    continue;
+                }
+            };
+            let now = now();
+            for i in 0..n {
+                let (len, from) = self.batch.got[i];
+                let Some(from) = from else { continue };
+                let payload = PEER_HEADROOM..PEER_HEADROOM + len;
+                let slot = self.batch.slot_mut(i);
+                if let Some(ClientTransmit { to, range }) = self
+                    .server
+                    .handle_peer_input(local, from, slot, payload, now)
+                {
+                    let base = i * SLOT;
+                    self.to_clients
+                        .push((to, base + range.start..base + range.end));
+                }
+            }
+            self.flush_to_clients();
+            if n < BATCH {
+                return;
+            }
+        }
+        self.again.push(Token(RELAY_TOKENS + index));
     }
 
     /// Sends the payloads of a batch from clients to their peers: one `sendmmsg` per relay
@@ -348,7 +480,7 @@ impl Worker {
                     .map(|(to, range)| (range.clone(), to.client)),
             );
             if !sends.is_empty() {
-                batch.send(&**sock, sends);
+                batch.send(sock, sends);
             }
         }
         for (to, range) in to_clients.iter().filter(|(to, _)| to.transport.is_stream()) {
@@ -360,20 +492,21 @@ impl Worker {
         to_clients.clear();
     }
 
-    /// Carries out the core's commands, logs its events, and re-arms the timer.
+    /// Carries out the core's commands and logs its events.
     fn drain(&mut self) {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
-                Command::SendToClient { to, bytes } => {
-                    send_to_client(&self.listeners, &self.streams, to, &bytes);
-                }
+                Command::SendToClient { to, bytes } => self.send_to_client(to, &bytes),
                 Command::BindRelay { token, addrs } => {
                     let result = self.bind_relays(&addrs);
                     self.server.handle_relay_bound(token, &addrs, result, now());
                 }
                 Command::CloseRelay { addr } => {
-                    if let Some(r) = self.relays.entry(addr).and_then(Option::take) {
-                        r.task.abort();
+                    if let Some(i) = self.relays.index(addr) {
+                        if let Some(mut sock) = self.relays.socks.get_mut(i).and_then(Option::take)
+                        {
+                            let _ = self.poll.registry().deregister(&mut sock);
+                        }
                     }
                 }
             }
@@ -381,21 +514,34 @@ impl Worker {
         while let Some(ev) = self.server.poll_event() {
             log::event(&ev);
         }
-        let next = self.server.poll_timeout();
-        if next != self.scheduled {
-            self.scheduled = next;
-            self.timer.notify_one();
+    }
+
+    /// Sends a message to a client: a datagram on UDP, a queued write on TCP/TLS.
+    fn send_to_client(&self, to: FiveTuple, bytes: &[u8]) {
+        if to.transport.is_stream() {
+            if let Some(w) = self.streams.get(&to) {
+                // A full queue means the client does not read: drop, as UDP would.
+                let _ = w.try_send(bytes.to_vec());
+            }
+        } else if let Some((_, sock)) = self.listeners.iter().find(|(a, _)| *a == to.server) {
+            if let Err(e) = send_udp(sock, bytes, to.client) {
+                tracing::trace!(target: "eeaturn::relay", error = %e, "send to client failed");
+            }
         }
     }
 
     fn bind_relays(&mut self, addrs: &[SocketAddr]) -> BindResult {
         let mut bound = Vec::with_capacity(addrs.len());
         for &addr in addrs {
+            let Some(index) = self.relays.index(addr) else {
+                // A port outside the table: the core only picks configured ports.
+                return BindResult::Failed;
+            };
             match bind_udp(addr, self.relay_buffer, false) {
-                Ok(sock) => bound.push((addr, sock)),
+                Ok(sock) => bound.push((index, mio::net::UdpSocket::from_std(sock))),
                 Err(e) => {
                     tracing::warn!(target: "eeaturn::shell", port = addr.port(), error = %e, "cannot bind relay socket");
-                    return if e.kind() == std::io::ErrorKind::AddrInUse {
+                    return if e.kind() == io::ErrorKind::AddrInUse {
                         BindResult::AddrInUse
                     } else {
                         BindResult::Failed
@@ -403,170 +549,27 @@ impl Worker {
                 }
             }
         }
-        let mut registered = Vec::with_capacity(bound.len());
-        for (addr, sock) in bound {
-            match UdpSocket::from_std(sock) {
-                Ok(s) => registered.push((addr, Rc::new(s))),
-                Err(e) => {
-                    tracing::warn!(target: "eeaturn::shell", error = %e, "cannot register relay socket");
-                    return BindResult::Failed;
+        let registry = self.poll.registry();
+        for (n, (index, sock)) in bound.iter_mut().enumerate() {
+            let token = Token(RELAY_TOKENS + *index);
+            if let Err(e) = registry.register(sock, token, Interest::READABLE) {
+                tracing::warn!(target: "eeaturn::shell", error = %e, "cannot register relay socket");
+                for (_, s) in bound.iter_mut().take(n) {
+                    let _ = registry.deregister(s);
                 }
+                return BindResult::Failed;
             }
         }
-        for (addr, sock) in registered {
-            let task = tokio::task::spawn_local(relay_task(self.me.clone(), sock.clone(), addr));
-            match self.relays.entry(addr) {
-                Some(slot) => *slot = Some(RelaySock { sock, task }),
-                None => {
-                    // A port outside the table: the core only picks configured ports.
-                    task.abort();
-                    return BindResult::Failed;
-                }
+        for (index, sock) in bound {
+            if let Some(slot) = self.relays.socks.get_mut(index) {
+                *slot = Some(sock);
             }
         }
         BindResult::Bound
     }
 }
 
-/// Sends a message to a client: a datagram on UDP, a queued write on TCP/TLS.
-fn send_to_client(
-    listeners: &[(SocketAddr, Rc<UdpSocket>)],
-    streams: &HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
-    to: FiveTuple,
-    bytes: &[u8],
-) {
-    if to.transport.is_stream() {
-        if let Some(w) = streams.get(&to) {
-            // A full queue means the client does not read: drop, as UDP would.
-            let _ = w.try_send(bytes.to_vec());
-        }
-    } else if let Some((_, sock)) = listeners.iter().find(|(a, _)| *a == to.server) {
-        if let Err(e) = send_udp(sock, bytes, to.client) {
-            tracing::trace!(target: "eeaturn::relay", error = %e, "send to client failed");
-        }
-    }
-}
-
-/// Sends one datagram now, without waiting: straight to the kernel, not through tokio's
-/// readiness (which a socket bound a moment ago does not have yet). A full send buffer drops
-/// the datagram, as the network would.
-fn send_udp(sock: &UdpSocket, bytes: &[u8], to: SocketAddr) -> std::io::Result<usize> {
-    socket2::SockRef::from(sock).send_to(bytes, &to.into())
-}
-
-/// Reads a listening socket: STUN/TURN requests and ChannelData/Send from clients, a batch
-/// per system call; the payloads go out a batch per relay socket.
-async fn listener_task(worker: Rc<RefCell<Worker>>, sock: Rc<UdpSocket>, local: SocketAddr) {
-    loop {
-        if let Err(e) = sock.readable().await {
-            tracing::error!(target: "eeaturn::shell", error = %e, "listening socket failed");
-            return;
-        }
-        let mut guard = worker.borrow_mut();
-        let w = &mut *guard;
-        let n = match sock.try_io(Interest::READABLE, || {
-            w.batch.recv(&*sock, local.is_ipv6(), 0)
-        }) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            // ICMP errors (port unreachable) surface as receive errors on Linux; skip them.
-            Err(e) => {
-                tracing::trace!(target: "eeaturn::shell", error = %e, "listener recv error");
-                continue;
-            }
-        };
-        let now = now();
-        for i in 0..n {
-            let (len, from) = w.batch.got[i];
-            let Some(from) = from else { continue };
-            let five = FiveTuple {
-                transport: Transport::Udp,
-                client: from,
-                server: local,
-            };
-            let start = i * SLOT;
-            let Some(bytes) = w.batch.buf.get(start..start + len) else {
-                continue;
-            };
-            if let Some(t) = w.server.handle_client_input(five, bytes, now) {
-                let range = start + t.range.start..start + t.range.end;
-                w.to_peers.push((t.relay, range, t.peer));
-            }
-        }
-        w.flush_to_peers();
-        w.drain();
-    }
-}
-
-/// Reads one relay socket: data from peers, a batch per system call, framed in place and sent
-/// to the clients a batch per listening socket.
-async fn relay_task(worker: Weak<RefCell<Worker>>, sock: Rc<UdpSocket>, local: SocketAddr) {
-    loop {
-        if sock.readable().await.is_err() {
-            return;
-        }
-        let Some(worker) = worker.upgrade() else {
-            return;
-        };
-        let mut guard = worker.borrow_mut();
-        let w = &mut *guard;
-        let n = match sock.try_io(Interest::READABLE, || {
-            w.batch.recv(&*sock, local.is_ipv6(), PEER_HEADROOM)
-        }) {
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => {
-                tracing::trace!(target: "eeaturn::shell", error = %e, "relay recv error");
-                continue;
-            }
-        };
-        let now = now();
-        for i in 0..n {
-            let (len, from) = w.batch.got[i];
-            let Some(from) = from else { continue };
-            let payload = PEER_HEADROOM..PEER_HEADROOM + len;
-            let slot = w.batch.slot_mut(i);
-            if let Some(ClientTransmit { to, range }) =
-                w.server.handle_peer_input(local, from, slot, payload, now)
-            {
-                let base = i * SLOT;
-                w.to_clients
-                    .push((to, base + range.start..base + range.end));
-            }
-        }
-        w.flush_to_clients();
-        w.drain();
-    }
-}
-
-/// Runs the core's timers.
-async fn timer_task(worker: Rc<RefCell<Worker>>, wake: Rc<Notify>) {
-    loop {
-        let deadline = worker.borrow().server.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            () = sleep => {
-                let mut w = worker.borrow_mut();
-                w.server.handle_timeout(now());
-                w.drain();
-            }
-            () = wake.notified() => {}
-        }
-    }
-}
-
-/// Publishes the worker's counters for the metrics twice a second.
-async fn publish_task(worker: Rc<RefCell<Worker>>, published: Arc<Mutex<Snapshot>>) {
-    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let s = worker.borrow().snapshot();
-        *published.lock().unwrap_or_else(PoisonError::into_inner) = s;
-    }
+/// Sends one datagram now: a full send buffer drops it, as the network would.
+fn send_udp(sock: &mio::net::UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+    sock.send_to(bytes, to)
 }
