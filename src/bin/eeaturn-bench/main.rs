@@ -218,7 +218,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let summary = format!(
                 "{label}{transport:?} setup: {ok} of {n} allocations in {secs:.3} s = {rate:.0}/s \
                  ({c} in flight), per allocation p50 {p50:.0} µs p99 {p99:.0} µs, server CPU \
-                 {per} per allocation; released {rel} in {rs:.3} s{err}",
+                 {per} per allocation, tool CPU {tc:.0} %; released {rel} in {rs:.3} s{err}",
                 label = label(&t.label),
                 transport = dialer.transport(),
                 ok = r.ok,
@@ -229,6 +229,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 p50 = r.setup_p50_us,
                 p99 = r.setup_p99_us,
                 per = opt(r.server_us_per_alloc, |v| format!("{v:.1} µs")),
+                tc = r.tool_cpu_pct,
                 rel = r.released,
                 rs = r.release_secs,
                 err = r

@@ -31,6 +31,9 @@ pub(crate) struct SetupReport {
     pub(crate) setup_p99_us: f64,
     pub(crate) server_cpu_s: Option<f64>,
     pub(crate) server_us_per_alloc: Option<f64>,
+    /// CPU of this tool while allocating, percent of one core: near 100 means the tool may
+    /// have been the limit.
+    pub(crate) tool_cpu_pct: f64,
     pub(crate) release_secs: f64,
     pub(crate) released: usize,
 }
@@ -50,6 +53,7 @@ pub(crate) async fn run_setup(
     let proc = ProcReader::new();
     let pid = server_pid.map(|p| p.to_string());
     let cpu0 = pid.as_deref().map(|p| proc.cpu_s(p)).transpose()?;
+    let tool0 = proc.cpu_s("self")?;
     let clock = Clock::new();
     let t0 = Instant::now();
     let d = dialer.clone();
@@ -64,6 +68,7 @@ pub(crate) async fn run_setup(
     .await;
     let secs = t0.elapsed().as_secs_f64();
     let cpu1 = pid.as_deref().map(|p| proc.cpu_s(p)).transpose()?;
+    let tool1 = proc.cpu_s("self")?;
 
     let mut hist = Histogram::new();
     let mut sessions = Vec::new();
@@ -95,6 +100,7 @@ pub(crate) async fn run_setup(
         setup_p99_us: hist.quantile(0.99) as f64 / 1000.0,
         server_cpu_s,
         server_us_per_alloc: server_cpu_s.filter(|_| ok > 0).map(|c| c * 1e6 / ok as f64),
+        tool_cpu_pct: 100.0 * (tool1 - tool0) / secs,
         release_secs: t1.elapsed().as_secs_f64(),
         released,
     })
