@@ -7,6 +7,7 @@
 #                           [--results DIR] [--servers "LIST"] [--no-setup] [--no-memory]
 #                           [--max-wait S] [--payloads "100 1200"] [--allocations "1 10 100"]
 #                           [--modes "channel send"] [--loads "fixed saturate"]
+#   bash benches/compare.sh --table-only RESULTS-DIR     # the tables of an earlier run
 #
 # The server under test runs pinned to CPU 1 and the load tool (clients and peer sockets in
 # one process) to CPU 0 (`taskset`), the same for every server. Each cell of the matrix runs
@@ -20,8 +21,8 @@
 # packets per system call, so that one tool core can offer more than any server here takes
 # (about 650k msg/s against 230k without); every server still receives single datagrams
 # (none of them enables UDP_GRO). Fixed-rate loads send one packet per system call.
-# Then the allocation setup rate (with authentication) and the memory per idle allocation
-# (1,000 and 10,000 allocations, one permission and one channel each).
+# Then the allocation setup rate (with authentication, 10,000 allocations) and the memory per
+# idle allocation (1,000 and 10,000 allocations, one permission and one channel each).
 # --quick: one run of 100 bytes, 10 allocations, ChannelData, fixed and saturating, every
 # server; setup rate once; memory with 1,000 allocations. About 2 minutes after the build.
 #
@@ -45,6 +46,7 @@ SERVERS="forwarder-naive forwarder-batched coturn eeaturn"
 DO_SETUP=1
 DO_MEMORY=1
 MAX_WAIT=30
+TABLE_ONLY=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
@@ -57,11 +59,12 @@ while [ $# -gt 0 ]; do
     --no-setup) DO_SETUP=0 ;;
     --no-memory) DO_MEMORY=0 ;;
     --max-wait) MAX_WAIT="$2"; shift ;;
+    --table-only) TABLE_ONLY="$2"; shift ;;
     --payloads) read -r -a SEL_PAYLOADS <<<"$2"; shift ;;
     --allocations) read -r -a SEL_ALLOCS <<<"$2"; shift ;;
     --modes) read -r -a SEL_MODES <<<"$2"; shift ;;
     --loads) read -r -a SEL_LOADS <<<"$2"; shift ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -78,7 +81,7 @@ else
   PAYLOADS=(100 1200)
   ALLOCS=(1 10 100)
   MODES=(channel send)
-  SETUP_ALLOCS=5000
+  SETUP_ALLOCS=10000
   MEMORY_ALLOCS=(1000 10000)
 fi
 LOADS=(fixed saturate)
@@ -124,6 +127,158 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# print_tables DIR: the tables (markdown) from the JSON lines in DIR. Also run alone with
+# --table-only DIR to re-render an earlier run.
+print_tables() {
+  python3 - "$1" <<'PY'
+import json, os, statistics, sys
+
+results = sys.argv[1]
+SERVERS = ["forwarder-naive", "forwarder-batched", "coturn", "eeaturn"]
+SHORT = {"forwarder-naive": "naive", "forwarder-batched": "batched", "coturn": "coturn", "eeaturn": "eeaturn"}
+
+def lines(name):
+    path = os.path.join(results, name)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(l) for l in f if l.strip().startswith("{")]
+
+def med(rows, key):
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+def fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+def ratio(a, b):
+    return None if a is None or b in (None, 0) else a / b
+
+load = lines("load.jsonl")
+noisy_path = os.path.join(results, "noisy.txt")
+noisy = int(open(noisy_path).read().strip() or 0) if os.path.exists(noisy_path) else 0
+fixed_rates = sorted({r["rate"] for r in load if r["rate"]})
+cells = {}
+for r in load:
+    key = (r["label"], r["mode"], r["payload"], r["allocations"], "fixed" if r["rate"] else "saturate")
+    cells.setdefault(key, []).append(r)
+
+def cell(server, mode, payload, n, kind):
+    mode = "raw" if server.startswith("forwarder") else mode
+    rows = cells.get((server, mode, payload, n, kind), [])
+    if not rows:
+        return None
+    return {
+        "runs": len(rows),
+        "dpps": med(rows, "delivered_pps"),
+        "loss": med(rows, "loss_pct"),
+        "p50": med(rows, "lat_p50_us"),
+        "p99": med(rows, "lat_p99_us"),
+        "cpu": med(rows, "server_us_per_pkt"),
+        "core": med(rows, "server_core_us_per_pkt"),
+        "tool": med(rows, "tool_core_pct"),
+        # Saturating without loss while the tool's core is full: the tool was the limit.
+        "tool_bound": kind == "saturate" and (med(rows, "loss_pct") or 0) < 0.5
+        and (med(rows, "tool_core_pct") or 0) > 95,
+    }
+
+turn_cells = sorted({(m, p, n, k) for (s, m, p, n, k) in cells if m != "raw"},
+                    key=lambda c: (c[3] != "fixed", c[0] != "channel", c[1], c[2]))
+groups = sorted({(k, p, n) for (_, _, p, n, k) in cells}, key=lambda g: (g[0] != "fixed", g[1], g[2]))
+rate_text = ", ".join(f"{r:,}" for r in fixed_rates) or "–"
+
+if load:
+    print(f"### Data path: medians per cell (fixed rate = {rate_text} msg/s in total)\n")
+    print("| load | bytes | allocs | server | mode | runs | delivered msg/s | loss % | p50 µs | p99 µs | server CPU µs/pkt | core µs/pkt | tool core % |")
+    print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    bound = 0
+    for (k, p, n) in groups:
+        for s in SERVERS:
+            for m in (["raw"] if s.startswith("forwarder") else ["channel", "send"]):
+                c = cell(s, m, p, n, k)
+                if c is None:
+                    continue
+                mark = "†" if c["tool_bound"] else ""
+                bound += bool(mark)
+                print(f"| {k} | {p} | {n} | {s} | {m} | {c['runs']} | {fmt(c['dpps'], ',.0f')}{mark} | "
+                      f"{fmt(c['loss'], '.2f')} | {fmt(c['p50'], '.0f')} | {fmt(c['p99'], '.0f')} | "
+                      f"{fmt(c['cpu'], '.2f')} | {fmt(c['core'], '.2f')} | {fmt(c['tool'], '.0f')} |")
+    if bound:
+        print("\n† no loss while the load tool's core was full: the tool, not the server, was the limit.")
+
+    def compact(kind, key, spec, title):
+        rows = [c for c in turn_cells if c[3] == kind]
+        if not rows:
+            return
+        print(f"\n### {title}\n")
+        print("| mode | bytes | allocs | " + " | ".join(SHORT[s] for s in SERVERS) + " |")
+        print("| --- | ---: | ---: | " + " | ".join("---:" for _ in SERVERS) + " |")
+        for (m, p, n, k) in rows:
+            vals = [fmt((cell(s, m, p, n, k) or {}).get(key), spec) for s in SERVERS]
+            print(f"| {m} | {p} | {n} | " + " | ".join(vals) + " |")
+
+    compact("fixed", "cpu", ".2f", f"Server CPU µs per relayed packet at {rate_text} msg/s (forwarders: bare datagrams)")
+    compact("saturate", "dpps", ",.0f", "Delivered msg/s, saturating (forwarders: bare datagrams)")
+
+    print("\n### Ratios eeaturn / other (CPU per packet and p99: lower is better; msg/s: higher is better)\n")
+    print("| load | mode | bytes | allocs | CPU/pkt ÷ coturn | ÷ naive | ÷ batched | msg/s ÷ coturn | ÷ naive | ÷ batched | p99 ÷ coturn |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (m, p, n, k) in turn_cells:
+        e = cell("eeaturn", m, p, n, k)
+        if e is None:
+            continue
+        o = {s: cell(s, m, p, n, k) or {} for s in SERVERS}
+        def r(s, key):
+            return fmt(ratio(e[key], o[s].get(key)), ".2f")
+        # At a fixed rate every server delivers everything: msg/s ratios say nothing there,
+        # and saturated p99 is queueing in socket buffers of different sizes.
+        sat = k == "saturate"
+        print(f"| {k} | {m} | {p} | {n} | {r('coturn', 'cpu')} | {r('forwarder-naive', 'cpu')} | "
+              f"{r('forwarder-batched', 'cpu')} | {r('coturn', 'dpps') if sat else '–'} | "
+              f"{r('forwarder-naive', 'dpps') if sat else '–'} | {r('forwarder-batched', 'dpps') if sat else '–'} | "
+              f"{'–' if sat else r('coturn', 'p99')} |")
+
+setup = lines("setup.jsonl")
+if setup:
+    print("\n### Allocation setup rate (401 round + authenticated Allocate, 64 in flight)\n")
+    print("| server | allocations | runs | allocations/s | server CPU µs/allocation | tool CPU % | failed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    rates = {}
+    for s in SERVERS:
+        rows = [r for r in setup if r["label"] == s]
+        if rows:
+            rates[s] = med(rows, "allocs_per_s")
+            # A full tool core means the server may do more: the rate is a lower bound.
+            at_least = "≥ " if (med(rows, "tool_cpu_pct") or 0) > 90 else ""
+            print(f"| {s} | {rows[0]['allocations']} | {len(rows)} | {at_least}{fmt(rates[s], ',.0f')} | "
+                  f"{fmt(med(rows, 'server_us_per_alloc'), '.1f')} | {fmt(med(rows, 'tool_cpu_pct'), '.0f')} | "
+                  f"{sum(r['failed'] for r in rows)} |")
+    if "eeaturn" in rates and rates.get("coturn"):
+        print(f"\neeaturn / coturn: {rates['eeaturn'] / rates['coturn']:.2f} "
+              "(≥: the load tool's core was more than 90 % busy, so the server may do more)")
+
+memory = lines("memory.jsonl")
+if memory:
+    print("\n### Memory per idle allocation (one permission, one channel; VmRSS growth / allocations)\n")
+    print("| server | allocations | VmRSS before KiB | VmRSS with them KiB | bytes/allocation | after release KiB |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for r in memory:
+        print(f"| {r['label']} | {r['ok']} | {r['rss_before_kib']} | {r['rss_loaded_kib']} | "
+              f"{r['bytes_per_allocation']:,.0f} | {r['rss_released_kib']} |")
+
+peer_drops = sum(r.get("peer_socket_drops", 0) for r in load)
+if peer_drops:
+    print(f"\nWarning: the load tool's own peer socket dropped {peer_drops} datagrams; loss figures are too high.")
+if noisy:
+    print(f"\nNote: {noisy} measurement(s) started while another process kept a CPU busy.")
+PY
+}
+
+if [ -n "$TABLE_ONLY" ]; then
+  print_tables "$TABLE_ONLY"
+  exit 0
+fi
 
 # ---- preparation -------------------------------------------------------------------------
 
@@ -316,6 +471,12 @@ for run in $(seq 1 "$RUNS"); do
               extra=(--mode "$mode" --secret-file "$WORK/secret")
             fi
             wait_quiet
+            if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+              # Something else on a shared machine may kill it; the cell must not be lost.
+              log "$server (pid $SERVER_PID) is gone; starting it again"
+              wait "$SERVER_PID" 2>/dev/null || true
+              start_server "$server"
+            fi
             log "run $run/$RUNS $server: $mode, $payload B, $n allocations, $load"
             bench load --server "$HOST:$port" --server-pid "$SERVER_PID" \
               --server-core "$SERVER_CPU" --allocations "$n" --payload "$payload" \
@@ -364,116 +525,6 @@ done
 
 # ---- the tables --------------------------------------------------------------------------
 
-python3 - "$RESULTS" "$RATE" "$NOISY" <<'PY' | tee "$RESULTS/table.md"
-import json, os, statistics, sys
-
-results, rate, noisy = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-
-def lines(name):
-    path = os.path.join(results, name)
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip().startswith("{")]
-
-def med(rows, key):
-    vals = [r[key] for r in rows if r.get(key) is not None]
-    return statistics.median(vals) if vals else None
-
-def fmt(v, spec):
-    return "–" if v is None else format(v, spec)
-
-def ratio(a, b):
-    return None if a is None or b in (None, 0) else a / b
-
-load = lines("load.jsonl")
-cells = {}
-for r in load:
-    key = (r["label"], r["mode"], r["payload"], r["allocations"], "fixed" if r["rate"] else "saturate")
-    cells.setdefault(key, []).append(r)
-
-def cell(server, mode, payload, n, kind):
-    rows = cells.get((server, "raw" if server.startswith("forwarder") else mode, payload, n, kind), [])
-    if not rows:
-        return None
-    return {
-        "runs": len(rows),
-        "dpps": med(rows, "delivered_pps"),
-        "loss": med(rows, "loss_pct"),
-        "p50": med(rows, "lat_p50_us"),
-        "p99": med(rows, "lat_p99_us"),
-        "cpu": med(rows, "server_us_per_pkt"),
-        "core": med(rows, "server_core_us_per_pkt"),
-        "tool": med(rows, "tool_core_pct"),
-        # Saturating without loss while the tool's core is full: the tool was the limit.
-        "tool_bound": kind == "saturate" and (med(rows, "loss_pct") or 0) < 0.5
-        and (med(rows, "tool_core_pct") or 0) > 95,
-    }
-
-servers = ["forwarder-naive", "forwarder-batched", "coturn", "eeaturn"]
-turn_cells = sorted({(m, p, n, k) for (s, m, p, n, k) in cells if m != "raw"},
-                    key=lambda c: (c[3] != "fixed", c[0], c[1], c[2]))
-
-print(f"### Data path (medians of {max((len(v) for v in cells.values()), default=0)} runs; fixed rate = {rate} msg/s in total)\n")
-print("| load | mode | bytes | allocs | server | delivered msg/s | loss % | p50 µs | p99 µs | server CPU µs/pkt | core µs/pkt | tool core % |")
-print("| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-bound = 0
-for (m, p, n, k) in turn_cells:
-    for s in servers:
-        c = cell(s, m, p, n, k)
-        if c is None:
-            continue
-        shown = "raw" if s.startswith("forwarder") else m
-        mark = "†" if c["tool_bound"] else ""
-        bound += bool(mark)
-        print(f"| {k} | {shown} | {p} | {n} | {s} | {fmt(c['dpps'], ',.0f')}{mark} | {fmt(c['loss'], '.2f')} | "
-              f"{fmt(c['p50'], '.0f')} | {fmt(c['p99'], '.0f')} | {fmt(c['cpu'], '.2f')} | "
-              f"{fmt(c['core'], '.2f')} | {fmt(c['tool'], '.0f')} |")
-
-if bound:
-    print("\n† no loss while the load tool's core was full: the tool, not the server, was the limit.")
-print("\n### Ratios eeaturn / other (CPU per packet and p99: lower is better; msg/s: higher is better)\n")
-print("| load | mode | bytes | allocs | CPU/pkt ÷ coturn | ÷ naive | ÷ batched | msg/s ÷ coturn | ÷ naive | ÷ batched | p99 ÷ coturn |")
-print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-for (m, p, n, k) in turn_cells:
-    e = cell("eeaturn", m, p, n, k)
-    if e is None:
-        continue
-    o = {s: cell(s, m, p, n, k) or {} for s in servers}
-    def r(s, key):
-        return fmt(ratio(e[key], o[s].get(key)), ".2f")
-    print(f"| {k} | {m} | {p} | {n} | {r('coturn', 'cpu')} | {r('forwarder-naive', 'cpu')} | "
-          f"{r('forwarder-batched', 'cpu')} | {r('coturn', 'dpps')} | {r('forwarder-naive', 'dpps')} | "
-          f"{r('forwarder-batched', 'dpps')} | {r('coturn', 'p99') if k == 'fixed' else '–'} |")
-
-setup = lines("setup.jsonl")
-if setup:
-    print("\n### Allocation setup rate (401 round + authenticated Allocate, 64 in flight)\n")
-    print("| server | allocations | runs | allocations/s | server CPU µs/allocation | failed |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    rates = {}
-    for s in servers:
-        rows = [r for r in setup if r["label"] == s]
-        if rows:
-            rates[s] = med(rows, "allocs_per_s")
-            print(f"| {s} | {rows[0]['allocations']} | {len(rows)} | {fmt(rates[s], ',.0f')} | "
-                  f"{fmt(med(rows, 'server_us_per_alloc'), '.1f')} | {sum(r['failed'] for r in rows)} |")
-    if "eeaturn" in rates and rates.get("coturn"):
-        print(f"\neeaturn / coturn: {rates['eeaturn'] / rates['coturn']:.2f}")
-
-memory = lines("memory.jsonl")
-if memory:
-    print("\n### Memory per idle allocation (one permission, one channel; RSS growth / allocations)\n")
-    print("| server | allocations | VmRSS before KiB | VmRSS with them KiB | bytes/allocation | after release KiB |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for r in memory:
-        print(f"| {r['label']} | {r['ok']} | {r['rss_before_kib']} | {r['rss_loaded_kib']} | "
-              f"{r['bytes_per_allocation']:,.0f} | {r['rss_released_kib']} |")
-
-peer_drops = sum(r.get("peer_socket_drops", 0) for r in load)
-if peer_drops:
-    print(f"\nWarning: the load tool's own peer socket dropped {peer_drops} datagrams; loss figures are too high.")
-if noisy:
-    print(f"\nNote: {noisy} measurement(s) started while another process kept a CPU busy.")
-PY
+printf '%s\n' "$NOISY" >"$RESULTS/noisy.txt"
+print_tables "$RESULTS" | tee "$RESULTS/table.md"
 log "done; raw results in $RESULTS"
