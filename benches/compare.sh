@@ -308,8 +308,11 @@ log "building eeaturn and eeaturn-bench (cargo build --release --locked)"
 (cd "$REPO" && cargo build --release --locked --bins) >"$WORK/build.log" 2>&1 ||
   { tail -n 30 "$WORK/build.log"; exit 1; }
 TARGET="${CARGO_TARGET_DIR:-$REPO/target}/release"
-EEATURN="$TARGET/eeaturn"
-BENCH="$TARGET/eeaturn-bench"
+# Copies: a build in the same tree during the run must not change what is measured.
+mkdir -p "$WORK/bin"
+cp "$TARGET/eeaturn" "$TARGET/eeaturn-bench" "$WORK/bin/"
+EEATURN="$WORK/bin/eeaturn"
+BENCH="$WORK/bin/eeaturn-bench"
 for f in naive batched; do
   gcc -O2 -Wall -Wextra -o "$WORK/$f" "$REPO/benches/forwarders/$f.c"
 done
