@@ -245,18 +245,21 @@ if setup:
     print("| server | allocations | runs | allocations/s | server CPU µs/allocation | tool CPU % | failed |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     rates = {}
+    bounded = False
     for s in SERVERS:
         rows = [r for r in setup if r["label"] == s]
         if rows:
             rates[s] = med(rows, "allocs_per_s")
             # A full tool core means the server may do more: the rate is a lower bound.
             at_least = "≥ " if (med(rows, "tool_cpu_pct") or 0) > 90 else ""
+            bounded = bounded or bool(at_least)
             print(f"| {s} | {rows[0]['allocations']} | {len(rows)} | {at_least}{fmt(rates[s], ',.0f')} | "
                   f"{fmt(med(rows, 'server_us_per_alloc'), '.1f')} | {fmt(med(rows, 'tool_cpu_pct'), '.0f')} | "
                   f"{sum(r['failed'] for r in rows)} |")
     if "eeaturn" in rates and rates.get("coturn"):
-        print(f"\neeaturn / coturn: {rates['eeaturn'] / rates['coturn']:.2f} "
-              "(≥: the load tool's core was more than 90 % busy, so the server may do more)")
+        print(f"\neeaturn / coturn: {rates['eeaturn'] / rates['coturn']:.2f}")
+    if bounded:
+        print("\n≥: the load tool's core was more than 90 % busy, so the server may do more.")
 
 memory = lines("memory.jsonl")
 if memory:
