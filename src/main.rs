@@ -522,12 +522,7 @@ fn write_secret_file(file: &std::path::Path, contents: &str) -> anyhow::Result<(
 }
 
 fn api_key_new(name: &str, scope: &str) -> anyhow::Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-    if !ok {
+    if !eeaturn::config::valid_key_name(name) {
         anyhow::bail!("--name must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
     }
     use rand::SeedableRng as _;

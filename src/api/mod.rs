@@ -755,7 +755,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<IssueRequest, ApiE
 
 /// A user label: 1 to 128 visible ASCII characters other than ':'.
 fn valid_user(u: &str) -> bool {
-    (1..=128).contains(&u.len()) && u.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b':')
+    u.len() <= 128 && crate::credentials::valid_user_id(u)
 }
 
 #[expect(

@@ -275,12 +275,7 @@ pub(super) fn validate_api(
     }
     let mut keys: Vec<ApiKey> = Vec::new();
     for k in &raw.keys {
-        let name_ok = !k.name.is_empty()
-            && k.name.len() <= 64
-            && k.name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-        if !name_ok {
+        if !valid_key_name(&k.name) {
             return Err(invalid(
                 "api.keys.name",
                 format!(
@@ -343,6 +338,15 @@ pub(super) fn validate_api(
         client_ca,
         keys,
     })
+}
+
+/// An API key name: 1 to 64 characters of `A-Z a-z 0-9 _ -` (it appears in TURN usernames,
+/// logs and metric labels).
+pub fn valid_key_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 fn parse_sha256(s: &str) -> Option<[u8; 32]> {

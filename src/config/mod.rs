@@ -20,7 +20,7 @@ use crate::policy::{CountryCode, NetworkOverride, Rules};
 mod api;
 mod regions;
 
-pub use api::{API_TTL_CEILING, ApiConfig, ApiKey, RawApi, RawApiKey, Scope};
+pub use api::{API_TTL_CEILING, ApiConfig, ApiKey, RawApi, RawApiKey, Scope, valid_key_name};
 
 /// A configuration error, with the key path it concerns.
 #[derive(Debug, thiserror::Error)]
