@@ -711,9 +711,16 @@ async fn binding_requests_are_answered_without_credentials() {
 /// Four workers share the listening port: clients on many source ports land on different
 /// workers, yet each relays both ways, the per-user quota holds for the whole relay, and a
 /// RESERVATION-TOKEN made at one worker is redeemed by sockets that may hash to any other.
+/// Its own relay ports: a reserved port is not bound until redeemed, so a peer another test
+/// binds in the shared range could take it meanwhile.
 #[tokio::test]
 async fn four_workers_share_the_port_the_quotas_and_the_reservations() {
-    let server = start_server_with_workers(4, "[limits]\nmax_allocations_per_user = 12\n").await;
+    let server = start_server_with_workers(
+        4,
+        Some("25000-25999"),
+        "[limits]\nmax_allocations_per_user = 12\n",
+    )
+    .await;
     let echo = common::spawn_echo_peer("127.0.2.1").await;
     let mut clients = Vec::new();
     for i in 0..12 {

@@ -94,15 +94,28 @@ pub(crate) struct TestServer {
 
 /// Starts a relay on the test configuration plus `extra_toml` (see [`config_toml`]).
 pub(crate) async fn start_server(extra_toml: &str) -> TestServer {
-    start_server_with_workers(0, extra_toml).await
+    start_server_with_workers(0, None, extra_toml).await
 }
 
-/// Like [`start_server`], with `server.workers = workers` (0: one per core).
-pub(crate) async fn start_server_with_workers(workers: usize, extra_toml: &str) -> TestServer {
+/// Like [`start_server`], with `server.workers = workers` (0: one per core) and, when given,
+/// a relay port range of its own (`"START-END"`), out of the way of the other tests' servers
+/// and peers in this process.
+pub(crate) async fn start_server_with_workers(
+    workers: usize,
+    ports: Option<&str>,
+    extra_toml: &str,
+) -> TestServer {
     let (dir, path) = write_config_dir(extra_toml);
-    let text = std::fs::read_to_string(&path)
+    let mut text = std::fs::read_to_string(&path)
         .expect("reading the config back")
         .replacen("[server]\n", &format!("[server]\nworkers = {workers}\n"), 1);
+    if let Some(ports) = ports {
+        text = text.replacen(
+            &format!("port_range = \"{RELAY_PORT_MIN}-{RELAY_PORT_MAX}\""),
+            &format!("port_range = \"{ports}\""),
+            1,
+        );
+    }
     let config = Config::parse(&text, dir.path()).expect("the test config is valid");
     let running = eeaturn::shell::start(config)
         .await
