@@ -236,6 +236,7 @@ impl Harness {
                 external_v6: None,
                 ports: RELAY_PORTS,
                 socket_buffer: 1 << 20,
+                gso: true,
             },
             limits: Limits {
                 max_allocations: 4,

@@ -162,6 +162,13 @@ pub struct RawRelay {
     /// Receive and send buffer size asked of the kernel for every UDP socket, e.g. `"4MiB"`.
     #[serde(default = "default_socket_buffer")]
     pub socket_buffer: String,
+    /// Send runs of equal-sized datagrams to one destination as one UDP GSO message.
+    #[serde(default = "default_true")]
+    pub gso: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_socket_buffer() -> String {
@@ -529,6 +536,8 @@ pub struct RelayAddresses {
     pub ports: RangeInclusive<u16>,
     /// Socket buffer size (bytes) asked for every UDP socket.
     pub socket_buffer: usize,
+    /// Send runs of datagrams to one destination with UDP GSO.
+    pub gso: bool,
 }
 
 /// Resource limits.
@@ -819,6 +828,7 @@ fn validate_relay(raw: &RawRelay) -> Result<RelayAddresses, Error> {
         external_v6,
         ports,
         socket_buffer,
+        gso: raw.gso,
     })
 }
 

@@ -436,6 +436,13 @@ fn workers_and_socket_buffers() {
     let c = parse(MINIMAL).unwrap();
     assert!(c.workers >= 1, "0 means one per core");
     assert_eq!(c.relay.socket_buffer, 4 << 20);
+    assert!(c.relay.gso, "GSO is on by default");
+    let c = parse(&MINIMAL.replace(
+        "addresses = [\"127.0.0.1\"]",
+        "addresses = [\"127.0.0.1\"]\ngso = false",
+    ))
+    .unwrap();
+    assert!(!c.relay.gso);
     let c = parse(&MINIMAL.replace(
         "addresses = [\"127.0.0.1\"]",
         "addresses = [\"127.0.0.1\"]\nsocket_buffer = \"512KiB\"",

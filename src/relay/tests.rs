@@ -1760,6 +1760,7 @@ fn config() -> ServerConfig {
             external_v6: None,
             ports: PORTS,
             socket_buffer: 1 << 20,
+            gso: true,
         },
         limits: Limits {
             max_allocations: 4,

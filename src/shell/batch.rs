@@ -1,17 +1,27 @@
 //! Batched UDP I/O: `recvmmsg` and `sendmmsg` (through `nix`'s safe wrappers) over one buffer
-//! a worker keeps for its lifetime.
+//! a worker keeps for its lifetime, and UDP GSO for runs of datagrams to one destination.
 //!
 //! The buffer holds [`BATCH`] slots of [`SLOT`] bytes. A datagram from a client is read to the
 //! start of a slot; a datagram from a peer is read at [`PEER_HEADROOM`] so the core can frame
 //! it in place. Slots are as large as the largest datagram, so nothing is ever truncated; only
 //! the pages a datagram touches become resident.
+//!
+//! Sending, consecutive datagrams to the same destination whose sizes are equal (the last of
+//! a run may be shorter) go out as one UDP GSO message (`UDP_SEGMENT`): the kernel builds,
+//! routes and queues one buffer and cuts it into the datagrams at the device, or at the
+//! receiving socket on loopback, instead of walking its send path once per datagram. What
+//! goes on the wire is the same datagrams in the same order. A kernel or device that refuses
+//! GSO gets the plain path.
 
 use std::io;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+};
 
 use crate::relay::{PEER_HEADROOM, PEER_TAILROOM};
 
@@ -21,6 +31,14 @@ pub(super) const MAX_DATAGRAM: usize = 65_535;
 pub(super) const BATCH: usize = 32;
 /// One slot of the buffer: room for the largest datagram with the peer framing around it.
 pub(super) const SLOT: usize = PEER_HEADROOM + MAX_DATAGRAM + PEER_TAILROOM;
+/// Datagrams in one GSO message (the kernel's `UDP_MAX_SEGMENTS`).
+const GSO_MAX_SEGMENTS: usize = 64;
+/// Bytes in one GSO message: the payload of one IP packet, less room for headers.
+const GSO_MAX_BYTES: usize = 65_000;
+/// Largest datagram sent with GSO: each piece must fit the device's MTU unfragmented; 1452
+/// bytes fit a 1500-byte Ethernet MTU under IPv6 and UDP headers. Larger datagrams (rare in
+/// media) take the plain path.
+const GSO_MAX_SEGMENT: usize = 1452;
 
 /// The receive buffer and the system-call headers of one worker.
 pub(super) struct Batch {
@@ -34,16 +52,30 @@ pub(super) struct Batch {
     recv_headers_v4: MultiHeaders<SockaddrStorage>,
     recv_headers_v6: MultiHeaders<SockaddrStorage>,
     send_headers: MultiHeaders<SockaddrStorage>,
+    /// The destinations of one `sendmmsg` (kept: an address is 128 bytes to build).
+    send_addrs: Vec<Option<SockaddrStorage>>,
+    /// One header with room for the `UDP_SEGMENT` control message.
+    gso_headers: MultiHeaders<SockaddrStorage>,
+    /// Whether to send runs with GSO: configured (`relay.gso`), and turned off for good when
+    /// the kernel says it cannot.
+    gso: bool,
+    /// GSO messages sent so far.
+    gso_messages: u64,
 }
 
 impl Batch {
-    pub(super) fn new() -> Self {
+    /// A buffer and headers; `gso`: send runs of datagrams with UDP GSO.
+    pub(super) fn new(gso: bool) -> Self {
         Self {
             buf: vec![0u8; BATCH * SLOT].into_boxed_slice(),
             got: [(0, None); BATCH],
             recv_headers_v4: MultiHeaders::preallocate(BATCH, None),
             recv_headers_v6: MultiHeaders::preallocate(BATCH, None),
             send_headers: MultiHeaders::preallocate(BATCH, None),
+            send_addrs: Vec::with_capacity(BATCH),
+            gso_headers: MultiHeaders::preallocate(1, Some(nix::cmsg_space!(u16))),
+            gso,
+            gso_messages: 0,
         }
     }
 
@@ -93,9 +125,92 @@ impl Batch {
     }
 
     /// Sends the datagrams `msgs` (absolute ranges of the buffer, and destinations) from
-    /// `sock`, as few calls as it takes; returns how many the kernel took. A full send buffer
-    /// drops the rest, as the network would.
+    /// `sock`, in order; returns how many the kernel took. Runs of datagrams to one
+    /// destination go as GSO messages (see the module's documentation), so callers that
+    /// group a destination's datagrams together, keeping their order, send fewest. A full send
+    /// buffer drops what does not fit, as the network would.
     pub(super) fn send(
+        &mut self,
+        sock: &impl AsRawFd,
+        msgs: &[(std::ops::Range<usize>, SocketAddr)],
+    ) -> usize {
+        if !self.gso {
+            return self.send_plain(sock, msgs);
+        }
+        let mut sent = 0;
+        // msgs[plain..i] wait to go out the plain way.
+        let mut plain = 0;
+        let mut i = 0;
+        while i < msgs.len() {
+            let end = i + gso_run(&msgs[i..]);
+            if end - i >= 2 {
+                sent += self.send_plain(sock, &msgs[plain..i]);
+                sent += match self.send_gso(sock, &msgs[i..end]) {
+                    Ok(()) => end - i,
+                    Err(Errno::EAGAIN) => 0,
+                    Err(e) => {
+                        // EIO: the route's device cannot checksum GSO; ENOPROTOOPT or
+                        // EOPNOTSUPP: a kernel without UDP GSO. Neither changes while we run.
+                        if matches!(e, Errno::EIO | Errno::ENOPROTOOPT | Errno::EOPNOTSUPP) {
+                            tracing::debug!(target: "eeaturn::shell", error = %e, "UDP GSO refused by the kernel; sending datagram by datagram");
+                            self.gso = false;
+                        }
+                        self.send_plain(sock, &msgs[i..end])
+                    }
+                };
+                plain = end;
+            }
+            i = end;
+        }
+        sent + self.send_plain(sock, &msgs[plain..])
+    }
+
+    /// Sends `msgs` (2 or more, one destination, one GSO run) as one GSO message.
+    fn send_gso(
+        &mut self,
+        sock: &impl AsRawFd,
+        msgs: &[(std::ops::Range<usize>, SocketAddr)],
+    ) -> Result<(), Errno> {
+        let (Some((first, to)), Ok(segment)) = (
+            msgs.first(),
+            u16::try_from(msgs.first().map_or(0, |(r, _)| r.len())),
+        ) else {
+            return Err(Errno::EINVAL);
+        };
+        let Self {
+            buf, gso_headers, ..
+        } = self;
+        let iovs: [IoSlice<'_>; GSO_MAX_SEGMENTS] = std::array::from_fn(|i| {
+            IoSlice::new(
+                msgs.get(i)
+                    .and_then(|(r, _)| buf.get(r.clone()))
+                    .unwrap_or_default(),
+            )
+        });
+        let n = msgs.len().min(GSO_MAX_SEGMENTS);
+        let messages = [&iovs[..n]];
+        let addrs = [Some(SockaddrStorage::from(*to))];
+        debug_assert!(!first.is_empty());
+        let cmsgs = [ControlMessage::UdpGsoSegments(&segment)];
+        let sent = sendmmsg(
+            sock.as_raw_fd(),
+            gso_headers,
+            &messages,
+            addrs,
+            cmsgs,
+            MsgFlags::MSG_DONTWAIT,
+        )?
+        .count();
+        if sent == 1 {
+            self.gso_messages += 1;
+            Ok(())
+        } else {
+            Err(Errno::EAGAIN)
+        }
+    }
+
+    /// Sends `msgs` one datagram each, up to [`BATCH`] per system call.
+    fn send_plain(
         &mut self,
         sock: &impl AsRawFd,
         msgs: &[(std::ops::Range<usize>, SocketAddr)],
@@ -103,7 +218,10 @@ impl Batch {
         let mut sent = 0;
         for chunk in msgs.chunks(BATCH) {
             let Self {
-                buf, send_headers, ..
+                buf,
+                send_headers,
+                send_addrs,
+                ..
             } = self;
             let iovs: [[IoSlice<'_>; 1]; BATCH] = std::array::from_fn(|i| {
                 [IoSlice::new(
@@ -113,13 +231,13 @@ impl Batch {
                         .unwrap_or_default(),
                 )]
             });
-            let addrs: [Option<SockaddrStorage>; BATCH] =
-                std::array::from_fn(|i| chunk.get(i).map(|(_, to)| SockaddrStorage::from(*to)));
+            send_addrs.clear();
+            send_addrs.extend(chunk.iter().map(|(_, to)| Some(SockaddrStorage::from(*to))));
             match sendmmsg(
                 sock.as_raw_fd(),
                 send_headers,
                 &iovs[..chunk.len()],
-                &addrs[..chunk.len()],
+                &send_addrs[..],
                 [],
                 MsgFlags::MSG_DONTWAIT,
             ) {
@@ -140,6 +258,33 @@ impl Batch {
     }
 }
 
+/// How many datagrams from the start of `msgs` make one GSO run: one destination, the same
+/// size (the last may be shorter), within the kernel's limits. 1 when the first cannot start
+/// a run.
+fn gso_run(msgs: &[(std::ops::Range<usize>, SocketAddr)]) -> usize {
+    let Some((first, to)) = msgs.first() else {
+        return 0;
+    };
+    let segment = first.len();
+    if segment == 0 || segment > GSO_MAX_SEGMENT {
+        return 1;
+    }
+    let mut total = segment;
+    let mut n = 1;
+    for (r, dest) in &msgs[1..] {
+        let len = r.len();
+        if dest != to || len == 0 || len > segment || total + len > GSO_MAX_BYTES {
+            break;
+        }
+        total += len;
+        n += 1;
+        if len < segment || n == GSO_MAX_SEGMENTS {
+            break;
+        }
+    }
+    n
+}
+
 fn to_std(a: SockaddrStorage) -> Option<SocketAddr> {
     if let Some(v4) = a.as_sockaddr_in() {
         return Some(SocketAddr::V4(SocketAddrV4::from(*v4)));
@@ -158,7 +303,7 @@ mod tests {
         let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         b.set_nonblocking(true).unwrap();
         let to = b.local_addr().unwrap();
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(false);
         // A full batch of datagrams of different sizes, one of them as large as UDP allows.
         let sizes: Vec<usize> = (0..BATCH)
             .map(|i| {
@@ -203,7 +348,7 @@ mod tests {
     /// One batch serves sockets of both families in turn without cutting an address short.
     #[test]
     fn ipv4_then_ipv6_sources_come_back_whole() {
-        let mut batch = Batch::new();
+        let mut batch = Batch::new(false);
         for (family, v6) in [
             ("127.0.0.1:0", false),
             ("[::1]:0", true),
@@ -218,5 +363,119 @@ mod tests {
             assert_eq!(batch.recv(&b, v6, 0).unwrap(), 1);
             assert_eq!(batch.got[0], (1, Some(a.local_addr().unwrap())));
         }
+    }
+
+    fn run_of(sizes: &[(usize, u8)]) -> usize {
+        let dest = |d: u8| SocketAddr::from(([127, 0, 0, d], 9));
+        let mut at = 0;
+        let msgs: Vec<_> = sizes
+            .iter()
+            .map(|&(len, d)| {
+                at += SLOT;
+                (at..at + len, dest(d))
+            })
+            .collect();
+        gso_run(&msgs)
+    }
+
+    #[test]
+    fn a_gso_run_is_one_destination_of_one_size_with_a_shorter_last() {
+        assert_eq!(run_of(&[]), 0);
+        assert_eq!(run_of(&[(100, 1)]), 1);
+        assert_eq!(run_of(&[(100, 1); 5]), 5);
+        // A shorter datagram ends the run and belongs to it; a longer one starts another.
+        assert_eq!(run_of(&[(100, 1), (100, 1), (40, 1), (100, 1)]), 3);
+        assert_eq!(run_of(&[(100, 1), (100, 1), (140, 1)]), 2);
+        // Another destination ends it.
+        assert_eq!(run_of(&[(100, 1), (100, 2), (100, 1)]), 1);
+        // Empty datagrams and datagrams too large for one MTU are never in a run.
+        assert_eq!(run_of(&[(0, 1), (0, 1)]), 1);
+        assert_eq!(run_of(&[(100, 1), (0, 1)]), 1);
+        assert_eq!(run_of(&[(GSO_MAX_SEGMENT + 1, 1); 3]), 1);
+        // The kernel's limits: 64 datagrams, 64 KiB.
+        assert_eq!(run_of(&[(10, 1); 100]), GSO_MAX_SEGMENTS);
+        assert_eq!(run_of(&[(1400, 1); 60]), GSO_MAX_BYTES / 1400);
+    }
+
+    /// Whatever the mix of destinations and sizes, every destination receives exactly its
+    /// datagrams, in the order they were given, whether they went as GSO runs or one by one.
+    #[test]
+    fn gso_sends_arrive_as_the_same_datagrams_in_order() {
+        gso_round_trip("127.0.0.1:0", false);
+        gso_round_trip("[::1]:0", true);
+    }
+
+    fn gso_round_trip(family: &str, v6: bool) {
+        use rand::{Rng, SeedableRng};
+        let a = std::net::UdpSocket::bind(family).unwrap();
+        let peers: Vec<_> = (0..3)
+            .map(|_| {
+                let p = std::net::UdpSocket::bind(family).unwrap();
+                p.set_nonblocking(true).unwrap();
+                p
+            })
+            .collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut batch = Batch::new(true);
+        let mut rx = Batch::new(false);
+        for round in 0..40 {
+            let mut msgs = Vec::new();
+            let mut expected: Vec<Vec<(usize, u8)>> = vec![Vec::new(); peers.len()];
+            let mut size = 1 + rng.random_range(0..1400);
+            for i in 0..BATCH {
+                // Mostly runs of one size to one peer, sometimes a change of either.
+                let p = if rng.random_bool(0.2) {
+                    rng.random_range(0..peers.len())
+                } else {
+                    i % 2
+                };
+                if rng.random_bool(0.15) {
+                    size = 1 + rng.random_range(0..1400);
+                }
+                let len = if rng.random_bool(0.1) {
+                    1 + rng.random_range(0..size)
+                } else {
+                    size
+                };
+                let mark = u8::try_from((round * BATCH + i) % 251).unwrap();
+                batch.slot_mut(i)[..len].fill(mark);
+                msgs.push((i * SLOT..i * SLOT + len, peers[p].local_addr().unwrap()));
+                expected[p].push((len, mark));
+            }
+            // Grouped by destination, each in its order, as the worker hands them over.
+            msgs.sort_by_key(|(_, to)| *to);
+            assert_eq!(batch.send(&a, &msgs), BATCH);
+            assert!(batch.gso, "loopback takes GSO");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+            for (p, sock) in peers.iter().enumerate() {
+                let mut got = Vec::new();
+                while let Ok(n) = rx.recv(sock, v6, 0) {
+                    for i in 0..n {
+                        let (len, from) = rx.got[i];
+                        assert_eq!(from, Some(a.local_addr().unwrap()));
+                        let slot = rx.slot_mut(i);
+                        assert!(slot[..len].iter().all(|&x| x == slot[0]));
+                        got.push((len, slot[0]));
+                    }
+                }
+                assert_eq!(got, expected[p], "{family} round {round}, peer {p}");
+            }
+        }
+        assert!(batch.gso_messages > 40, "runs went as GSO messages");
+    }
+
+    /// With GSO off (`relay.gso = false`) the same goes out one datagram at a time.
+    #[test]
+    fn without_gso_runs_go_datagram_by_datagram() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut batch = Batch::new(false);
+        let to = b.local_addr().unwrap();
+        let msgs: Vec<_> = (0..10).map(|i| (i * SLOT..i * SLOT + 100, to)).collect();
+        assert_eq!(batch.send(&a, &msgs), 10);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        assert_eq!(batch.recv(&b, false, 0).unwrap(), 10);
+        assert!(batch.got[..10].iter().all(|&(len, _)| len == 100));
     }
 }

@@ -105,6 +105,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
         buffer: config.relay.socket_buffer,
+        gso: config.relay.gso,
         v4: config.relay.v4,
         v6: config.relay.v6,
     };

@@ -118,6 +118,8 @@ pub(super) struct RelaySockets {
     pub(super) ports: RangeInclusive<u16>,
     /// Requested socket buffer size.
     pub(super) buffer: usize,
+    /// Send runs of datagrams with UDP GSO (`relay.gso`).
+    pub(super) gso: bool,
     /// The relay addresses (`relay.addresses`).
     pub(super) v4: Option<IpAddr>,
     pub(super) v6: Option<IpAddr>,
@@ -153,7 +155,7 @@ pub(super) fn spawn(
             relays,
             relay_buffer: relay.buffer,
             streams: HashMap::new(),
-            batch: Batch::new(),
+            batch: Batch::new(relay.gso),
             to_peers: Vec::with_capacity(BATCH),
             to_clients: Vec::with_capacity(BATCH),
             sends: Vec::with_capacity(BATCH),
@@ -445,7 +447,9 @@ impl Worker {
             batch,
             ..
         } = self;
-        to_peers.sort_unstable_by_key(|(relay, ..)| *relay);
+        // Stable: each flow's datagrams keep their order; a flow's datagrams end up next to
+        // each other, so runs go out as one GSO message.
+        to_peers.sort_by_key(|(relay, _, peer)| (*relay, *peer));
         let mut rest = &to_peers[..];
         while let Some(&(relay, ..)) = rest.first() {
             let n = rest.iter().take_while(|(r, ..)| *r == relay).count();
@@ -479,6 +483,8 @@ impl Worker {
                     .filter(|(to, _)| !to.transport.is_stream() && to.server == *local)
                     .map(|(to, range)| (range.clone(), to.client)),
             );
+            // Stable, as above: a client's messages together and in order.
+            sends.sort_by_key(|(_, client)| *client);
             if !sends.is_empty() {
                 batch.send(sock, sends);
             }
