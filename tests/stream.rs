@@ -1539,7 +1539,11 @@ async fn garbage_closes(kind: Kind) {
     let peer = Peer::bind("127.0.2.1").await;
     let mut c = server.client(kind, "127.0.1.1").await;
     let relayed = allocate_and_roundtrip(&mut c, &peer, "before the garbage").await;
-    c.write(&[0xFF, 0xFF, 0xFF, 0xFF]).await;
+    // In the same write as the garbage, a complete Send indication: it is still relayed.
+    let mut last = send_indication(peer.addr(), b"last words");
+    last.extend_from_slice(&[0xFF, 0xFF, 0xFF, 0xFF]);
+    c.write(&last).await;
+    assert_eq!(peer.recv().await, (b"last words".to_vec(), relayed));
     let got = c
         .closed_by_server(Duration::from_secs(2), "garbage after Allocate")
         .await;

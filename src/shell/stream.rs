@@ -1,6 +1,7 @@
 //! TCP and TLS listeners (RFC 8656 §3.7): one task per connection reads STUN messages and
-//! ChannelData off the stream, frames them with [`stream_frame_len`], and hands them to the
-//! driver; a second task writes what the driver sends back. The same core handles them as UDP.
+//! ChannelData off the stream, frames them with [`stream_frame_len`], and hands the complete
+//! frames of each read to the connection's worker in one message; a second task writes what
+//! the worker sends back. The same core handles them as UDP.
 //!
 //! Robustness: a cap on connections in total and per client IP; a deadline for the TLS
 //! handshake and the first complete message; an idle limit afterwards; read buffers bounded by
@@ -215,23 +216,34 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut len = 0;
     let mut first = true;
     loop {
-        // Hand over every complete frame in the buffer.
+        // Hand over every complete frame in the buffer, all in one message: one copy, one
+        // queue slot and one wake-up of the worker per read, not per frame.
+        let mut complete = 0;
+        let mut garbage = false;
         loop {
-            let frame = match stream_frame_len(&buf[..len]) {
-                Ok(Some(n)) if n <= len => n,
+            match stream_frame_len(&buf[complete..len]) {
+                Ok(Some(n)) if n <= len - complete => complete += n,
                 Ok(_) => break,
-                Err(_) => return Err("not STUN or ChannelData"),
-            };
+                Err(_) => {
+                    garbage = true;
+                    break;
+                }
+            }
+        }
+        if complete > 0 {
             first = false;
             let input = Input::Stream {
                 five,
-                bytes: buf[..frame].to_vec(),
+                frames: buf[..complete].to_vec(),
             };
             if tx.send(input).await.is_err() {
                 return Err("shutting down");
             }
-            buf.copy_within(frame..len, 0);
-            len -= frame;
+            buf.copy_within(complete..len, 0);
+            len -= complete;
+        }
+        if garbage {
+            return Err("not STUN or ChannelData");
         }
         if len == buf.len() {
             match stream_frame_len(&buf[..len]) {

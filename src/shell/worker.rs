@@ -30,6 +30,7 @@ use crate::policy::Policy;
 use crate::relay::{
     BindResult, ClientTransmit, Command, FiveTuple, PEER_HEADROOM, Server, Stats, Transport,
 };
+use crate::stun::stream_frame_len;
 
 /// Messages queued to a worker from the rest of the relay.
 pub(super) const INPUT_QUEUE: usize = 4096;
@@ -52,8 +53,9 @@ pub(super) enum Input {
         writer: mpsc::Sender<Vec<u8>>,
         reply: oneshot::Sender<bool>,
     },
-    /// One framed message from a TCP/TLS connection.
-    Stream { five: FiveTuple, bytes: Vec<u8> },
+    /// Complete framed messages from a TCP/TLS connection, back to back (what one read
+    /// brought).
+    Stream { five: FiveTuple, frames: Vec<u8> },
     /// A TCP/TLS connection ended.
     StreamClosed { five: FiveTuple },
     /// New secrets (SIGHUP).
@@ -324,13 +326,23 @@ impl Worker {
                     }
                     let _ = reply.send(allowed);
                 }
-                Input::Stream { five, bytes } => {
-                    if let Some(t) = self.server.handle_client_input(five, &bytes, now) {
+                Input::Stream { five, frames } => {
+                    let mut rest = &frames[..];
+                    while let Ok(Some(n)) = stream_frame_len(rest) {
+                        let Some((frame, tail)) = rest.split_at_checked(n) else {
+                            break;
+                        };
+                        rest = tail;
+                        let Some(t) = self.server.handle_client_input(five, frame, now) else {
+                            continue;
+                        };
                         if let Some(sock) = self.relays.get(t.relay) {
-                            if let Err(e) = send_udp(sock, &bytes[t.range], t.peer) {
+                            if let Err(e) = send_udp(sock, &frame[t.range], t.peer) {
                                 tracing::trace!(target: "eeaturn::relay", error = %e, "send to peer failed");
                             }
                         }
+                        // Answers go out in order with the frames that caused them.
+                        self.drain();
                     }
                 }
                 Input::StreamClosed { five } => {
