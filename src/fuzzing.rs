@@ -442,9 +442,18 @@ impl Harness {
                     );
                     responses.push(self.check_response(&bytes));
                 }
-                Command::BindRelay { token, addrs } => {
+                Command::BindRelay {
+                    token,
+                    addrs,
+                    reserve,
+                } => {
                     assert!(!addrs.is_empty() && addrs.len() <= 2);
-                    for a in &addrs {
+                    if let Some(r) = reserve {
+                        assert_eq!(addrs.len(), 1, "a reservation comes with one family");
+                        assert_eq!(r.ip(), addrs[0].ip());
+                        assert_eq!(r.port(), addrs[0].port() + 1, "the next port is reserved");
+                    }
+                    for a in addrs.iter().chain(&reserve) {
                         assert!(a.ip() == IpAddr::V4(RELAY_V4) || a.ip() == IpAddr::V6(RELAY_V6));
                         assert!(RELAY_PORTS.contains(&a.port()), "relay port {a} in range");
                     }
@@ -455,6 +464,16 @@ impl Harness {
                 }
                 Command::CloseRelay { addr } => {
                     self.relays.retain(|r| *r != addr);
+                }
+                Command::ReleaseReserved { addr } => {
+                    assert!(
+                        RELAY_PORTS.contains(&addr.port()),
+                        "reserved port {addr} in range"
+                    );
+                    assert!(
+                        !self.relays.contains(&addr),
+                        "a reserved port is not relaying"
+                    );
                 }
             }
         }

@@ -446,6 +446,15 @@ async fn even_port_reserves_the_next_port_for_the_reservation_token() {
         .attr(attr::RESERVATION_TOKEN)
         .expect("RESERVATION-TOKEN in the response");
     assert_eq!(token.len(), 8);
+    // The reserved port is bound already: no other process can take it meanwhile.
+    let reserved = SocketAddr::new(even.ip(), even.port() + 1);
+    assert_eq!(
+        std::net::UdpSocket::bind(reserved)
+            .map(|_| ())
+            .map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::AddrInUse),
+        "{reserved} is held for the token"
+    );
 
     // See RFC 8656 §7.2: the token gets the port after the even one.
     let mut second = server.client("127.0.1.2", "alice").await;
@@ -710,9 +719,8 @@ async fn binding_requests_are_answered_without_credentials() {
 
 /// Four workers share the listening port: clients on many source ports land on different
 /// workers, yet each relays both ways, the per-user quota holds for the whole relay, and a
-/// RESERVATION-TOKEN made at one worker is redeemed by sockets that may hash to any other.
-/// Its own relay ports: a reserved port is not bound until redeemed, so a peer another test
-/// binds in the shared range could take it meanwhile.
+/// RESERVATION-TOKEN made at one worker is redeemed by sockets that may hash to any other,
+/// whose worker then relays on the socket held for the reservation.
 #[tokio::test]
 async fn four_workers_share_the_port_the_quotas_and_the_reservations() {
     let server = start_server_with_workers(
@@ -770,10 +778,24 @@ async fn four_workers_share_the_port_the_quotas_and_the_reservations() {
             .unwrap_or_else(|e| panic!("round {round}: redeeming the token: {e:?}"))
             .relayed();
         assert_eq!(next, SocketAddr::new(even.ip(), even.port() + 1));
+        // The socket held for the reservation (bound by the first socket's worker) relays
+        // for the second socket's worker.
+        second
+            .channel_bind(0x4001, echo)
+            .await
+            .expect("ChannelBind");
+        let payload = format!("through the reserved port, round {round}");
+        second.send_channel_data(0x4001, payload.as_bytes()).await;
+        match second.recv_relayed().await {
+            Relayed::Channel { channel, data } => {
+                assert_eq!((channel, data.as_slice()), (0x4001, payload.as_bytes()));
+            }
+            other => panic!("round {round}: expected ChannelData back, got {other:?}"),
+        }
         first.refresh(0).await.expect("release");
         second.refresh(0).await.expect("release");
     }
     let stats = server.stop().await;
-    assert_eq!(stats.packets_to_peer, 12);
-    assert_eq!(stats.packets_to_client, 12);
+    assert_eq!(stats.packets_to_peer, 20);
+    assert_eq!(stats.packets_to_client, 20);
 }

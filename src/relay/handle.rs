@@ -630,7 +630,7 @@ impl<R: RngCore> Server<R> {
         self.by_five_tuple.insert(from, slot);
         self.timers.add(expires, Timer::Allocation(slot));
         if reservation.is_some() {
-            self.register_and_bind(slot);
+            self.register_and_bind(slot, None);
         } else {
             // Remember the families to allocate in the relayed list as placeholders.
             if let Some(a) = self.alloc_mut(slot) {
@@ -660,6 +660,7 @@ impl<R: RngCore> Server<R> {
         let families: Vec<Family> = a.relayed.iter().map(|r| r.family).collect();
         let mut relayed = Vec::with_capacity(families.len());
         let mut reservation = None;
+        let mut reserved_addr = None;
         for family in families {
             let Some(ip) = self.relay_ip(family) else {
                 continue;
@@ -705,6 +706,7 @@ impl<R: RngCore> Server<R> {
                 self.shared.ports().reservations.insert(token, r);
                 self.timers.add(r.expires, Timer::Reservation(token));
                 reservation = Some(token);
+                reserved_addr = Some(SocketAddr::new(ip, r.port));
             }
             let local = SocketAddr::new(ip, port);
             relayed.push(Relayed {
@@ -717,10 +719,12 @@ impl<R: RngCore> Server<R> {
             a.relayed = relayed;
             a.reservation = reservation;
         }
-        self.register_and_bind(slot);
+        self.register_and_bind(slot, reserved_addr);
     }
 
-    fn register_and_bind(&mut self, slot: Slot) {
+    /// Asks the shell to bind the allocation's relay addresses, and `reserve` (the port of a
+    /// new reservation) with them.
+    fn register_and_bind(&mut self, slot: Slot, reserve: Option<SocketAddr>) {
         let Some(a) = self.alloc(slot) else {
             return;
         };
@@ -731,6 +735,7 @@ impl<R: RngCore> Server<R> {
         self.commands.push_back(Command::BindRelay {
             token: BindToken(slot),
             addrs,
+            reserve,
         });
     }
 
@@ -1160,7 +1165,7 @@ impl<R: RngCore> Server<R> {
         }
     }
 
-    fn relay_ip(&self, family: Family) -> Option<IpAddr> {
+    pub(super) fn relay_ip(&self, family: Family) -> Option<IpAddr> {
         match family {
             Family::V4 => self.cfg.relay.v4,
             Family::V6 => self.cfg.relay.v6,

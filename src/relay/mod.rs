@@ -106,16 +106,28 @@ pub enum Command {
         bytes: Vec<u8>,
     },
     /// Bind UDP relay sockets on `addrs` and report with [`Server::handle_relay_bound`]; if
-    /// one fails, close the others before reporting.
+    /// one fails, close the others before reporting. An address held for a reservation
+    /// (`reserve` of an earlier `BindRelay`) is taken from where it is held, not bound again.
     BindRelay {
         /// Pass back to `handle_relay_bound`.
         token: BindToken,
         /// Local addresses to bind.
         addrs: Vec<SocketAddr>,
+        /// With `addrs` (all or nothing), bind this address too and hold the socket for the
+        /// EVEN-PORT reservation (RFC 8656 §7.2) that names it, so that no other process can
+        /// take the port before the client redeems the RESERVATION-TOKEN. Any worker may be
+        /// the one to take it.
+        reserve: Option<SocketAddr>,
     },
     /// Close the relay socket bound on `addr`.
     CloseRelay {
         /// The socket's local address.
+        addr: SocketAddr,
+    },
+    /// The reservation on `addr` expired unused: close the socket held for it, if it is still
+    /// held.
+    ReleaseReserved {
+        /// The held socket's local address.
         addr: SocketAddr,
     },
 }
@@ -411,12 +423,22 @@ impl<R: RngCore> Server<R> {
                 }
                 table::Timer::Reservation(token) => {
                     // Another worker may have redeemed it already.
-                    let mut ports = self.shared.ports();
-                    if let Some(r) = ports.reservations.get(&token).copied() {
-                        if r.expires <= now.mono {
-                            ports.reservations.remove(&token);
-                            ports.pool(r.family).release(r.port);
+                    let expired = {
+                        let mut ports = self.shared.ports();
+                        match ports.reservations.get(&token).copied() {
+                            Some(r) if r.expires <= now.mono => {
+                                ports.reservations.remove(&token);
+                                ports.pool(r.family).release(r.port);
+                                Some(r)
+                            }
+                            _ => None,
                         }
+                    };
+                    if let Some(ip) = expired.and_then(|r| self.relay_ip(r.family)) {
+                        let port = expired.map_or(0, |r| r.port);
+                        self.commands.push_back(Command::ReleaseReserved {
+                            addr: SocketAddr::new(ip, port),
+                        });
                     }
                 }
             }

@@ -658,6 +658,32 @@ fn even_port_reservation_hands_the_next_port_to_the_token_holder() {
     );
     reused.assert_error(508);
     assert_eq!(ts.server.allocation_count(), 2);
+    // The reserved port is bound with the first allocation's, held, and taken by the second.
+    let reserved = SocketAddr::new(ip("127.0.0.1"), port + 1);
+    let binds: Vec<_> = ts
+        .log
+        .iter()
+        .filter_map(|c| match c {
+            Command::BindRelay { addrs, reserve, .. } => Some((addrs.clone(), *reserve)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        binds,
+        vec![
+            (vec![SocketAddr::new(ip("127.0.0.1"), port)], Some(reserved)),
+            (vec![reserved], None),
+        ]
+    );
+    // Redeemed: nothing to release when its time would have run out.
+    ts.advance(secs(31));
+    assert!(
+        !ts.log
+            .iter()
+            .any(|c| matches!(c, Command::ReleaseReserved { .. })),
+        "{:?}",
+        ts.log
+    );
 }
 
 #[test]
@@ -682,6 +708,17 @@ fn unused_reservation_is_released_after_30_seconds() {
     held.assert_error(508); // the reserved port is not handed out meanwhile
     late.assert_error(508);
     freed.assert_ok();
+    // The socket held for it is closed when it runs out.
+    let reserved = SocketAddr::new(
+        ip("127.0.0.1"),
+        r.xor(attr::XOR_RELAYED_ADDRESS).unwrap().port() + 1,
+    );
+    assert!(
+        ts.log
+            .contains(&Command::ReleaseReserved { addr: reserved }),
+        "{:?}",
+        ts.log
+    );
     assert_eq!(
         freed.xor(attr::XOR_RELAYED_ADDRESS).unwrap().port(),
         r.xor(attr::XOR_RELAYED_ADDRESS).unwrap().port() + 1
@@ -1913,7 +1950,7 @@ impl TestServer {
     fn drain(&mut self) -> Vec<Command> {
         let mut cmds = Vec::new();
         while let Some(cmd) = self.server.poll_command() {
-            if let (Command::BindRelay { token, addrs }, Some(result)) = (&cmd, self.bind) {
+            if let (Command::BindRelay { token, addrs, .. }, Some(result)) = (&cmd, self.bind) {
                 self.server
                     .handle_relay_bound(*token, addrs, result, self.now);
             }
@@ -2301,7 +2338,7 @@ fn responses(cmds: &[Command]) -> Vec<Resp> {
 fn bind_requests(cmds: &[Command]) -> Vec<(BindToken, Vec<SocketAddr>)> {
     cmds.iter()
         .filter_map(|c| match c {
-            Command::BindRelay { token, addrs } => Some((*token, addrs.clone())),
+            Command::BindRelay { token, addrs, .. } => Some((*token, addrs.clone())),
             _ => None,
         })
         .collect()

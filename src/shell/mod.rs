@@ -106,6 +106,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         ports: config.relay.ports.clone(),
         buffer: config.relay.socket_buffer,
         gso: config.relay.gso,
+        reserved: worker::Reserved::default(),
         v4: config.relay.v4,
         v6: config.relay.v6,
     };

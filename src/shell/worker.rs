@@ -122,10 +122,16 @@ pub(super) struct RelaySockets {
     pub(super) buffer: usize,
     /// Send runs of datagrams with UDP GSO (`relay.gso`).
     pub(super) gso: bool,
+    /// Sockets bound for EVEN-PORT reservations, held until redeemed (at any worker) or
+    /// expired.
+    pub(super) reserved: Reserved,
     /// The relay addresses (`relay.addresses`).
     pub(super) v4: Option<IpAddr>,
     pub(super) v6: Option<IpAddr>,
 }
+
+/// Relay sockets held for reservations, by local address, shared by the workers.
+pub(super) type Reserved = Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>;
 
 /// Starts a worker thread serving `listeners` (already bound) with `server`.
 pub(super) fn spawn(
@@ -156,6 +162,7 @@ pub(super) fn spawn(
             listeners: socks,
             relays,
             relay_buffer: relay.buffer,
+            reserved: relay.reserved,
             streams: HashMap::new(),
             batch: Batch::new(relay.gso),
             to_peers: Vec::with_capacity(BATCH),
@@ -226,6 +233,7 @@ struct Worker {
     listeners: Vec<(SocketAddr, mio::net::UdpSocket)>,
     relays: RelayTable,
     relay_buffer: usize,
+    reserved: Reserved,
     streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
     /// Every datagram is read here, a batch at a time (peer data with room to frame it in
     /// place), and sent from here.
@@ -515,8 +523,12 @@ impl Worker {
         while let Some(cmd) = self.server.poll_command() {
             match cmd {
                 Command::SendToClient { to, bytes } => self.send_to_client(to, &bytes),
-                Command::BindRelay { token, addrs } => {
-                    let result = self.bind_relays(&addrs);
+                Command::BindRelay {
+                    token,
+                    addrs,
+                    reserve,
+                } => {
+                    let result = self.bind_relays(&addrs, reserve);
                     self.server.handle_relay_bound(token, &addrs, result, now());
                 }
                 Command::CloseRelay { addr } => {
@@ -526,6 +538,12 @@ impl Worker {
                             let _ = self.poll.registry().deregister(&mut sock);
                         }
                     }
+                }
+                Command::ReleaseReserved { addr } => {
+                    self.reserved
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&addr);
                 }
             }
         }
@@ -548,25 +566,30 @@ impl Worker {
         }
     }
 
-    fn bind_relays(&mut self, addrs: &[SocketAddr]) -> BindResult {
+    /// Binds `addrs` (or takes them from the reservations' sockets) and `reserve` (held for
+    /// its reservation); all or nothing.
+    fn bind_relays(&mut self, addrs: &[SocketAddr], reserve: Option<SocketAddr>) -> BindResult {
         let mut bound = Vec::with_capacity(addrs.len());
         for &addr in addrs {
             let Some(index) = self.relays.index(addr) else {
                 // A port outside the table: the core only picks configured ports.
                 return BindResult::Failed;
             };
-            match bind_udp(addr, self.relay_buffer, false) {
+            let held = self
+                .reserved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&addr);
+            match held.map_or_else(|| bind_udp(addr, self.relay_buffer, false), Ok) {
                 Ok(sock) => bound.push((index, mio::net::UdpSocket::from_std(sock))),
-                Err(e) => {
-                    tracing::warn!(target: "eeaturn::shell", port = addr.port(), error = %e, "cannot bind relay socket");
-                    return if e.kind() == io::ErrorKind::AddrInUse {
-                        BindResult::AddrInUse
-                    } else {
-                        BindResult::Failed
-                    };
-                }
+                Err(e) => return bind_failed(addr, &e),
             }
         }
+        let reserved = match reserve.map(|addr| (addr, bind_udp(addr, self.relay_buffer, false))) {
+            Some((addr, Err(e))) => return bind_failed(addr, &e),
+            Some((addr, Ok(sock))) => Some((addr, sock)),
+            None => None,
+        };
         let registry = self.poll.registry();
         for (n, (index, sock)) in bound.iter_mut().enumerate() {
             let token = Token(RELAY_TOKENS + *index);
@@ -583,7 +606,24 @@ impl Worker {
                 *slot = Some(sock);
             }
         }
+        if let Some((addr, sock)) = reserved {
+            self.reserved
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(addr, sock);
+        }
         BindResult::Bound
+    }
+}
+
+/// Logs a relay socket that could not be bound; the core tries another port when the port is
+/// taken by another process.
+fn bind_failed(addr: SocketAddr, e: &io::Error) -> BindResult {
+    tracing::warn!(target: "eeaturn::shell", port = addr.port(), error = %e, "cannot bind relay socket");
+    if e.kind() == io::ErrorKind::AddrInUse {
+        BindResult::AddrInUse
+    } else {
+        BindResult::Failed
     }
 }
 
