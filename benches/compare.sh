@@ -7,6 +7,7 @@
 #                           [--results DIR] [--servers "LIST"] [--no-setup] [--no-memory]
 #                           [--max-wait S] [--payloads "100 1200"] [--allocations "1 10 100"]
 #                           [--modes "channel send"] [--loads "fixed saturate"]
+#                           [--directions "to-peer to-client"]
 #   bash benches/compare.sh --table-only RESULTS-DIR     # the tables of an earlier run
 #
 # The server under test runs pinned to CPU 1 and the load tool (clients and peer sockets in
@@ -15,7 +16,10 @@
 # the results directory (default: a new directory under ${TMPDIR:-/tmp}).
 #
 # Matrix (issue 6): payload 100 and 1200 bytes; 1, 10 and 100 allocations; ChannelData and
-# Send indications (the forwarders get bare datagrams); a fixed offered rate that every
+# Send indications (the forwarders get bare datagrams); both directions for the TURN servers:
+# client -> relay -> peer (ChannelData or Send in, bare datagrams out) and peer -> relay ->
+# client (bare datagrams in, ChannelData or Data indications out; the forwarders forward one
+# way, which is the same kernel work either way); a fixed offered rate that every
 # server carries without loss (--rate, default 50,000 msg/s in total: a third of the slowest
 # server's saturation here) and saturation. Saturating loads send with UDP GSO, --gso (8)
 # packets per system call, so that one tool core can offer more than any server here takes
@@ -23,8 +27,9 @@
 # (none of them enables UDP_GRO). Fixed-rate loads send one packet per system call.
 # Then the allocation setup rate (with authentication, 10,000 allocations) and the memory per
 # idle allocation (1,000 and 10,000 allocations, one permission and one channel each).
-# --quick: one run of 100 bytes, 10 allocations, ChannelData, fixed and saturating, every
-# server; setup rate once; memory with 1,000 allocations. About 2 minutes after the build.
+# --quick: one run of 100 bytes, 10 allocations, ChannelData towards the peer, fixed and
+# saturating, every server; setup rate once; memory with 1,000 allocations. About 2 minutes
+# after the build.
 #
 # Needs: Linux with 2+ CPUs, gcc, cargo, python3, root or sudo to install coturn when it is
 # missing. Every address is a loopback address; every listener sits in 20000-20999, the
@@ -64,6 +69,7 @@ while [ $# -gt 0 ]; do
     --allocations) read -r -a SEL_ALLOCS <<<"$2"; shift ;;
     --modes) read -r -a SEL_MODES <<<"$2"; shift ;;
     --loads) read -r -a SEL_LOADS <<<"$2"; shift ;;
+    --directions) read -r -a SEL_DIRECTIONS <<<"$2"; shift ;;
     -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -75,12 +81,14 @@ if [ "$QUICK" = 1 ]; then
   PAYLOADS=(100)
   ALLOCS=(10)
   MODES=(channel)
+  DIRECTIONS=(to-peer)
   SETUP_ALLOCS=2000
   MEMORY_ALLOCS=(1000)
 else
   PAYLOADS=(100 1200)
   ALLOCS=(1 10 100)
   MODES=(channel send)
+  DIRECTIONS=(to-peer to-client)
   SETUP_ALLOCS=10000
   MEMORY_ALLOCS=(1000 10000)
 fi
@@ -90,6 +98,10 @@ LOADS=(fixed saturate)
 [ -n "${SEL_ALLOCS[*]:-}" ] && ALLOCS=("${SEL_ALLOCS[@]}")
 [ -n "${SEL_MODES[*]:-}" ] && MODES=("${SEL_MODES[@]}")
 [ -n "${SEL_LOADS[*]:-}" ] && LOADS=("${SEL_LOADS[@]}")
+[ -n "${SEL_DIRECTIONS[*]:-}" ] && DIRECTIONS=("${SEL_DIRECTIONS[@]}")
+for d in "${DIRECTIONS[@]}"; do
+  case "$d" in to-peer | to-client) ;; *) echo "--directions takes to-peer and/or to-client" >&2; exit 2 ;; esac
+done
 case "$RUNS$DURATION$RATE$MAX_WAIT$GSO" in
   *[!0-9.]*) echo "--runs, --duration and --rate take numbers" >&2; exit 2 ;;
 esac
@@ -161,12 +173,15 @@ noisy = int(open(noisy_path).read().strip() or 0) if os.path.exists(noisy_path) 
 fixed_rates = sorted({r["rate"] for r in load if r["rate"]})
 cells = {}
 for r in load:
-    key = (r["label"], r["mode"], r["payload"], r["allocations"], "fixed" if r["rate"] else "saturate")
+    key = (r["label"], r["mode"], r.get("direction", "to-peer"), r["payload"], r["allocations"],
+           "fixed" if r["rate"] else "saturate")
     cells.setdefault(key, []).append(r)
 
-def cell(server, mode, payload, n, kind):
-    mode = "raw" if server.startswith("forwarder") else mode
-    rows = cells.get((server, mode, payload, n, kind), [])
+def cell(server, mode, direction, payload, n, kind):
+    # The forwarders forward one way: the same kernel work as either direction of a relay.
+    if server.startswith("forwarder"):
+        mode, direction = "raw", "to-peer"
+    rows = cells.get((server, mode, direction, payload, n, kind), [])
     if not rows:
         return None
     return {
@@ -183,58 +198,61 @@ def cell(server, mode, payload, n, kind):
         and (med(rows, "tool_core_pct") or 0) > 95,
     }
 
-turn_cells = sorted({(m, p, n, k) for (s, m, p, n, k) in cells if m != "raw"},
-                    key=lambda c: (c[3] != "fixed", c[0] != "channel", c[1], c[2]))
-groups = sorted({(k, p, n) for (_, _, p, n, k) in cells}, key=lambda g: (g[0] != "fixed", g[1], g[2]))
+turn_cells = sorted({(m, d, p, n, k) for (s, m, d, p, n, k) in cells if m != "raw"},
+                    key=lambda c: (c[4] != "fixed", c[1] != "to-peer", c[0] != "channel", c[2], c[3]))
+groups = sorted({(k, d, p, n) for (_, m, d, p, n, k) in cells},
+                key=lambda g: (g[0] != "fixed", g[1] != "to-peer", g[2], g[3]))
 rate_text = ", ".join(f"{r:,}" for r in fixed_rates) or "–"
 
 if load:
     print(f"### Data path: medians per cell (fixed rate = {rate_text} msg/s in total)\n")
-    print("| load | bytes | allocs | server | mode | runs | delivered msg/s | loss % | p50 µs | p99 µs | server CPU µs/pkt | core µs/pkt | tool core % |")
-    print("| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| load | direction | bytes | allocs | server | mode | runs | delivered msg/s | loss % | p50 µs | p99 µs | server CPU µs/pkt | core µs/pkt | tool core % |")
+    print("| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     bound = 0
-    for (k, p, n) in groups:
+    for (k, d, p, n) in groups:
         for s in SERVERS:
+            if s.startswith("forwarder") and d != "to-peer":
+                continue
             for m in (["raw"] if s.startswith("forwarder") else ["channel", "send"]):
-                c = cell(s, m, p, n, k)
+                c = cell(s, m, d, p, n, k)
                 if c is None:
                     continue
                 mark = "†" if c["tool_bound"] else ""
                 bound += bool(mark)
-                print(f"| {k} | {p} | {n} | {s} | {m} | {c['runs']} | {fmt(c['dpps'], ',.0f')}{mark} | "
+                print(f"| {k} | {d} | {p} | {n} | {s} | {m} | {c['runs']} | {fmt(c['dpps'], ',.0f')}{mark} | "
                       f"{fmt(c['loss'], '.2f')} | {fmt(c['p50'], '.0f')} | {fmt(c['p99'], '.0f')} | "
                       f"{fmt(c['cpu'], '.2f')} | {fmt(c['core'], '.2f')} | {fmt(c['tool'], '.0f')} |")
     if bound:
         print("\n† no loss while the load tool's core was full: the tool, not the server, was the limit.")
 
     def compact(kind, key, spec, title):
-        rows = [c for c in turn_cells if c[3] == kind]
+        rows = [c for c in turn_cells if c[4] == kind]
         if not rows:
             return
         print(f"\n### {title}\n")
-        print("| mode | bytes | allocs | " + " | ".join(SHORT[s] for s in SERVERS) + " |")
-        print("| --- | ---: | ---: | " + " | ".join("---:" for _ in SERVERS) + " |")
-        for (m, p, n, k) in rows:
-            vals = [fmt((cell(s, m, p, n, k) or {}).get(key), spec) for s in SERVERS]
-            print(f"| {m} | {p} | {n} | " + " | ".join(vals) + " |")
+        print("| direction | mode | bytes | allocs | " + " | ".join(SHORT[s] for s in SERVERS) + " |")
+        print("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in SERVERS) + " |")
+        for (m, d, p, n, k) in rows:
+            vals = [fmt((cell(s, m, d, p, n, k) or {}).get(key), spec) for s in SERVERS]
+            print(f"| {d} | {m} | {p} | {n} | " + " | ".join(vals) + " |")
 
     compact("fixed", "cpu", ".2f", f"Server CPU µs per relayed packet at {rate_text} msg/s (forwarders: bare datagrams)")
     compact("saturate", "dpps", ",.0f", "Delivered msg/s, saturating (forwarders: bare datagrams)")
 
     print("\n### Ratios eeaturn / other (CPU per packet and p99: lower is better; msg/s: higher is better)\n")
-    print("| load | mode | bytes | allocs | CPU/pkt ÷ coturn | ÷ naive | ÷ batched | msg/s ÷ coturn | ÷ naive | ÷ batched | p99 ÷ coturn |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for (m, p, n, k) in turn_cells:
-        e = cell("eeaturn", m, p, n, k)
+    print("| load | direction | mode | bytes | allocs | CPU/pkt ÷ coturn | ÷ naive | ÷ batched | msg/s ÷ coturn | ÷ naive | ÷ batched | p99 ÷ coturn |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (m, d, p, n, k) in turn_cells:
+        e = cell("eeaturn", m, d, p, n, k)
         if e is None:
             continue
-        o = {s: cell(s, m, p, n, k) or {} for s in SERVERS}
+        o = {s: cell(s, m, d, p, n, k) or {} for s in SERVERS}
         def r(s, key):
             return fmt(ratio(e[key], o[s].get(key)), ".2f")
         # At a fixed rate every server delivers everything: msg/s ratios say nothing there,
         # and saturated p99 is queueing in socket buffers of different sizes.
         sat = k == "saturate"
-        print(f"| {k} | {m} | {p} | {n} | {r('coturn', 'cpu')} | {r('forwarder-naive', 'cpu')} | "
+        print(f"| {k} | {d} | {m} | {p} | {n} | {r('coturn', 'cpu')} | {r('forwarder-naive', 'cpu')} | "
               f"{r('forwarder-batched', 'cpu')} | {r('coturn', 'dpps') if sat else '–'} | "
               f"{r('forwarder-naive', 'dpps') if sat else '–'} | {r('forwarder-batched', 'dpps') if sat else '–'} | "
               f"{'–' if sat else r('coturn', 'p99')} |")
@@ -272,7 +290,7 @@ if memory:
 
 peer_drops = sum(r.get("peer_socket_drops", 0) for r in load)
 if peer_drops:
-    print(f"\nWarning: the load tool's own peer socket dropped {peer_drops} datagrams; loss figures are too high.")
+    print(f"\nWarning: the load tool's own receiving sockets dropped {peer_drops} datagrams; loss figures are too high.")
 if noisy:
     print(f"\nNote: {noisy} measurement(s) started while another process kept a CPU busy.")
 PY
@@ -467,8 +485,13 @@ for run in $(seq 1 "$RUNS"); do
     port="${PORT[$server]}"
     for payload in "${PAYLOADS[@]}"; do
       for n in "${ALLOCS[@]}"; do
-        if [[ "$server" == forwarder-* ]]; then modes=(raw); else modes=("${MODES[@]}"); fi
+        if [[ "$server" == forwarder-* ]]; then
+          modes=(raw) directions=(to-peer)
+        else
+          modes=("${MODES[@]}") directions=("${DIRECTIONS[@]}")
+        fi
         for mode in "${modes[@]}"; do
+         for direction in "${directions[@]}"; do
           for load in "${LOADS[@]}"; do
             if [ "$load" = fixed ]; then rate="$RATE" gso=1; else rate=0 gso="$GSO"; fi
             if [ "$mode" = raw ]; then
@@ -483,14 +506,15 @@ for run in $(seq 1 "$RUNS"); do
               wait "$SERVER_PID" 2>/dev/null || true
               start_server "$server"
             fi
-            log "run $run/$RUNS $server: $mode, $payload B, $n allocations, $load"
-            bench load --server "$HOST:$port" --server-pid "$SERVER_PID" \
+            log "run $run/$RUNS $server: $mode $direction, $payload B, $n allocations, $load"
+            bench load --server "$HOST:$port" --server-pid "$SERVER_PID" --direction "$direction" \
               --server-core "$SERVER_CPU" --allocations "$n" --payload "$payload" \
               --rate "$rate" --gso "$gso" --duration "$DURATION" --warmup "$WARMUP" \
               --peer-addr "$PEER" --peer-port "$PEER_PORT" --label "$server" "${extra[@]}" \
               >>"$RESULTS/load.jsonl" 2> >(sed 's/^/    /' >&2) ||
               log "  failed (see above)"
           done
+         done
         done
       done
     done

@@ -1,5 +1,7 @@
 //! The data-path measurement: N allocations (or N sockets towards a bare forwarder) send
-//! stamped packets to a peer socket of this process, at a fixed rate or as fast as possible.
+//! stamped packets to a peer socket of this process, at a fixed rate or as fast as possible;
+//! or, the other way (`--direction to-client`), the peer socket sends them to the N relayed
+//! addresses and the allocations' clients receive them as ChannelData or Data indications.
 //!
 //! Every payload starts with a magic, a sequence number and the send time (nanoseconds of
 //! the tool's monotonic clock), so the peer side computes one-way latency without clock
@@ -55,11 +57,31 @@ pub(crate) enum Mode {
     Raw,
 }
 
+/// Which way the measured packets travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Direction {
+    /// Clients → relay → peer.
+    ToPeer,
+    /// Peer → relay → clients.
+    ToClient,
+}
+
+impl Direction {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::ToPeer => "to-peer",
+            Self::ToClient => "to-client",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadSpec {
     pub(crate) allocations: usize,
     pub(crate) mode: Mode,
+    pub(crate) direction: Direction,
     pub(crate) payload: usize,
     /// Total offered packets per second; 0 saturates.
     pub(crate) rate: u64,
@@ -79,6 +101,7 @@ pub(crate) struct LoadSpec {
 pub(crate) struct LoadReport {
     pub(crate) allocations: usize,
     pub(crate) mode: Mode,
+    pub(crate) direction: Direction,
     pub(crate) payload: usize,
     pub(crate) rate: u64,
     pub(crate) duration_s: f64,
@@ -111,11 +134,13 @@ pub(crate) struct LoadReport {
     pub(crate) send_errors: u64,
     /// Packets per GSO send (1: none).
     pub(crate) gso: usize,
-    /// Datagrams the kernel dropped at the server's full listening socket(s) (every UDP
-    /// socket bound to the server's address and port) from the window's start to the end of
-    /// the drain: where saturation loses packets.
+    /// Datagrams the kernel dropped at the server's full receiving sockets from the window's
+    /// start to the end of the drain: where saturation loses packets. Towards the peer these
+    /// are the listening socket(s) (every UDP socket bound to the server's address and port);
+    /// towards the clients, the relay sockets.
     pub(crate) server_socket_drops: u64,
-    /// Datagrams dropped at this tool's own peer socket: must be 0, or the tool lost them.
+    /// Datagrams dropped at this tool's own receiving sockets (the peer socket, or the
+    /// clients'): must be 0, or the tool lost them.
     pub(crate) peer_socket_drops: u64,
     pub(crate) peer_rcvbuf: usize,
     pub(crate) clk_tck: u64,
@@ -131,13 +156,14 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
     let pid = spec.server_pid.map(|p| p.to_string());
     let before = pid.as_deref().map(|p| proc.sample(p)).transpose()?;
     let (peer_sock, peer_rcvbuf) = bind_peer(spec.peer)?;
+    let peer_sock = Arc::new(peer_sock);
 
     let mut sessions = Vec::new();
     let mut flows = Vec::with_capacity(spec.allocations);
     if spec.mode == Mode::Raw {
         for _ in 0..spec.allocations {
             let conn = dialer.connect().await?;
-            flows.push(Flow::new(conn, spec.mode, spec.payload, spec.peer));
+            flows.push(Flow::new(conn, spec.mode, spec.payload, spec.peer, None));
         }
     } else {
         let d = dialer.clone();
@@ -156,10 +182,50 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
         .await;
         for (i, s) in made.into_iter().enumerate() {
             let s = s.with_context(|| format!("setting up allocation {i}"))?;
-            flows.push(Flow::new(s.conn, spec.mode, spec.payload, spec.peer));
+            flows.push(Flow::new(s.conn, spec.mode, spec.payload, spec.peer, None));
             sessions.push(s.auth);
         }
     }
+    // Towards the clients the peer socket sends, to every relayed address in turn, and the
+    // clients' sockets receive.
+    let mut clients = Vec::new();
+    let sides = match spec.direction {
+        Direction::ToPeer => Sides {
+            server: vec![dialer.server()],
+            tool: vec![spec.peer],
+        },
+        Direction::ToClient => {
+            clients = std::mem::take(&mut flows);
+            // The clients receive now: room for bursts, as on the peer socket.
+            let each = (PEER_RCVBUF / clients.len().max(1)).max(1 << 20);
+            for f in &clients {
+                if let Conn::Udp(s) = &f.conn {
+                    socket2::SockRef::from(&**s).set_recv_buffer_size(each)?;
+                }
+            }
+            for a in &sessions {
+                let conn = Conn::Udp(peer_sock.clone());
+                flows.push(Flow::new(
+                    conn,
+                    Mode::Raw,
+                    spec.payload,
+                    spec.peer,
+                    Some(a.relayed),
+                ));
+            }
+            Sides {
+                server: sessions.iter().map(|a| a.relayed).collect(),
+                tool: clients
+                    .iter()
+                    .filter_map(|f| match &f.conn {
+                        Conn::Udp(s) => s.local_addr().ok(),
+                        Conn::Stream { .. } => None,
+                    })
+                    .collect(),
+            }
+        }
+    };
+    let sides = Arc::new(sides);
 
     let clock = Clock::new();
     let window = Window {
@@ -167,22 +233,50 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
         end: clock.nanos() + nanos(spec.warmup + spec.duration),
     };
     let t0 = Instant::now();
-    let recv = tokio::spawn(receive(
-        peer_sock,
-        clock,
-        window,
-        t0 + spec.warmup + spec.duration + DRAIN,
-    ));
+    let stop = t0 + spec.warmup + spec.duration + DRAIN;
+    let recv = match spec.direction {
+        Direction::ToPeer => tokio::spawn(receive(peer_sock, Unwrap::Bare, clock, window, stop)),
+        Direction::ToClient => {
+            let unwrap = match spec.mode {
+                Mode::Send => Unwrap::Data,
+                Mode::Channel | Mode::Raw => Unwrap::Channel,
+            };
+            let tasks: Vec<_> = clients
+                .iter()
+                .filter_map(|f| match &f.conn {
+                    Conn::Udp(s) => Some(tokio::spawn(receive(
+                        s.clone(),
+                        unwrap,
+                        clock,
+                        window,
+                        stop,
+                    ))),
+                    Conn::Stream { .. } => None,
+                })
+                .collect();
+            tokio::spawn(async move {
+                let mut all = RecvStats {
+                    latency: Histogram::new(),
+                };
+                for t in tasks {
+                    if let Ok(st) = t.await {
+                        all.latency.merge(&st.latency);
+                    }
+                }
+                all
+            })
+        }
+    };
     let sampler = {
         let pid = pid.clone();
         let cores = (spec.server_core, pinned_cpu());
-        let addrs = (dialer.server(), spec.peer);
+        let addrs = sides.clone();
         let (a, b) = (t0 + spec.warmup, t0 + spec.warmup + spec.duration);
         tokio::spawn(async move {
             tokio::time::sleep_until(a).await;
-            let first = Snap::take(proc, pid.as_deref(), cores, addrs);
+            let first = Snap::take(proc, pid.as_deref(), cores, &addrs);
             tokio::time::sleep_until(b).await;
-            (first, Snap::take(proc, pid.as_deref(), cores, addrs))
+            (first, Snap::take(proc, pid.as_deref(), cores, &addrs))
         })
     };
     let sent = send(&mut flows, clock, window, spec.rate, spec.gso).await;
@@ -190,10 +284,13 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
     let (snap0, snap1) = (snap0?, snap1?);
     let got = recv.await?;
     let delivered = got.latency.count();
-    let drops_end = drops(dialer.server(), spec.peer)?;
+    let drops_end = drops(&sides)?;
     let after = pid.as_deref().map(|p| proc.sample(p)).transpose()?;
 
     // Give the connections back and release the allocations.
+    if spec.direction == Direction::ToClient {
+        flows = clients;
+    }
     let sessions = sessions
         .into_iter()
         .zip(flows)
@@ -218,6 +315,7 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
     Ok(LoadReport {
         allocations: spec.allocations,
         mode: spec.mode,
+        direction: spec.direction,
         payload: spec.payload,
         rate: spec.rate,
         duration_s: secs,
@@ -295,10 +393,10 @@ impl Snap {
         proc: ProcReader,
         pid: Option<&str>,
         (server_core, tool_core): (Option<usize>, Option<usize>),
-        (server, peer): (SocketAddr, SocketAddr),
+        sides: &Sides,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            drops: drops(server, peer)?,
+            drops: drops(sides)?,
             server_cpu: pid.map(|p| proc.cpu_s(p)).transpose()?,
             tool_cpu: proc.cpu_s("self")?,
             server_core: server_core.map(core_ticks).transpose()?,
@@ -320,10 +418,12 @@ impl Window {
     }
 }
 
-/// One sending socket with its prepared packet.
+/// One sending socket with its prepared packet, and where to send it when the socket is
+/// not connected (the peer socket, sending to a relayed address).
 struct Flow {
     conn: Conn,
     pkt: Packet,
+    to: Option<SocketAddr>,
 }
 
 /// A prepared packet: only the payload header (and a Send's transaction id) changes.
@@ -336,7 +436,13 @@ struct Packet {
 }
 
 impl Flow {
-    fn new(conn: Conn, mode: Mode, payload: usize, peer: SocketAddr) -> Self {
+    fn new(
+        conn: Conn,
+        mode: Mode,
+        payload: usize,
+        peer: SocketAddr,
+        to: Option<SocketAddr>,
+    ) -> Self {
         let (bytes, payload_at, tid_at) = match mode {
             Mode::Raw => (vec![0x5a; payload], 0, None),
             Mode::Channel => {
@@ -372,6 +478,7 @@ impl Flow {
                 payload_at,
                 tid_at,
             },
+            to,
         }
     }
 }
@@ -498,9 +605,9 @@ impl Sender<'_> {
             }
             let sent = match &mut f.conn {
                 Conn::Udp(sock) if k > 1 || self.gso > 1 => {
-                    send_gso(sock, &self.scratch, f.pkt.bytes.len()).await
+                    send_gso(sock, &self.scratch, f.pkt.bytes.len(), f.to).await
                 }
-                Conn::Udp(sock) => send_one(sock, &self.scratch).await,
+                Conn::Udp(sock) => send_one(sock, &self.scratch, f.to).await,
                 Conn::Stream { writer, .. } => writer.write_all(&self.scratch).await,
             };
             match sent {
@@ -513,10 +620,15 @@ impl Sender<'_> {
     }
 }
 
-/// Sends one datagram, waiting while the socket buffer is full.
-async fn send_one(sock: &UdpSocket, bytes: &[u8]) -> std::io::Result<()> {
+/// Sends one datagram (to `to`, or where `sock` is connected), waiting while the socket
+/// buffer is full.
+async fn send_one(sock: &UdpSocket, bytes: &[u8], to: Option<SocketAddr>) -> std::io::Result<()> {
     loop {
-        match sock.try_send(bytes) {
+        let r = match to {
+            Some(to) => sock.try_send_to(bytes, to),
+            None => sock.try_send(bytes),
+        };
+        match r {
             Ok(_) => return Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => sock.writable().await?,
             Err(e) => return Err(e),
@@ -527,14 +639,24 @@ async fn send_one(sock: &UdpSocket, bytes: &[u8]) -> std::io::Result<()> {
 /// Sends `buf` as datagrams of `segment` bytes in one `sendmsg` (UDP GSO, Linux 4.18+). The
 /// kernel splits it; on loopback the receiver gets separate datagrams unless it enabled
 /// UDP_GRO.
-async fn send_gso(sock: &UdpSocket, buf: &[u8], segment: usize) -> std::io::Result<()> {
+async fn send_gso(
+    sock: &UdpSocket,
+    buf: &[u8],
+    segment: usize,
+    to: Option<SocketAddr>,
+) -> std::io::Result<()> {
     let cmsg = udp_segment_cmsg(u16::try_from(segment).unwrap_or(u16::MAX));
     let iov = [std::io::IoSlice::new(buf)];
+    let to = to.map(socket2::SockAddr::from);
     loop {
         let r = sock.try_io(tokio::io::Interest::WRITABLE, || {
             let msg = socket2::MsgHdr::new()
                 .with_buffers(&iov)
                 .with_control(&cmsg);
+            let msg = match &to {
+                Some(to) => msg.with_addr(to),
+                None => msg,
+            };
             socket2::SockRef::from(sock).sendmsg(&msg, 0)
         });
         match r {
@@ -566,8 +688,41 @@ struct RecvStats {
     latency: Histogram,
 }
 
-/// Receives on the peer socket until `stop`, counting the packets sent inside the window.
-async fn receive(sock: UdpSocket, clock: Clock, window: Window, stop: Instant) -> RecvStats {
+/// How a receiving socket finds the payload in a datagram.
+#[derive(Debug, Clone, Copy)]
+enum Unwrap {
+    /// The datagram is the payload (the peer socket).
+    Bare,
+    /// ChannelData.
+    Channel,
+    /// A Data indication's DATA.
+    Data,
+}
+
+impl Unwrap {
+    fn payload(self, b: &[u8]) -> Option<&[u8]> {
+        match self {
+            Self::Bare => Some(b),
+            Self::Channel => {
+                let len = usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]));
+                b.get(4..4 + len)
+            }
+            Self::Data => {
+                let range = Message::parse(b).ok()?.value_range(attr::DATA)?;
+                b.get(range)
+            }
+        }
+    }
+}
+
+/// Receives on `sock` until `stop`, counting the packets sent inside the window.
+async fn receive(
+    sock: Arc<UdpSocket>,
+    unwrap: Unwrap,
+    clock: Clock,
+    window: Window,
+    stop: Instant,
+) -> RecvStats {
     let mut st = RecvStats {
         latency: Histogram::new(),
     };
@@ -579,7 +734,7 @@ async fn receive(sock: UdpSocket, clock: Clock, window: Window, stop: Instant) -
                 Ok(len) => {
                     n += 1;
                     let now = clock.nanos();
-                    if let Some(sent) = parse_stamp(&buf[..len])
+                    if let Some(sent) = unwrap.payload(&buf[..len]).and_then(parse_stamp)
                         && window.contains(sent)
                     {
                         st.latency.record(now.saturating_sub(sent));
@@ -626,9 +781,21 @@ fn bind_peer(addr: SocketAddr) -> anyhow::Result<(UdpSocket, usize)> {
     Ok((sock, size))
 }
 
-/// Reads the drops of the server's sockets and of the peer socket.
-fn drops(server: SocketAddr, peer: SocketAddr) -> anyhow::Result<(u64, u64)> {
-    Ok((udp_drops(|a| a == server)?, udp_drops(|a| a == peer)?))
+/// The receiving sockets on each side, for their drop counters.
+#[derive(Debug)]
+struct Sides {
+    /// The server's sockets that receive the load.
+    server: Vec<SocketAddr>,
+    /// This tool's sockets that receive what the server relays.
+    tool: Vec<SocketAddr>,
+}
+
+/// Reads the drops of the server's receiving sockets and of the tool's.
+fn drops(sides: &Sides) -> anyhow::Result<(u64, u64)> {
+    Ok((
+        udp_drops(|a| sides.server.contains(&a))?,
+        udp_drops(|a| sides.tool.contains(&a))?,
+    ))
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -646,6 +813,13 @@ pub(crate) fn check(spec: &LoadSpec, dialer: &Dialer) -> anyhow::Result<()> {
     }
     if spec.mode == Mode::Raw && dialer.transport() != crate::turn::Transport::Udp {
         bail!("--raw-forwarder works over UDP only");
+    }
+    if spec.direction == Direction::ToClient
+        && (spec.mode == Mode::Raw || dialer.transport() != crate::turn::Transport::Udp)
+    {
+        bail!(
+            "--direction to-client needs a TURN server over UDP (no --raw-forwarder, no --transport tcp/tls)"
+        );
     }
     if !(1..=MAX_GSO_SEGMENTS).contains(&spec.gso) {
         bail!("--gso must be 1..={MAX_GSO_SEGMENTS}");

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::load::{LoadSpec, Mode};
+use crate::load::{Direction, LoadSpec, Mode};
 use crate::turn::{Dialer, Transport};
 
 /// The most allocations or sockets one run may open.
@@ -108,6 +108,12 @@ struct LoadArgs {
     /// ChannelData or Send indications.
     #[arg(long, value_enum, default_value = "channel")]
     mode: LoadMode,
+    /// Which way the measured packets travel: from the clients through the relay to the peer
+    /// socket (ChannelData or Send indications in, plain datagrams out), or from the peer
+    /// socket through the relay to the clients (plain datagrams in, ChannelData or Data
+    /// indications out; UDP and a TURN server only).
+    #[arg(long, value_enum, default_value = "to-peer")]
+    direction: Direction,
     /// Application bytes per packet (at least 20: magic, sequence, timestamp).
     #[arg(long, default_value_t = 100)]
     payload: usize,
@@ -190,6 +196,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                     (false, LoadMode::Channel) => Mode::Channel,
                     (false, LoadMode::Send) => Mode::Send,
                 },
+                direction: a.direction,
                 payload: a.payload,
                 rate: a.rate,
                 duration: secs("--duration", a.duration)?,
@@ -274,9 +281,10 @@ fn load_summary(label: &str, transport: Transport, r: &load::LoadReport) -> Stri
         r.rate.to_string()
     };
     let mut s = format!(
-        "{label}{transport:?} {mode:?} {n} alloc {payload} B, rate {rate}: offered {op:.0}/s, \
-         delivered {dp:.0}/s, loss {loss:.3} %",
+        "{label}{transport:?} {mode:?} {direction} {n} alloc {payload} B, rate {rate}: \
+         offered {op:.0}/s, delivered {dp:.0}/s, loss {loss:.3} %",
         mode = r.mode,
+        direction = r.direction.name(),
         n = r.allocations,
         payload = r.payload,
         op = r.offered_pps,
