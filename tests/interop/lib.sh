@@ -36,6 +36,23 @@ as_root() {
   fi
 }
 
+# redact ARGS...: the arguments as one line for a log, with the value after -W (a TURN REST
+# secret) or -w (a password) replaced: even the throw-away secrets of a test run stay out of
+# logs.
+redact() {
+  local out=() hide=0 a
+  for a in "$@"; do
+    if [ "$hide" = 1 ]; then
+      out+=("<redacted>")
+      hide=0
+    else
+      out+=("$a")
+      case "$a" in -W | -w) hide=1 ;; esac
+    fi
+  done
+  printf '%s' "${out[*]}"
+}
+
 # coturn's package gives turnutils_uclient, turnutils_peer, turnutils_stunclient.
 # Installing it must not leave its own turnserver daemon running or enabled.
 ensure_coturn() {

@@ -103,7 +103,7 @@ allowed_scenario() {
   shift 2
   local out="$WORK/uclient-$name.log" mark rc line sent recv relay why=""
   mark=$(log_mark)
-  log "scenario $name: turnutils_uclient -v $*"
+  log "scenario $name: turnutils_uclient -v $(redact "$@")"
   timeout 60 turnutils_uclient -v "$@" >"$out" 2>&1
   rc=$?
   line="$(grep -E 'start_mclient: tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+' "$out" | tail -n 1)"
@@ -143,7 +143,7 @@ refused_peer_scenario() {
   shift
   local out="$WORK/uclient-$name.log" mark rc why="" ids
   mark=$(log_mark)
-  log "scenario $name: turnutils_uclient -v $*"
+  log "scenario $name: turnutils_uclient -v $(redact "$@")"
   timeout 60 turnutils_uclient -v "$@" >"$out" 2>&1
   rc=$?
   ids="$(new_server_lines "$mark" | sed -nE 's/.*allocation created allocation=([0-9a-f]+).*/\1/p')"
@@ -183,7 +183,7 @@ refused_client_scenario() {
   shift
   local out="$WORK/uclient-$name.log" mark rc why=""
   mark=$(log_mark)
-  log "scenario $name: turnutils_uclient -v $*"
+  log "scenario $name: turnutils_uclient -v $(redact "$@")"
   timeout 60 turnutils_uclient -v "$@" >"$out" 2>&1
   rc=$?
   if [ "$rc" -eq 0 ]; then

@@ -237,7 +237,7 @@ relay_scenario() {
   shift 3
   local out="$WORK/uclient-$name.log" mark rc line sent recv relay why=""
   mark=$(log_mark)
-  log "scenario $name: turnutils_uclient -v $*"
+  log "scenario $name: turnutils_uclient -v $(redact "$@")"
   timeout 90 turnutils_uclient -v "$@" >"$out" 2>&1
   rc=$?
   line="$(grep -E 'start_mclient: tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+' "$out" | tail -n 1)"
@@ -302,7 +302,7 @@ kill_scenario() {
   local relayed_before
   before="$(metric 'eeaturn_allocations_ended_total{reason="connection-closed"}')"
   relayed_before="$(metric 'eeaturn_relayed_packets_total{direction="to_client"}')"
-  log "scenario $name: turnutils_uclient $* (killed while relaying)"
+  log "scenario $name: turnutils_uclient $(redact "$@") (killed while relaying)"
   # Started without timeout(1) so that its own pid is the one killed, as a crash would end
   # it; spawn records the pid, so the EXIT trap ends it too if anything goes wrong here.
   spawn "$out" turnutils_uclient -v "$@" -W "$SECRET" -u dave -p "$port" -L "$CLIENT4" \

@@ -115,7 +115,7 @@ relay_scenario() {
   shift 3
   local out="$WORK/uclient-$name.log" mark rc line sent recv relay why=""
   mark=$(log_mark)
-  log "scenario $name: turnutils_uclient -v $*"
+  log "scenario $name: turnutils_uclient -v $(redact "$@")"
   timeout 60 turnutils_uclient -v "$@" >"$out" 2>&1
   rc=$?
   line="$(grep -E 'start_mclient: tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+' "$out" | tail -n 1)"
