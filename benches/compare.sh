@@ -70,7 +70,7 @@ while [ $# -gt 0 ]; do
     --modes) read -r -a SEL_MODES <<<"$2"; shift ;;
     --loads) read -r -a SEL_LOADS <<<"$2"; shift ;;
     --directions) read -r -a SEL_DIRECTIONS <<<"$2"; shift ;;
-    -h | --help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h | --help) awk 'NR > 1 && /^set -euo/ { exit } NR > 1' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift

@@ -40,17 +40,17 @@ as_root() {
 # secret) or -w (a password) replaced: even the throw-away secrets of a test run stay out of
 # logs.
 redact() {
-  local out=() hide=0 a
+  local shown=() hide=0 a
   for a in "$@"; do
     if [ "$hide" = 1 ]; then
-      out+=("<redacted>")
+      shown+=("<redacted>")
       hide=0
     else
-      out+=("$a")
+      shown+=("$a")
       case "$a" in -W | -w) hide=1 ;; esac
     fi
   done
-  printf '%s' "${out[*]}"
+  printf '%s' "${shown[*]}"
 }
 
 # coturn's package gives turnutils_uclient, turnutils_peer, turnutils_stunclient.
