@@ -754,10 +754,8 @@ impl<R: RngCore> Server<R> {
             }
         }
         if let Some(token) = reservation {
-            let mut ports = self.shared.ports();
-            if let Some(r) = ports.reservations.remove(&token) {
-                ports.pool(r.family).release(r.port);
-            }
+            // The shell closed the reserved port's socket with the others of the failed bind.
+            self.shared.ports().end_reservation(token, None);
         }
         if let Some(a) = self.alloc_mut(slot) {
             a.reservation = None;

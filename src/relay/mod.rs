@@ -422,22 +422,12 @@ impl<R: RngCore> Server<R> {
                     }
                 }
                 table::Timer::Reservation(token) => {
-                    // Another worker may have redeemed it already.
-                    let expired = {
-                        let mut ports = self.shared.ports();
-                        match ports.reservations.get(&token).copied() {
-                            Some(r) if r.expires <= now.mono => {
-                                ports.reservations.remove(&token);
-                                ports.pool(r.family).release(r.port);
-                                Some(r)
-                            }
-                            _ => None,
-                        }
-                    };
-                    if let Some(ip) = expired.and_then(|r| self.relay_ip(r.family)) {
-                        let port = expired.map_or(0, |r| r.port);
+                    let expired = self.shared.ports().end_reservation(token, Some(now.mono));
+                    if let Some(r) = expired
+                        && let Some(ip) = self.relay_ip(r.family)
+                    {
                         self.commands.push_back(Command::ReleaseReserved {
-                            addr: SocketAddr::new(ip, port),
+                            addr: SocketAddr::new(ip, r.port),
                         });
                     }
                 }

@@ -46,6 +46,23 @@ impl Ports {
             Family::V6 => &mut self.v6,
         }
     }
+
+    /// Ends the reservation `token` unredeemed and gives its port back to the pool; with
+    /// `expired_at`, only when it has run out by then. Returns it when it ended here (another
+    /// worker may have redeemed it first).
+    pub(super) fn end_reservation(
+        &mut self,
+        token: u64,
+        expired_at: Option<std::time::Instant>,
+    ) -> Option<Reservation> {
+        let r = *self.reservations.get(&token)?;
+        if expired_at.is_some_and(|now| r.expires > now) {
+            return None;
+        }
+        self.reservations.remove(&token);
+        self.pool(r.family).release(r.port);
+        Some(r)
+    }
 }
 
 #[derive(Debug, Default)]

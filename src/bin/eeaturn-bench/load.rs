@@ -189,6 +189,8 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
     // Towards the clients the peer socket sends, to every relayed address in turn, and the
     // clients' sockets receive.
     let mut clients = Vec::new();
+    // The clients' UDP sockets (the tool checks that this direction runs over UDP only).
+    let mut client_socks: Vec<Arc<UdpSocket>> = Vec::new();
     let sides = match spec.direction {
         Direction::ToPeer => Sides {
             server: vec![dialer.server()],
@@ -196,12 +198,17 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
         },
         Direction::ToClient => {
             clients = std::mem::take(&mut flows);
+            client_socks = clients
+                .iter()
+                .filter_map(|f| match &f.conn {
+                    Conn::Udp(s) => Some(s.clone()),
+                    Conn::Stream { .. } => None,
+                })
+                .collect();
             // The clients receive now: room for bursts, as on the peer socket.
-            let each = (PEER_RCVBUF / clients.len().max(1)).max(1 << 20);
-            for f in &clients {
-                if let Conn::Udp(s) = &f.conn {
-                    socket2::SockRef::from(&**s).set_recv_buffer_size(each)?;
-                }
+            let each = (PEER_RCVBUF / client_socks.len().max(1)).max(1 << 20);
+            for s in &client_socks {
+                socket2::SockRef::from(&**s).set_recv_buffer_size(each)?;
             }
             for a in &sessions {
                 let conn = Conn::Udp(peer_sock.clone());
@@ -215,12 +222,9 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
             }
             Sides {
                 server: sessions.iter().map(|a| a.relayed).collect(),
-                tool: clients
+                tool: client_socks
                     .iter()
-                    .filter_map(|f| match &f.conn {
-                        Conn::Udp(s) => s.local_addr().ok(),
-                        Conn::Stream { .. } => None,
-                    })
+                    .filter_map(|s| s.local_addr().ok())
                     .collect(),
             }
         }
@@ -241,18 +245,9 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
                 Mode::Send => Unwrap::Data,
                 Mode::Channel | Mode::Raw => Unwrap::Channel,
             };
-            let tasks: Vec<_> = clients
-                .iter()
-                .filter_map(|f| match &f.conn {
-                    Conn::Udp(s) => Some(tokio::spawn(receive(
-                        s.clone(),
-                        unwrap,
-                        clock,
-                        window,
-                        stop,
-                    ))),
-                    Conn::Stream { .. } => None,
-                })
+            let tasks: Vec<_> = client_socks
+                .into_iter()
+                .map(|s| tokio::spawn(receive(s, unwrap, clock, window, stop)))
                 .collect();
             tokio::spawn(async move {
                 let mut all = RecvStats {
