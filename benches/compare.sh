@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Side-by-side data-path comparison on loopback: eeaturn, coturn, and three bare UDP forwarders
-# (benches/forwarders: naive recvfrom/sendto; batched recvmmsg/sendmmsg from one socket;
-# sockets, batched like eeaturn but sending from one socket per client, the shape of a TURN
-# relay), all driven by the same load tool (src/bin/eeaturn-bench) with the same settings.
+# Side-by-side data-path comparison on loopback: eeaturn, coturn, and four bare UDP forwarders
+# (benches/forwarders: naive, one recvfrom/sendto per datagram from one socket; naive-sockets,
+# the same but sending from one socket per client, the shape of a TURN relay; batched,
+# recvmmsg/sendmmsg from one socket; sockets, batched like eeaturn and sending from one socket
+# per client), all driven by the same load tool (src/bin/eeaturn-bench) with the same settings.
 #
 #   bash benches/compare.sh [--quick] [--runs N] [--duration S] [--rate PPS] [--gso N]
 #                           [--results DIR] [--servers "LIST"] [--no-setup] [--no-memory]
@@ -48,7 +49,7 @@ WARMUP=1
 RATE=50000
 GSO=8
 RESULTS=""
-SERVERS="forwarder-naive forwarder-batched forwarder-sockets coturn eeaturn"
+SERVERS="forwarder-naive forwarder-naive-sockets forwarder-batched forwarder-sockets coturn eeaturn"
 DO_SETUP=1
 DO_MEMORY=1
 MAX_WAIT=30
@@ -123,7 +124,8 @@ RELAY_MAX=59999
 REALM=bench.test
 SERVER_CPU=1
 TOOL_CPU=0
-declare -A PORT=([coturn]=20000 [eeaturn]=20001 [forwarder-naive]=20010 [forwarder-batched]=20011 [forwarder-sockets]=20012)
+declare -A PORT=([coturn]=20000 [eeaturn]=20001 [forwarder-naive]=20010 [forwarder-batched]=20011 [forwarder-sockets]=20012
+  [forwarder-naive-sockets]=20013)
 
 BENCH_PIDS=()
 cleanup() {
@@ -148,8 +150,10 @@ print_tables() {
 import json, os, statistics, sys
 
 results = sys.argv[1]
-SERVERS = ["forwarder-naive", "forwarder-batched", "forwarder-sockets", "coturn", "eeaturn"]
-SHORT = {"forwarder-naive": "naive", "forwarder-batched": "batched", "forwarder-sockets": "sockets",
+SERVERS = ["forwarder-naive", "forwarder-naive-sockets", "forwarder-batched", "forwarder-sockets",
+           "coturn", "eeaturn"]
+SHORT = {"forwarder-naive": "naive", "forwarder-naive-sockets": "naive-sockets",
+         "forwarder-batched": "batched", "forwarder-sockets": "sockets",
          "coturn": "coturn", "eeaturn": "eeaturn"}
 
 def lines(name):
@@ -242,8 +246,8 @@ if load:
     compact("saturate", "dpps", ",.0f", "Delivered msg/s, saturating (forwarders: bare datagrams)")
 
     print("\n### Ratios eeaturn / other (CPU per packet and p99: lower is better; msg/s: higher is better)\n")
-    print("| load | direction | mode | bytes | allocs | CPU/pkt ÷ coturn | ÷ naive | ÷ batched | ÷ sockets | msg/s ÷ coturn | ÷ naive | ÷ batched | ÷ sockets | p99 ÷ coturn |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| load | direction | mode | bytes | allocs | CPU/pkt ÷ coturn | ÷ naive | ÷ naive-sockets | ÷ batched | ÷ sockets | msg/s ÷ coturn | ÷ naive | ÷ naive-sockets | ÷ batched | ÷ sockets | p99 ÷ coturn |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for (m, d, p, n, k) in turn_cells:
         e = cell("eeaturn", m, d, p, n, k)
         if e is None:
@@ -255,8 +259,10 @@ if load:
         # and saturated p99 is queueing in socket buffers of different sizes.
         sat = k == "saturate"
         print(f"| {k} | {d} | {m} | {p} | {n} | {r('coturn', 'cpu')} | {r('forwarder-naive', 'cpu')} | "
-              f"{r('forwarder-batched', 'cpu')} | {r('forwarder-sockets', 'cpu')} | "
+              f"{r('forwarder-naive-sockets', 'cpu')} | {r('forwarder-batched', 'cpu')} | "
+              f"{r('forwarder-sockets', 'cpu')} | "
               f"{r('coturn', 'dpps') if sat else '–'} | {r('forwarder-naive', 'dpps') if sat else '–'} | "
+              f"{r('forwarder-naive-sockets', 'dpps') if sat else '–'} | "
               f"{r('forwarder-batched', 'dpps') if sat else '–'} | {r('forwarder-sockets', 'dpps') if sat else '–'} | "
               f"{'–' if sat else r('coturn', 'p99')} |")
 
@@ -337,8 +343,8 @@ mkdir -p "$WORK/bin"
 cp "$TARGET/eeaturn" "$TARGET/eeaturn-bench" "$WORK/bin/"
 EEATURN="$WORK/bin/eeaturn"
 BENCH="$WORK/bin/eeaturn-bench"
-for f in naive batched sockets; do
-  gcc -O2 -Wall -Wextra -o "$WORK/$f" "$REPO/benches/forwarders/$f.c"
+for f in naive naive_sockets batched sockets; do
+  gcc -O2 -Wall -Wextra -o "$WORK/${f//_/-}" "$REPO/benches/forwarders/$f.c"
 done
 
 SECRET="$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"
@@ -388,7 +394,7 @@ start_server() {
   local name="$1" port="${PORT[$1]}"
   local logf="$WORK/$name.log"
   case "$name" in
-    forwarder-naive | forwarder-batched | forwarder-sockets)
+    forwarder-naive | forwarder-naive-sockets | forwarder-batched | forwarder-sockets)
       taskset -c "$SERVER_CPU" "$WORK/${name#forwarder-}" "$HOST:$port" "$PEER:$PEER_PORT" \
         >"$logf" 2>&1 &
       ;;

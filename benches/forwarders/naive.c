@@ -3,8 +3,9 @@
  *   naive LISTEN-ADDR:PORT PEER-ADDR:PORT
  *
  * Every datagram that arrives on LISTEN is sent, unchanged, to PEER from the same socket.
- * No protocol work at all: the floor of what a relay that makes one system call per packet
- * and direction can cost. Exits on SIGTERM or SIGINT; prints nothing per packet. */
+ * No protocol work at all, and one socket for every client, which a TURN server cannot have
+ * (each allocation has a relayed address of its own): `naive_sockets` is the same loop with a
+ * socket per client. Exits on SIGTERM or SIGINT; prints nothing per packet. */
 #include "common.h"
 
 int main(int argc, char **argv) {

@@ -14,9 +14,9 @@
  * per packet can reach; `batched`, sending everything from one socket, is lower still but is
  * not a shape a TURN server can take.
  *
- * Up to 4096 clients; datagrams from more are dropped. Exits on SIGTERM or SIGINT; prints
- * nothing per packet. */
-#include "common.h"
+ * Up to 4096 clients (clients.h); datagrams from more are dropped. Exits on SIGTERM or
+ * SIGINT; prints nothing per packet. */
+#include "clients.h"
 
 #include <netinet/udp.h>
 
@@ -26,86 +26,10 @@
 
 #define BATCH 64
 #define SLOT 65536
-#define MAX_CLIENTS 4096
-#define TABLE (2 * MAX_CLIENTS)
 /* The kernel's limits for one GSO message, as in eeaturn's relay. */
 #define GSO_MAX_SEGMENTS 64
 #define GSO_MAX_BYTES 65000
 #define GSO_MAX_SEGMENT 1452
-
-struct client {
-    struct sockaddr_storage addr; /* ss_family 0: free slot */
-    int fd;
-};
-
-static struct client table[TABLE];
-static int clients;
-static struct sockaddr_storage local;
-static socklen_t local_len;
-
-static int same_addr(const struct sockaddr_storage *a, const struct sockaddr_storage *b) {
-    if (a->ss_family != b->ss_family)
-        return 0;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a, *y = (const void *)b;
-        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
-    }
-    const struct sockaddr_in6 *x = (const void *)a, *y = (const void *)b;
-    return x->sin6_port == y->sin6_port &&
-           memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
-}
-
-static unsigned hash_addr(const struct sockaddr_storage *a) {
-    const unsigned char *p;
-    size_t n;
-    unsigned short port;
-    if (a->ss_family == AF_INET) {
-        const struct sockaddr_in *x = (const void *)a;
-        p = (const void *)&x->sin_addr;
-        n = sizeof x->sin_addr;
-        port = x->sin_port;
-    } else {
-        const struct sockaddr_in6 *x = (const void *)a;
-        p = (const void *)&x->sin6_addr;
-        n = sizeof x->sin6_addr;
-        port = x->sin6_port;
-    }
-    unsigned h = 2166136261u ^ port;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 16777619u;
-    return h;
-}
-
-/* The socket of a client, opened at its first datagram; -1 when the table is full. */
-static int client_fd(const struct sockaddr_storage *from) {
-    unsigned i = hash_addr(from) % TABLE;
-    while (table[i].addr.ss_family != 0) {
-        if (same_addr(&table[i].addr, from))
-            return table[i].fd;
-        i = (i + 1) % TABLE;
-    }
-    if (clients == MAX_CLIENTS)
-        return -1;
-    int fd = socket(local.ss_family, SOCK_DGRAM, 0);
-    if (fd < 0)
-        return -1;
-    int size = FWD_RCVBUF;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
-    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
-    struct sockaddr_storage any = local;
-    if (any.ss_family == AF_INET)
-        ((struct sockaddr_in *)&any)->sin_port = 0;
-    else
-        ((struct sockaddr_in6 *)&any)->sin6_port = 0;
-    if (bind(fd, (struct sockaddr *)&any, local_len) != 0) {
-        close(fd);
-        return -1;
-    }
-    table[i].addr = *from;
-    table[i].fd = fd;
-    clients++;
-    return fd;
-}
 
 /* Sends datagrams idx[0..n) of the batch from fd to peer: one GSO message when they form a
  * run, else one sendmmsg. Returns how many went out. */
@@ -169,11 +93,7 @@ int main(int argc, char **argv) {
     struct sockaddr_storage peer;
     socklen_t peer_len;
     int fd = fwd_setup(argc, argv, &peer, &peer_len);
-    local_len = sizeof local;
-    if (getsockname(fd, (struct sockaddr *)&local, &local_len) != 0) {
-        perror("getsockname");
-        return 1;
-    }
+    clients_init(fd);
     static char bufs[BATCH][SLOT];
     static struct sockaddr_storage from[BATCH];
     struct iovec iov[BATCH];
