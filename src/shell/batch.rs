@@ -1,5 +1,6 @@
 //! Batched UDP I/O: `recvmmsg` and `sendmmsg` (through `nix`'s safe wrappers) over one buffer
-//! a worker keeps for its lifetime, and UDP GSO for runs of datagrams to one destination.
+//! a worker keeps for its lifetime, UDP GSO for runs of datagrams to one destination, and
+//! `sendto` for a datagram that goes out alone.
 //!
 //! The buffer holds [`BATCH`] slots of [`SLOT`] bytes. A datagram from a client is read to the
 //! start of a slot; a datagram from a peer is read at [`PEER_HEADROOM`] so the core can frame
@@ -20,7 +21,7 @@ use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg,
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg, sendto,
 };
 
 use crate::relay::{PEER_HEADROOM, PEER_TAILROOM};
@@ -216,6 +217,9 @@ impl Batch {
         sock: &impl AsRawFd,
         msgs: &[(std::ops::Range<usize>, SocketAddr)],
     ) -> usize {
+        if let [(range, to)] = msgs {
+            return self.send_one(sock, range.clone(), *to);
+        }
         let mut sent = 0;
         for chunk in msgs.chunks(BATCH) {
             let Self {
@@ -256,6 +260,32 @@ impl Batch {
             }
         }
         sent
+    }
+
+    /// Sends one datagram with `sendto`: with many allocations most datagrams of a batch go
+    /// out alone from their relay socket, and for one datagram `sendmmsg` costs more, in the
+    /// kernel (a message header and an iovec array to copy in) and here (the headers to fill).
+    fn send_one(
+        &mut self,
+        sock: &impl AsRawFd,
+        range: std::ops::Range<usize>,
+        to: SocketAddr,
+    ) -> usize {
+        let Some(bytes) = self.buf.get(range) else {
+            return 0;
+        };
+        match sendto(
+            sock.as_raw_fd(),
+            bytes,
+            &SockaddrStorage::from(to),
+            MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(_) => 1,
+            Err(e) => {
+                tracing::trace!(target: "eeaturn::relay", error = %e, "sendto failed");
+                0
+            }
+        }
     }
 }
 
@@ -478,5 +508,35 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_eq!(batch.recv(&b, false, 0).unwrap(), 10);
         assert!(batch.got[..10].iter().all(|&(len, _)| len == 100));
+    }
+
+    #[test]
+    fn a_lone_datagram_goes_out_whole_to_either_family() {
+        for (family, v6) in [("127.0.0.1:0", false), ("[::1]:0", true)] {
+            for gso in [true, false] {
+                let a = std::net::UdpSocket::bind(family).unwrap();
+                let b = std::net::UdpSocket::bind(family).unwrap();
+                b.set_nonblocking(true).unwrap();
+                let mut batch = Batch::new(gso);
+                let payload: Vec<u8> = (0..=255).collect();
+                let at = 3 * SLOT + 17;
+                batch.buf[at..at + payload.len()].copy_from_slice(&payload);
+                let msgs = [(at..at + payload.len(), b.local_addr().unwrap())];
+                assert_eq!(batch.send(&a, &msgs), 1, "{family} gso {gso}");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                assert_eq!(batch.recv(&b, v6, 0).unwrap(), 1);
+                assert_eq!(batch.got[0], (256, Some(a.local_addr().unwrap())));
+                assert_eq!(&batch.buf[..256], &payload[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lone_datagram_that_cannot_go_counts_as_not_sent() {
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut batch = Batch::new(false);
+        // An IPv6 destination from an IPv4 socket: the kernel refuses it.
+        let msgs = [(0..10, SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], 9)))];
+        assert_eq!(batch.send(&a, &msgs), 0);
     }
 }

@@ -3,9 +3,10 @@
 //!
 //! When a socket is readable the worker reads up to [`BATCH`] datagrams with one `recvmmsg`
 //! into a buffer that lives as long as the worker, hands each to the core, and sends what the
-//! core returns with one `sendmmsg` per outgoing socket. No datagram crosses a thread or a
-//! channel, none is copied into a new allocation, and no lock is taken. A relay socket costs
-//! its file descriptor and a slot in a table indexed by port: no task, no waker, no buffer.
+//! core returns with one system call per outgoing socket ([`Batch::send`]). No datagram
+//! crosses a thread or a channel, none is copied into a new allocation, and no lock is taken.
+//! A relay socket costs its file descriptor and a slot in a table indexed by port: no task,
+//! no waker, no buffer.
 //!
 //! The rest of the relay talks to the worker through [`Input`] messages: TCP/TLS connections
 //! (their framed messages), reloaded secrets and policies, and the stop. A sender wakes the
