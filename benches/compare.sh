@@ -343,9 +343,10 @@ mkdir -p "$WORK/bin"
 cp "$TARGET/eeaturn" "$TARGET/eeaturn-bench" "$WORK/bin/"
 EEATURN="$WORK/bin/eeaturn"
 BENCH="$WORK/bin/eeaturn-bench"
-for f in naive naive_sockets batched sockets; do
-  gcc -O2 -Wall -Wextra -o "$WORK/${f//_/-}" "$REPO/benches/forwarders/$f.c"
+for f in naive batched sockets; do
+  gcc -O2 -Wall -Wextra -o "$WORK/$f" "$REPO/benches/forwarders/$f.c"
 done
+gcc -O2 -Wall -Wextra -DSOCKET_PER_CLIENT -o "$WORK/naive-sockets" "$REPO/benches/forwarders/naive.c"
 
 SECRET="$(od -An -tx1 -N20 /dev/urandom | tr -d ' \n')"
 printf '%s\n' "$SECRET" >"$WORK/secret"

@@ -1,8 +1,8 @@
 /* A socket per client, as a TURN relay has one per allocation: the table shared by the
- * forwarders that send each client's datagrams from a socket of its own (`sockets`,
- * `naive_sockets`). The first datagram from a client address opens a socket for it, bound
- * to the listening address with any port. Open addressing, FNV-1a over address and port:
- * one lookup per datagram, no allocation. */
+ * forwarders that send each client's datagrams from a socket of its own (`sockets`, and
+ * `naive` built as `naive-sockets`). The first datagram from a client address opens a socket
+ * for it, bound to the listening address with any port. Open addressing, FNV-1a over address
+ * and port: one lookup per datagram, no allocation. */
 #ifndef FORWARDER_CLIENTS_H
 #define FORWARDER_CLIENTS_H
 

@@ -2,16 +2,25 @@
  *
  *   naive LISTEN-ADDR:PORT PEER-ADDR:PORT
  *
- * Every datagram that arrives on LISTEN is sent, unchanged, to PEER from the same socket.
- * No protocol work at all, and one socket for every client, which a TURN server cannot have
- * (each allocation has a relayed address of its own): `naive_sockets` is the same loop with a
- * socket per client. Exits on SIGTERM or SIGINT; prints nothing per packet. */
+ * Every datagram that arrives on LISTEN is sent, unchanged, to PEER; no protocol work at all.
+ * Built plain (`naive`), it sends from the listening socket: one socket for every client,
+ * which a TURN server cannot have, since each allocation has a relayed address of its own.
+ * Built with -DSOCKET_PER_CLIENT (`naive-sockets`), it sends each client's datagrams from a
+ * socket of their own (clients.h): the naive forwarder that the data-path targets name, in a
+ * TURN relay's shape. Exits on SIGTERM or SIGINT; prints nothing per packet. */
+#ifdef SOCKET_PER_CLIENT
+#include "clients.h"
+#else
 #include "common.h"
+#endif
 
 int main(int argc, char **argv) {
     struct sockaddr_storage peer;
     socklen_t peer_len;
     int fd = fwd_setup(argc, argv, &peer, &peer_len);
+#ifdef SOCKET_PER_CLIENT
+    clients_init(fd);
+#endif
     static char buf[65536];
     unsigned long long forwarded = 0;
     while (!fwd_stop) {
@@ -24,9 +33,14 @@ int main(int argc, char **argv) {
             perror("recvfrom");
             return 1;
         }
-        if (sendto(fd, buf, (size_t)n, 0, (struct sockaddr *)&peer, peer_len) == n)
+#ifdef SOCKET_PER_CLIENT
+        int out = client_fd(&from); /* -1: the table is full; the datagram is dropped */
+#else
+        int out = fd;
+#endif
+        if (out >= 0 && sendto(out, buf, (size_t)n, 0, (struct sockaddr *)&peer, peer_len) == n)
             forwarded++;
     }
-    fprintf(stderr, "naive: forwarded %llu datagrams\n", forwarded);
+    fprintf(stderr, "%s: forwarded %llu datagrams\n", argv[0], forwarded);
     return 0;
 }
