@@ -266,7 +266,7 @@ impl Batch {
     /// out alone from their relay socket, and for one datagram `sendmmsg` costs more, in the
     /// kernel (a message header and an iovec array to copy in) and here (the headers to fill).
     fn send_one(
-        &mut self,
+        &self,
         sock: &impl AsRawFd,
         range: std::ops::Range<usize>,
         to: SocketAddr,
