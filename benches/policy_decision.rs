@@ -49,6 +49,7 @@ fn main() {
         asn_db.info().database_type,
         asn_size as f64 / 1e6
     );
+    let relay = config.relay;
     let policy = Policy::new(
         config.rules,
         Arc::new(GeoSet {
@@ -85,7 +86,7 @@ fn main() {
                 let start = Instant::now();
                 for &ip in addrs.iter() {
                     let d = if peer {
-                        policy.check_peer(black_box(ip))
+                        policy.check_peer(black_box(ip), &relay)
                     } else {
                         policy.check_client(black_box(ip))
                     };

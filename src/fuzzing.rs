@@ -13,12 +13,12 @@ use ipnet::IpNet;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::config::{Limits, RelayAddresses};
 use crate::credentials::Secrets;
+use crate::host::RelayAddresses;
 use crate::policy::Policy;
 use crate::relay::{
-    BindResult, Command, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, Server, ServerConfig,
-    Transport,
+    BindResult, Command, FiveTuple, Limits, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
+    ServerConfig, Transport,
 };
 use crate::stun::attr::{self, Family};
 use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256};
@@ -235,18 +235,12 @@ impl Harness {
                 external_v4: None,
                 external_v6: None,
                 ports: RELAY_PORTS,
-                socket_buffer: 1 << 20,
-                gso: true,
             },
             limits: Limits {
                 max_allocations: 4,
                 max_allocations_per_user: 2,
                 max_permissions_per_allocation: 4,
                 max_channels_per_allocation: 3,
-                max_connections: 100,
-                max_connections_per_ip: 10,
-                connection_setup_timeout: Duration::from_secs(10),
-                connection_idle_timeout: Duration::from_secs(120),
                 default_lifetime: Duration::from_secs(600),
                 max_lifetime: Duration::from_secs(3600),
             },

@@ -376,7 +376,7 @@ fn lookup(addrs: &[String], path: &std::path::Path) -> anyhow::Result<()> {
         );
         for (who, d) in [
             ("as client", policy.check_client(ip)),
-            ("as peer", policy.check_peer(ip)),
+            ("as peer", policy.check_peer(ip, &config.relay)),
         ] {
             out += &format!(
                 "  {who}: {} by rule {}\n",
@@ -384,7 +384,7 @@ fn lookup(addrs: &[String], path: &std::path::Path) -> anyhow::Result<()> {
                 d.rule().id()
             );
         }
-        if policy.is_relay_ip(ip) {
+        if config.relay.is_own_ip(ip) {
             out += &format!(
                 "  (a relay address: as a peer only ports {}-{} are reachable)\n",
                 config.relay.ports.start(),

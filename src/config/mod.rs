@@ -15,7 +15,9 @@ use std::time::Duration;
 use ipnet::IpNet;
 use serde::Deserialize;
 
+use crate::host::RelayAddresses;
 use crate::policy::{CountryCode, NetworkOverride, Rules};
+use crate::relay::{Limits, ServerConfig};
 
 mod api;
 mod regions;
@@ -436,10 +438,14 @@ pub struct Config {
     pub nonce_lifetime: Duration,
     /// Longest credential lifetime accepted.
     pub max_credential_ttl: Duration,
-    /// Relay sockets.
+    /// Relay addresses and port range (the core's part of `[relay]`).
     pub relay: RelayAddresses,
-    /// Limits.
+    /// UDP socket options (the shell's part of `[relay]`).
+    pub sockets: RelaySockets,
+    /// Allocation limits (the core's part of `[limits]`).
     pub limits: Limits,
+    /// TCP/TLS connection limits (the shell's part of `[limits]`).
+    pub connections: ConnectionLimits,
     /// The GeoIP databases.
     pub geo: GeoConfig,
     /// The residency rules (relay addresses and ports included).
@@ -521,36 +527,19 @@ impl fmt::Display for Listen {
     }
 }
 
-/// Where relay sockets bind and what address they advertise.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayAddresses {
-    /// Local IPv4 relay address.
-    pub v4: Option<IpAddr>,
-    /// Local IPv6 relay address.
-    pub v6: Option<IpAddr>,
-    /// Advertised IPv4 address (1:1 NAT), if different from the local one.
-    pub external_v4: Option<IpAddr>,
-    /// Advertised IPv6 address, if different from the local one.
-    pub external_v6: Option<IpAddr>,
-    /// Relay port range.
-    pub ports: RangeInclusive<u16>,
+/// Options of every UDP socket (`relay.socket_buffer`, `relay.gso`): the shell's part of
+/// `[relay]`; the core's part is [`RelayAddresses`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelaySockets {
     /// Socket buffer size (bytes) asked for every UDP socket.
-    pub socket_buffer: usize,
+    pub buffer: usize,
     /// Send runs of datagrams to one destination with UDP GSO.
     pub gso: bool,
 }
 
-/// Resource limits.
+/// TCP/TLS connection limits (the shell's part of `[limits]`; the core's part is [`Limits`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Limits {
-    /// Allocations in total.
-    pub max_allocations: usize,
-    /// Allocations per user.
-    pub max_allocations_per_user: usize,
-    /// Permissions per allocation.
-    pub max_permissions_per_allocation: usize,
-    /// Channels per allocation.
-    pub max_channels_per_allocation: usize,
+pub struct ConnectionLimits {
     /// TCP/TLS connections in total.
     pub max_connections: usize,
     /// TCP/TLS connections per client IP.
@@ -559,10 +548,6 @@ pub struct Limits {
     pub connection_setup_timeout: Duration,
     /// Idle limit of connections (closed with their allocation).
     pub connection_idle_timeout: Duration,
-    /// Default allocation lifetime.
-    pub default_lifetime: Duration,
-    /// Maximum allocation lifetime.
-    pub max_lifetime: Duration,
 }
 
 /// Logging settings.
@@ -577,6 +562,18 @@ pub struct LogConfig {
 }
 
 impl Config {
+    /// Returns the core's part: what a [`relay::Server`](crate::relay::Server) runs with.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            realm: self.realm.clone(),
+            software: self.software.clone(),
+            relay: self.relay.clone(),
+            limits: self.limits.clone(),
+            nonce_lifetime: self.nonce_lifetime,
+            max_credential_ttl: self.max_credential_ttl,
+        }
+    }
+
     /// Reads and validates a config file; relative paths in it resolve against its directory.
     ///
     /// # Errors
@@ -671,8 +668,8 @@ impl Config {
             ));
         }
 
-        let relay = validate_relay(&raw.relay)?;
-        let limits = validate_limits(&raw.limits)?;
+        let (relay, sockets) = validate_relay(&raw.relay)?;
+        let (limits, connections) = validate_limits(&raw.limits)?;
 
         let log = LogConfig {
             level: raw.log.level,
@@ -701,11 +698,6 @@ impl Config {
         rules.peer_dangerous_allow =
             parse_nets("peers.dangerous_allow", &raw.peers.dangerous_allow)?;
         rules.client_deny = parse_nets("clients.deny", &raw.clients.deny)?;
-        rules.relay_ips = [relay.v4, relay.v6, relay.external_v4, relay.external_v6]
-            .into_iter()
-            .flatten()
-            .collect();
-        rules.relay_ports = relay.ports.clone();
 
         Ok(Self {
             realm,
@@ -716,7 +708,9 @@ impl Config {
             nonce_lifetime,
             max_credential_ttl,
             relay,
+            sockets,
             limits,
+            connections,
             geo,
             rules,
             dangerous_allow_relay_outside_region: raw.policy.dangerous_allow_relay_outside_region,
@@ -756,7 +750,7 @@ fn parse_listen(s: &str) -> Result<Listen, Error> {
     Ok(Listen { transport, addr })
 }
 
-fn validate_relay(raw: &RawRelay) -> Result<RelayAddresses, Error> {
+fn validate_relay(raw: &RawRelay) -> Result<(RelayAddresses, RelaySockets), Error> {
     let mut v4 = None;
     let mut v6 = None;
     for a in &raw.addresses {
@@ -821,15 +815,18 @@ fn validate_relay(raw: &RawRelay) -> Result<RelayAddresses, Error> {
                 ),
             )
         })?;
-    Ok(RelayAddresses {
+    let addresses = RelayAddresses {
         v4,
         v6,
         external_v4,
         external_v6,
         ports,
-        socket_buffer,
+    };
+    let sockets = RelaySockets {
+        buffer: socket_buffer,
         gso: raw.gso,
-    })
+    };
+    Ok((addresses, sockets))
 }
 
 /// `"4MiB"`, `"512KiB"`, `"1048576"` → bytes.
@@ -875,7 +872,7 @@ fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, Error> {
     Ok(start..=end)
 }
 
-fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
+fn validate_limits(raw: &RawLimits) -> Result<(Limits, ConnectionLimits), Error> {
     let positive = |key: &'static str, v: usize| {
         if v == 0 {
             Err(invalid(key, "must be at least 1"))
@@ -897,7 +894,7 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
     if max_lifetime > Duration::from_secs(86_400) {
         return Err(invalid("limits.max_lifetime", "must be at most 24h"));
     }
-    Ok(Limits {
+    let limits = Limits {
         max_allocations: positive("limits.max_allocations", raw.max_allocations)?,
         max_allocations_per_user: positive(
             "limits.max_allocations_per_user",
@@ -911,6 +908,10 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
             "limits.max_channels_per_allocation",
             raw.max_channels_per_allocation,
         )?,
+        default_lifetime,
+        max_lifetime,
+    };
+    let connections = ConnectionLimits {
         max_connections: positive("limits.max_connections", raw.max_connections)?,
         max_connections_per_ip: positive(
             "limits.max_connections_per_ip",
@@ -924,9 +925,8 @@ fn validate_limits(raw: &RawLimits) -> Result<Limits, Error> {
             "limits.connection_idle_timeout",
             &raw.connection_idle_timeout,
         )?,
-        default_lifetime,
-        max_lifetime,
-    })
+    };
+    Ok((limits, connections))
 }
 
 fn validate_metrics(raw: &RawMetrics) -> Result<Option<SocketAddr>, Error> {

@@ -262,8 +262,14 @@ fn stream_listeners_and_tls() {
     assert_eq!(c.listen.len(), 3);
     assert_eq!(c.listen[1].transport, ListenTransport::Tcp);
     assert!(c.tls.is_none());
-    assert_eq!(c.limits.connection_setup_timeout, Duration::from_secs(10));
-    assert_eq!(c.limits.connection_idle_timeout, Duration::from_secs(900));
+    assert_eq!(
+        c.connections.connection_setup_timeout,
+        Duration::from_secs(10)
+    );
+    assert_eq!(
+        c.connections.connection_idle_timeout,
+        Duration::from_secs(900)
+    );
     // A tls:// listener needs [tls].
     assert_eq!(
         invalid_key(&with_listen("listen = [\"tls://127.0.0.1:5349\"]", "")),
@@ -435,20 +441,20 @@ fn api_errors_name_their_key() {
 fn workers_and_socket_buffers() {
     let c = parse(MINIMAL).unwrap();
     assert!(c.workers >= 1, "0 means one per core");
-    assert_eq!(c.relay.socket_buffer, 4 << 20);
-    assert!(c.relay.gso, "GSO is on by default");
+    assert_eq!(c.sockets.buffer, 4 << 20);
+    assert!(c.sockets.gso, "GSO is on by default");
     let c = parse(&MINIMAL.replace(
         "addresses = [\"127.0.0.1\"]",
         "addresses = [\"127.0.0.1\"]\ngso = false",
     ))
     .unwrap();
-    assert!(!c.relay.gso);
+    assert!(!c.sockets.gso);
     let c = parse(&MINIMAL.replace(
         "addresses = [\"127.0.0.1\"]",
         "addresses = [\"127.0.0.1\"]\nsocket_buffer = \"512KiB\"",
     ))
     .unwrap();
-    assert_eq!(c.relay.socket_buffer, 512 << 10);
+    assert_eq!(c.sockets.buffer, 512 << 10);
     let c = parse(&MINIMAL.replace(
         "realm = \"r.example\"",
         "realm = \"r.example\"\nworkers = 3",

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use crate::config::{Config, ListenTransport};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
-use crate::relay::{Now, Server, ServerConfig, Shared, Stats};
+use crate::relay::{Now, Server, Shared, Stats};
 
 use self::worker::{Input, WorkerHandle};
 
@@ -84,16 +84,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .iter()
         .filter(|l| l.transport == ListenTransport::Udp)
     {
-        let first = bind_udp(l.addr, config.relay.socket_buffer, n > 1)
+        let first = bind_udp(l.addr, config.sockets.buffer, n > 1)
             .with_context(|| format!("binding listener {l}"))?;
         let local = first.local_addr()?;
         if local_addrs.is_empty() {
-            check_buffers(&first, config.relay.socket_buffer);
+            check_buffers(&first, config.sockets.buffer);
         }
         udp[0].push(first);
         for socks in udp.iter_mut().skip(1) {
             socks.push(
-                bind_udp(local, config.relay.socket_buffer, true)
+                bind_udp(local, config.sockets.buffer, true)
                     .with_context(|| format!("binding listener {l} (SO_REUSEPORT)"))?,
             );
         }
@@ -104,8 +104,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shared = Arc::new(Shared::new(config.relay.ports.clone()));
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
-        buffer: config.relay.socket_buffer,
-        gso: config.relay.gso,
+        buffer: config.sockets.buffer,
+        gso: config.sockets.gso,
         reserved: worker::Reserved::default(),
         v4: config.relay.v4,
         v6: config.relay.v6,
@@ -113,7 +113,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let mut workers = Vec::with_capacity(n);
     for (i, socks) in udp.into_iter().enumerate() {
         let server = Server::new(
-            ServerConfig::from_config(&config),
+            config.server_config(),
             secrets.clone(),
             policy.clone(),
             nonce_key,
@@ -143,10 +143,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     // One set of counters for every TCP/TLS listener: the limits are per relay, not per port.
     let stream_settings = stream::StreamSettings::new(
-        config.limits.max_connections,
-        config.limits.max_connections_per_ip,
-        config.limits.connection_setup_timeout,
-        config.limits.connection_idle_timeout,
+        config.connections.max_connections,
+        config.connections.max_connections_per_ip,
+        config.connections.connection_setup_timeout,
+        config.connections.connection_idle_timeout,
     );
     for l in config
         .listen
@@ -365,12 +365,11 @@ impl Coordinator {
         };
         // The relay sockets stay as they are until a restart, so the relay-host rule must keep
         // describing the addresses and ports in use, whatever the file says now.
-        if config.relay != self.config.relay {
+        if config.relay != self.config.relay || config.sockets != self.config.sockets {
             tracing::warn!(target: "eeaturn::shell", "[relay] changed in the config file; it takes effect at the next restart");
         }
         config.relay = self.config.relay.clone();
-        config.rules.relay_ips = self.config.rules.relay_ips.clone();
-        config.rules.relay_ports = self.config.rules.relay_ports.clone();
+        config.sockets = self.config.sockets;
         match load_secrets(&config) {
             Ok(s) => {
                 let n = s.len();

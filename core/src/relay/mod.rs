@@ -17,6 +17,7 @@
 //! passed to [`Server::new`], so a seeded RNG makes a run reproducible.
 
 mod auth;
+mod config;
 mod events;
 mod handle;
 mod ports;
@@ -34,6 +35,7 @@ use std::time::Duration;
 use rand::RngCore;
 use ring::hmac;
 
+pub use config::{Limits, ServerConfig};
 pub use events::{EndReason, Event, Stats};
 pub use shared::Shared;
 pub use table::TrafficCounters;
@@ -44,41 +46,9 @@ pub use types::{
 
 use self::auth::Authenticator;
 use self::table::{Allocation, Slot, Timers};
-use crate::config::{Config, Limits, RelayAddresses};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
 use crate::stun::attr::Family;
-
-/// What the core needs from the configuration.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Realm of the long-term credential mechanism.
-    pub realm: String,
-    /// SOFTWARE attribute value.
-    pub software: Option<String>,
-    /// Relay addresses and port range.
-    pub relay: RelayAddresses,
-    /// Limits.
-    pub limits: Limits,
-    /// Nonce validity.
-    pub nonce_lifetime: Duration,
-    /// Longest credential lifetime accepted.
-    pub max_credential_ttl: Duration,
-}
-
-impl ServerConfig {
-    /// Takes the core's part of a validated [`Config`].
-    pub fn from_config(c: &Config) -> Self {
-        Self {
-            realm: c.realm.clone(),
-            software: c.software.clone(),
-            relay: c.relay.clone(),
-            limits: c.limits.clone(),
-            nonce_lifetime: c.nonce_lifetime,
-            max_credential_ttl: c.max_credential_ttl,
-        }
-    }
-}
 
 /// An opaque handle tying a [`Command::BindRelay`] to its [`Server::handle_relay_bound`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -16,11 +16,11 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::{
-    BindResult, BindToken, Command, EndReason, Event, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM,
-    PeerTransmit, Server, ServerConfig, TrafficCounters, Transport,
+    BindResult, BindToken, Command, EndReason, Event, FiveTuple, Limits, Now, PEER_HEADROOM,
+    PEER_TAILROOM, PeerTransmit, Server, ServerConfig, TrafficCounters, Transport,
 };
-use crate::config::{Limits, RelayAddresses};
 use crate::credentials::Secrets;
+use crate::host::RelayAddresses;
 use crate::policy::{Policy, Rule, Subject};
 use crate::stun::attr;
 use crate::stun::integrity::{fingerprint, long_term_key_md5, long_term_key_sha256};
@@ -1796,18 +1796,12 @@ fn config() -> ServerConfig {
             external_v4: None,
             external_v6: None,
             ports: PORTS,
-            socket_buffer: 1 << 20,
-            gso: true,
         },
         limits: Limits {
             max_allocations: 4,
             max_allocations_per_user: 2,
             max_permissions_per_allocation: 3,
             max_channels_per_allocation: 2,
-            max_connections: 100,
-            max_connections_per_ip: 10,
-            connection_setup_timeout: Duration::from_secs(10),
-            connection_idle_timeout: Duration::from_secs(120),
             default_lifetime: secs(600),
             max_lifetime: secs(3600),
         },

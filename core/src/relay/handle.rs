@@ -141,7 +141,7 @@ impl<R: RngCore> Server<R> {
             self.stats.drop("no-permission");
             return None;
         };
-        if relay_host && !self.policy.relay_port_allowed(peer) {
+        if relay_host && !self.cfg.relay.port_allowed(peer) {
             self.stats.drop("relay-host-port");
             return None;
         }
@@ -304,7 +304,7 @@ impl<R: RngCore> Server<R> {
             self.stats.drop("no-permission");
             return None;
         };
-        if relay_host && !self.policy.relay_port_allowed(peer) {
+        if relay_host && !self.cfg.relay.port_allowed(peer) {
             self.stats.drop("relay-host-port");
             return None;
         }
@@ -917,7 +917,7 @@ impl<R: RngCore> Server<R> {
         // Every peer must pass before any permission is installed. See RFC 8656 §9.
         let mut allowed = Vec::with_capacity(peers.len());
         for &ip in &peers {
-            match self.policy.check_peer(ip) {
+            match self.policy.check_peer(ip, &self.cfg.relay) {
                 Decision::Allow { rule, facts } => allowed.push((rule, facts)),
                 Decision::Deny { rule, facts } => {
                     self.deny(Some(id), Subject::Peer, ip, rule, facts, now);
@@ -1005,14 +1005,14 @@ impl<R: RngCore> Server<R> {
         {
             return Err(fail(508, "Insufficient Capacity: too many permissions"));
         }
-        let (rule, facts) = match self.policy.check_peer(peer.ip()) {
+        let (rule, facts) = match self.policy.check_peer(peer.ip(), &self.cfg.relay) {
             Decision::Allow { rule, facts } => (rule, facts),
             Decision::Deny { rule, facts } => {
                 self.deny(Some(id), Subject::Peer, peer.ip(), rule, facts, now);
                 return Err(forbidden(Subject::Peer, rule));
             }
         };
-        if !self.policy.relay_port_allowed(peer) {
+        if !self.cfg.relay.port_allowed(peer) {
             let rule = Rule::RelayHostPort;
             self.deny(Some(id), Subject::Peer, peer.ip(), rule, facts, now);
             return Err(forbidden(Subject::Peer, rule));
@@ -1129,7 +1129,7 @@ impl<R: RngCore> Server<R> {
         }
         let mut refused = Vec::new();
         for ip in stale {
-            match self.policy.check_peer(ip) {
+            match self.policy.check_peer(ip, &self.cfg.relay) {
                 Decision::Allow { .. } => {}
                 Decision::Deny { rule, facts } => {
                     self.deny(Some(id), Subject::Peer, ip, rule, facts, now);

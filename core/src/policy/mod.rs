@@ -9,7 +9,7 @@
 //! 1. unspecified address → deny;
 //! 2. `peers.deny` → deny;
 //! 3. one of the relay's own addresses → allow (`relay-host`); the port must then be in the
-//!    relay port range ([`Policy::relay_port_allowed`]), checked per ChannelBind and packet;
+//!    relay port range ([`RelayAddresses::port_allowed`]), checked per ChannelBind and packet;
 //! 4. a `[[policy.networks]]` override supplies country/ASN instead of the databases and lifts
 //!    the special-purpose refusal; otherwise special-purpose ranges are refused unless
 //!    `peers.dangerous_allow` lifts the refusal (the geo rules below still apply);
@@ -23,11 +23,12 @@ pub mod geo;
 mod special;
 
 use std::collections::BTreeSet;
-use std::net::{IpAddr, SocketAddr};
-use std::ops::RangeInclusive;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
+
+use crate::host::RelayAddresses;
 
 pub use geo::{CountryCode, DbInfo, GeoDb, GeoFacts, GeoSet};
 pub use special::{canonical, special_purpose};
@@ -216,10 +217,6 @@ pub struct Rules {
     pub peer_dangerous_allow: Vec<IpNet>,
     /// `clients.deny`.
     pub client_deny: Vec<IpNet>,
-    /// The relay's own addresses (local and advertised).
-    pub relay_ips: Vec<IpAddr>,
-    /// The relay port range.
-    pub relay_ports: RangeInclusive<u16>,
 }
 
 impl Default for Rules {
@@ -237,10 +234,6 @@ impl Default for Rules {
             peer_deny: Vec::new(),
             peer_dangerous_allow: Vec::new(),
             client_deny: Vec::new(),
-            relay_ips: Vec::new(),
-            // No relay ports until the config names them.
-            #[expect(clippy::reversed_empty_ranges, reason = "deliberately empty")]
-            relay_ports: 1..=0,
         }
     }
 }
@@ -278,7 +271,6 @@ impl Policy {
                 peer_deny,
                 peer_dangerous_allow,
                 client_deny,
-                relay_ports: 0..=u16::MAX,
                 ..Rules::default()
             },
             Arc::new(GeoSet::default()),
@@ -308,8 +300,10 @@ impl Policy {
         self.geo_rules(facts)
     }
 
-    /// Decides whether media may be relayed to and from a peer at `ip`.
-    pub fn check_peer(&self, ip: IpAddr) -> Decision {
+    /// Decides whether media may be relayed to and from a peer at `ip`; `host` names the
+    /// relay's own addresses (allowed by [`Rule::RelayHost`], on relay ports only: see
+    /// [`RelayAddresses::port_allowed`]).
+    pub fn check_peer(&self, ip: IpAddr, host: &RelayAddresses) -> Decision {
         let ip = canonical(ip);
         if ip.is_unspecified() {
             return deny(Rule::Unspecified, Facts::NONE);
@@ -317,7 +311,7 @@ impl Policy {
         if contains(&self.rules.peer_deny, ip) {
             return deny(Rule::PeerDenyList, Facts::NONE);
         }
-        if self.rules.relay_ips.contains(&ip) {
+        if host.is_own_ip(ip) {
             return Decision::Allow {
                 rule: Rule::RelayHost,
                 facts: Facts::NONE,
@@ -335,18 +329,6 @@ impl Policy {
             }
         };
         self.geo_rules(facts)
-    }
-
-    /// Returns true unless `peer` is one of the relay's own addresses on a port outside the
-    /// relay port range (TURN listeners, APIs and anything else on the host stay unreachable).
-    pub fn relay_port_allowed(&self, peer: SocketAddr) -> bool {
-        let ip = canonical(peer.ip());
-        !self.rules.relay_ips.contains(&ip) || self.rules.relay_ports.contains(&peer.port())
-    }
-
-    /// Returns true when `ip` is one of the relay's own addresses.
-    pub fn is_relay_ip(&self, ip: IpAddr) -> bool {
-        self.rules.relay_ips.contains(&canonical(ip))
     }
 
     fn override_facts(&self, ip: IpAddr) -> Option<Facts> {
