@@ -22,6 +22,7 @@ pub mod api;
 pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(feature = "geo-build")]
 pub mod geo_build;
 pub mod metrics;
 pub mod pii;

@@ -2,9 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "geo-build")]
 use anyhow::Context as _;
-use clap::{Subcommand, ValueEnum};
+use clap::Subcommand;
+#[cfg(feature = "geo-build")]
+use clap::ValueEnum;
 use eeaturn::config::Config;
+#[cfg(feature = "geo-build")]
 use eeaturn::geo_build::{CountrySchema, DbBuilder, DbKind, declared_build_epoch};
 
 use crate::write_stdout;
@@ -20,6 +24,7 @@ pub(crate) enum GeoCmd {
         #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    #[cfg(feature = "geo-build")]
     /// Build a .mmdb database from CSV rows (e.g. the ip-location-db ASN files, or the test
     /// world in geo/testdata). Rows: "CIDR,,value..." or "START,END,value...".
     Build {
@@ -43,6 +48,7 @@ pub(crate) enum GeoCmd {
 }
 
 /// `geo build --kind`.
+#[cfg(feature = "geo-build")]
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum KindArg {
     /// Country and continent per network (rows: network,end,country,continent).
@@ -52,6 +58,7 @@ pub(crate) enum KindArg {
 }
 
 /// `geo build --schema`.
+#[cfg(feature = "geo-build")]
 #[derive(Clone, Copy, ValueEnum)]
 pub(crate) enum SchemaArg {
     /// MaxMind GeoIP2 layout (country.iso_code).
@@ -63,6 +70,7 @@ pub(crate) enum SchemaArg {
 pub(crate) fn run(cmd: GeoCmd) -> anyhow::Result<()> {
     match cmd {
         GeoCmd::Lookup { addresses, config } => lookup(&addresses, &config),
+        #[cfg(feature = "geo-build")]
         GeoCmd::Build {
             kind,
             schema,
@@ -130,6 +138,7 @@ fn lookup(addrs: &[String], path: &Path) -> anyhow::Result<()> {
     write_stdout(&out)
 }
 
+#[cfg(feature = "geo-build")]
 #[expect(clippy::disallowed_methods, reason = "the default build epoch is now")]
 fn build(
     kind: KindArg,
