@@ -25,7 +25,8 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{BATCH, Batch, SLOT};
-use super::{bind_udp, log, now};
+use super::sockets::bind_udp;
+use super::{log, now};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
 use crate::relay::{
