@@ -1186,11 +1186,7 @@ fn object_keys(v: &Value) -> BTreeSet<&str> {
 
 /// Lowercase hex SHA-256 of `key` (what `[[api.keys]] sha256` holds).
 fn sha256_hex(key: &str) -> String {
-    ring::digest::digest(&ring::digest::SHA256, key.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, key.as_bytes()))
 }
 
 /// `base64(HMAC-SHA1(secret, username))`, the TURN REST password, computed here.

@@ -4,6 +4,9 @@
 //! the same with FINGERPRINT recomputed, and seeded random edits). The stable toolchain cannot
 //! run `cargo fuzz`; this keeps the targets exercised in CI.
 
+#[path = "common/vectors.rs"]
+mod vectors;
+
 use std::cell::{Cell, RefCell};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
@@ -15,7 +18,7 @@ use eeaturn::stun::{ChannelData, HEADER_LEN, Message};
 
 #[test]
 fn vectors_are_valid_stun_or_channel_data() {
-    let vectors = vectors();
+    let vectors = vectors::all();
     assert!(
         vectors.len() >= 5,
         "tests/vectors/ holds the RFC 5769 samples and seeds"
@@ -90,7 +93,7 @@ fn run(target: &str, f: fn(&[u8])) {
         let message: String = message.chars().take(600).collect();
         report.push_str(&format!(
             "\n{count} × {place}\n  first: {name}\n  input: {}\n  {message}\n",
-            hex(bytes)
+            hex::encode(bytes)
         ));
     }
     panic!("{report}");
@@ -99,7 +102,7 @@ fn run(target: &str, f: fn(&[u8])) {
 /// Every input for `target`: the vectors, a saved corpus if there is one, and the mutations
 /// of the vectors.
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
-    let vectors = vectors();
+    let vectors = vectors::all();
     let mut out = vectors.clone();
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("fuzz/corpus")
@@ -234,48 +237,6 @@ fn havoc(a: &[u8], b: &[u8], rng: &mut XorShift) -> Vec<u8> {
         refresh_fingerprint(&mut m);
     }
     m
-}
-
-/// The vectors: every `*.hex` file in `tests/vectors/`, sorted by name.
-fn vectors() -> Vec<(String, Vec<u8>)> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .expect("tests/vectors exists")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "hex"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(&p).expect("readable vector");
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            (name.unwrap_or_default(), unhex(&text))
-        })
-        .collect()
-}
-
-/// Decodes a vector file: hex digits in pairs, whitespace ignored, `#` to end of line is a
-/// comment.
-fn unhex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .flat_map(|l| l.bytes().filter(|b| !b.is_ascii_whitespace()))
-        .collect();
-    assert_eq!(digits.len() % 2, 0, "whole bytes");
-    digits
-        .chunks(2)
-        .map(|p| {
-            let s = std::str::from_utf8(p).expect("ASCII");
-            u8::from_str_radix(s, 16).expect("hex digit")
-        })
-        .collect()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// How many seeded random mutations to add.

@@ -6,6 +6,9 @@
 //! The vectors live in `tests/vectors/rfc5769-*.hex`, transcribed from the RFC with its
 //! annotations as comments.
 
+#[path = "common/vectors.rs"]
+mod vectors;
+
 use std::net::SocketAddr;
 
 use eeaturn::stun::attr;
@@ -29,7 +32,7 @@ const TID: TransactionId = TransactionId([
 
 #[test]
 fn sample_request_decodes() {
-    let bytes = hex(REQUEST);
+    let bytes = vectors::decode(REQUEST);
     assert_eq!(bytes.len(), 108);
     let m = Message::parse(&bytes).expect("§2.1 parses");
 
@@ -58,7 +61,7 @@ fn sample_request_decodes() {
 
 #[test]
 fn sample_request_integrity_and_fingerprint() {
-    let bytes = hex(REQUEST);
+    let bytes = vectors::decode(REQUEST);
     let m = Message::parse(&bytes).expect("§2.1 parses");
 
     assert!(m.has_integrity());
@@ -73,7 +76,7 @@ fn sample_request_integrity_and_fingerprint() {
 
 #[test]
 fn ipv4_response_decodes() {
-    let bytes = hex(IPV4_RESPONSE);
+    let bytes = vectors::decode(IPV4_RESPONSE);
     assert_eq!(bytes.len(), 80);
     let m = Message::parse(&bytes).expect("§2.2 parses");
 
@@ -91,7 +94,7 @@ fn ipv4_response_decodes() {
 
 #[test]
 fn ipv6_response_decodes() {
-    let bytes = hex(IPV6_RESPONSE);
+    let bytes = vectors::decode(IPV6_RESPONSE);
     assert_eq!(bytes.len(), 92);
     let m = Message::parse(&bytes).expect("§2.3 parses");
 
@@ -119,7 +122,7 @@ fn builder_reproduces_xor_mapped_address_encodings() {
             "[2001:db8:1234:5678:11:2233:4455:6677]:32853",
         ),
     ] {
-        let rfc = hex(vector);
+        let rfc = vectors::decode(vector);
         let mut b = MessageBuilder::new(MessageType::new(Method::BINDING, Class::Success), TID);
         b.add_xor_address(attr::XOR_MAPPED_ADDRESS, sock(addr));
         let ours = b.finish();
@@ -137,7 +140,7 @@ fn builder_reproduces_xor_mapped_address_encodings() {
 
 #[test]
 fn long_term_request_decodes() {
-    let bytes = hex(LONG_TERM_REQUEST);
+    let bytes = vectors::decode(LONG_TERM_REQUEST);
     assert_eq!(bytes.len(), 116);
     let m = Message::parse(&bytes).expect("§2.4 parses");
 
@@ -164,7 +167,7 @@ fn long_term_request_decodes() {
 
 #[test]
 fn long_term_request_integrity() {
-    let bytes = hex(LONG_TERM_REQUEST);
+    let bytes = vectors::decode(LONG_TERM_REQUEST);
     let m = Message::parse(&bytes).expect("§2.4 parses");
 
     // "TheMatrIX" is the password after SASLprep (RFC 5769 §2.4).
@@ -186,7 +189,7 @@ fn long_term_request_integrity() {
 #[test]
 fn builder_reproduces_long_term_request() {
     // §2.4 pads with zeros, as the builder does, so the whole message is reproducible.
-    let rfc = hex(LONG_TERM_REQUEST);
+    let rfc = vectors::decode(LONG_TERM_REQUEST);
     let m = Message::parse(&rfc).expect("§2.4 parses");
 
     let mut b = MessageBuilder::new(
@@ -208,7 +211,7 @@ fn builder_reproduces_long_term_request() {
 #[test]
 fn corrupted_vectors_are_refused() {
     for vector in [REQUEST, IPV4_RESPONSE, IPV6_RESPONSE] {
-        let good = hex(vector);
+        let good = vectors::decode(vector);
         // Any change under the FINGERPRINT fails the parse.
         for i in [0, 3, 8, 19, 20, 40, good.len() - 9, good.len() - 1] {
             let mut bad = good.clone();
@@ -232,7 +235,7 @@ fn corrupted_vectors_are_refused() {
         assert!(!m.verify_integrity(PASSWORD));
     }
 
-    let mut bad = hex(LONG_TERM_REQUEST);
+    let mut bad = vectors::decode(LONG_TERM_REQUEST);
     bad[30] ^= 0x01;
     let m = Message::parse(&bad).expect("no FINGERPRINT in §2.4");
     let key = long_term_key_md5("マトリックス", "example.org", "TheMatrIX");
@@ -261,22 +264,4 @@ fn text<'a>(m: &Message<'a>, ty: u16) -> &'a str {
 
 fn sock(s: &str) -> SocketAddr {
     s.parse().expect("socket address literal")
-}
-
-/// Decodes a vector file: hex digits in pairs, whitespace ignored, `#` to end of line is a
-/// comment.
-fn hex(text: &str) -> Vec<u8> {
-    let digits: Vec<u8> = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap_or(""))
-        .flat_map(|l| l.bytes().filter(|b| !b.is_ascii_whitespace()))
-        .collect();
-    assert_eq!(digits.len() % 2, 0, "whole bytes");
-    digits
-        .chunks(2)
-        .map(|p| {
-            let s = std::str::from_utf8(p).expect("ASCII");
-            u8::from_str_radix(s, 16).expect("hex digit")
-        })
-        .collect()
 }

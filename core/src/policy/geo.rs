@@ -93,7 +93,7 @@ impl GeoDb {
     ///
     /// Returns [`GeoError::Invalid`] when the bytes are not a MaxMind DB.
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, GeoError> {
-        let sha256 = hex(digest::digest(&digest::SHA256, &bytes).as_ref());
+        let sha256 = hex::encode(digest::digest(&digest::SHA256, &bytes));
         let reader =
             maxminddb::Reader::from_source(bytes).map_err(|e| GeoError::Invalid(e.to_string()))?;
         let info = DbInfo {
@@ -212,15 +212,6 @@ struct AsnRecord<'a> {
     autonomous_system_number: Option<u32>,
     #[serde(borrow, default)]
     asn: Option<&'a str>,
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 #[cfg(test)]
