@@ -16,7 +16,7 @@
 //! `docs/ARCHITECTURE.md` draws the whole picture.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub use eeaturn_core::{credentials, host, policy, relay, stun};
+pub use eeaturn_core::{client, credentials, host, policy, relay, stun};
 
 pub mod api;
 pub mod config;

@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{
-    PasswordAlgorithm, Peer, Relayed, TurnClient, in_relay_range, issue_credential, start_server,
+    Peer, Relayed, TurnClient, in_relay_range, issue_credential, start_server,
     start_server_with_workers, udp_port_closed, wall_now,
 };
 use eeaturn::stun::attr::{self, Family};
@@ -612,7 +612,7 @@ async fn a_credential_valid_for_longer_than_allowed_gets_401() {
 async fn sha256_password_algorithm_is_accepted() {
     let server = start_server("").await;
     let mut client = server.client("127.0.1.1", "alice").await;
-    client.algorithm = PasswordAlgorithm::Sha256;
+    client.use_sha256();
     // The client asserts that every success carries MESSAGE-INTEGRITY-SHA256 under its key.
     client.allocate().await.expect("Allocate with SHA-256");
     assert_eq!(client.refresh(600).await, Ok(600));

@@ -17,9 +17,12 @@
 //! - [`host`]: the relay host's own addresses and port range, shared by the relay (where to
 //!   bind) and the policy (which of the host's ports peers may reach).
 //! - [`credentials`]: TURN REST usernames and passwords.
+//! - [`client`]: the client side, sans-IO (signed requests, the challenge, data framing): not
+//!   used by the relay; the bench tool, the tests and the fuzz harness share it.
 #![warn(missing_docs)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+pub mod client;
 pub mod credentials;
 pub mod host;
 pub mod policy;

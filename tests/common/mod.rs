@@ -12,15 +12,14 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
+use eeaturn::client::{self, LongTermAuth};
+pub(crate) use eeaturn::client::{PasswordAlgorithm, Relayed};
 use eeaturn::config::Config;
 use eeaturn::credentials::{Credential, Secrets};
 use eeaturn::relay::Stats;
 use eeaturn::shell::Running;
 use eeaturn::stun::attr::{self, Family};
-use eeaturn::stun::integrity::{long_term_key_md5, long_term_key_sha256};
-use eeaturn::stun::{
-    ChannelData, Class, Message, MessageBuilder, MessageType, Method, TransactionId,
-};
+use eeaturn::stun::{Class, Message, MessageBuilder, MessageType, Method, TransactionId};
 use tempfile::TempDir;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
@@ -230,10 +229,7 @@ impl Response {
         if m.class() != Class::Error {
             return None;
         }
-        let v = m
-            .get(attr::ERROR_CODE)
-            .expect("error responses carry ERROR-CODE");
-        let (code, reason) = attr::decode_error_code(v).expect("a well-formed ERROR-CODE");
+        let (code, reason) = client::error_code(&m).expect("a well-formed ERROR-CODE");
         Some(StunError {
             code,
             reason: reason.to_owned(),
@@ -242,12 +238,7 @@ impl Response {
 
     /// Returns every XOR-encoded address of type `ty`, in order.
     pub(crate) fn xor_addresses(&self, ty: u16) -> Vec<SocketAddr> {
-        let m = self.message();
-        let tid = m.transaction_id();
-        m.attributes()
-            .filter(|(t, _)| *t == ty)
-            .map(|(_, v)| attr::decode_xor_address(ty, v, &tid).expect("a well-formed address"))
-            .collect()
+        client::xor_addresses(&self.message(), ty)
     }
 
     /// Returns LIFETIME.
@@ -286,46 +277,14 @@ impl Allocation {
     }
 }
 
-/// Data the relay forwarded from a peer to the client.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Relayed {
-    /// A Data indication.
-    Data {
-        /// XOR-PEER-ADDRESS.
-        peer: SocketAddr,
-        /// DATA.
-        data: Vec<u8>,
-    },
-    /// A ChannelData message.
-    Channel {
-        /// The channel number.
-        channel: u16,
-        /// The application data.
-        data: Vec<u8>,
-    },
-}
-
-/// Which long-term key the client uses. See RFC 8489 §9.2.2.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum PasswordAlgorithm {
-    /// MD5 key with MESSAGE-INTEGRITY, no PASSWORD-ALGORITHM (what RFC 5389 clients do).
-    Md5,
-    /// SHA-256 key with PASSWORD-ALGORITHM and MESSAGE-INTEGRITY-SHA256.
-    Sha256,
-}
-
 /// A minimal TURN client over UDP (RFC 8656), no retransmissions: loopback does not lose
 /// datagrams, so a missing response is a failure.
 pub(crate) struct TurnClient {
     sock: UdpSocket,
     server: SocketAddr,
-    username: String,
-    password: String,
-    /// The key algorithm used once the server has challenged.
-    pub(crate) algorithm: PasswordAlgorithm,
-    realm: Option<String>,
-    nonce: Option<String>,
-    algorithms: Option<Vec<u8>>,
+    /// The credential and the challenge's realm and nonce (the client side shared with the
+    /// bench tool and the core's tests: `eeaturn::client`).
+    auth: LongTermAuth,
     /// Datagrams that arrived while a response was awaited.
     pending: VecDeque<Vec<u8>>,
     last_request: Option<(TransactionId, Vec<u8>)>,
@@ -340,12 +299,11 @@ impl TurnClient {
         Self {
             sock,
             server,
-            username: credential.username,
-            password: credential.password,
-            algorithm: PasswordAlgorithm::Md5,
-            realm: None,
-            nonce: None,
-            algorithms: None,
+            auth: LongTermAuth::new(
+                &credential.username,
+                &credential.password,
+                PasswordAlgorithm::Md5,
+            ),
             pending: VecDeque::new(),
             last_request: None,
         }
@@ -353,16 +311,19 @@ impl TurnClient {
 
     /// Replaces the credential (the next request is signed with it).
     pub(crate) fn set_credential(&mut self, credential: Credential) {
-        self.username = credential.username;
-        self.password = credential.password;
+        self.auth
+            .set_credential(&credential.username, &credential.password);
+    }
+
+    /// Signs with SHA-256 keys and MESSAGE-INTEGRITY-SHA256 from now on (RFC 8489 §9.2.2).
+    pub(crate) fn use_sha256(&mut self) {
+        self.auth.set_algorithm(PasswordAlgorithm::Sha256);
     }
 
     /// Takes over the realm and nonce `other` was challenged with, instead of asking for
     /// its own.
     pub(crate) fn adopt_challenge_of(&mut self, other: &Self) {
-        self.realm.clone_from(&other.realm);
-        self.nonce.clone_from(&other.nonce);
-        self.algorithms.clone_from(&other.algorithms);
+        self.auth.adopt_challenge(&other.auth);
     }
 
     /// Returns the client's socket address.
@@ -404,7 +365,7 @@ impl TurnClient {
         extra: &(dyn Fn(&mut MessageBuilder) + Sync),
     ) -> Result<Allocation, StunError> {
         let add = |b: &mut MessageBuilder| {
-            b.add_raw(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
+            client::add_requested_transport_udp(b);
             extra(b);
         };
         let response = self.transact(Method::ALLOCATE, &add).await.into_result()?;
@@ -452,11 +413,7 @@ impl TurnClient {
         channel: u16,
         peer: SocketAddr,
     ) -> Result<(), StunError> {
-        let add = |b: &mut MessageBuilder| {
-            let [hi, lo] = channel.to_be_bytes();
-            b.add_raw(attr::CHANNEL_NUMBER, &[hi, lo, 0, 0]);
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
-        };
+        let add = |b: &mut MessageBuilder| client::add_channel_bind(b, channel, peer);
         self.transact(Method::CHANNEL_BIND, &add)
             .await
             .into_result()
@@ -479,24 +436,13 @@ impl TurnClient {
 
     /// Sends a Send indication carrying `data` to `peer`.
     pub(crate) async fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
-        let mut b = MessageBuilder::new(
-            MessageType::new(Method::SEND, Class::Indication),
-            next_tid(),
-        );
-        b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
-        b.add_raw(attr::DATA, data);
-        b.add_fingerprint();
-        self.send_raw(&b.finish()).await;
+        self.send_raw(&client::send_indication(next_tid(), peer, data))
+            .await;
     }
 
     /// Sends `data` as ChannelData on `channel`.
     pub(crate) async fn send_channel_data(&self, channel: u16, data: &[u8]) {
-        let len = u16::try_from(data.len()).expect("test payloads are small");
-        let mut bytes = Vec::with_capacity(4 + data.len());
-        bytes.extend_from_slice(&channel.to_be_bytes());
-        bytes.extend_from_slice(&len.to_be_bytes());
-        bytes.extend_from_slice(data);
-        self.send_raw(&bytes).await;
+        self.send_raw(&client::channel_data(channel, data)).await;
     }
 
     /// Sends raw bytes to the server.
@@ -513,7 +459,7 @@ impl TurnClient {
             Some(d) => d,
             None => self.recv_datagram("relayed data").await,
         };
-        parse_relayed(&d)
+        Relayed::parse(&d).expect("relayed data is ChannelData or a Data indication")
     }
 
     /// Runs an authenticated request: answers the 401 challenge first (once per client) and a
@@ -523,45 +469,17 @@ impl TurnClient {
         method: Method,
         attrs: &(dyn Fn(&mut MessageBuilder) + Sync),
     ) -> Response {
-        if self.nonce.is_none() {
+        if !self.auth.is_challenged() {
             let r = self.request(method, attrs, false).await;
-            if !self.take_challenge(&r) {
+            if !self.auth.take_challenge(&r.message()) {
                 return r;
             }
         }
         let r = self.request(method, attrs, true).await;
-        if r.error().is_some_and(|e| e.code == 438) && self.take_challenge(&r) {
+        if r.error().is_some_and(|e| e.code == 438) && self.auth.take_challenge(&r.message()) {
             return self.request(method, attrs, true).await;
         }
         r
-    }
-
-    /// Stores REALM, NONCE and PASSWORD-ALGORITHMS of a 401/438 challenge; returns false when
-    /// `r` is not one.
-    fn take_challenge(&mut self, r: &Response) -> bool {
-        if !r.error().is_some_and(|e| e.code == 401 || e.code == 438) {
-            return false;
-        }
-        let (Some(realm), Some(nonce)) = (r.attr(attr::REALM), r.attr(attr::NONCE)) else {
-            return false;
-        };
-        self.realm = Some(String::from_utf8(realm).expect("a UTF-8 REALM"));
-        self.nonce = Some(String::from_utf8(nonce).expect("a UTF-8 NONCE"));
-        self.algorithms = r.attr(attr::PASSWORD_ALGORITHMS);
-        true
-    }
-
-    /// Returns the long-term key for the current realm.
-    fn key(&self) -> Vec<u8> {
-        let realm = self.realm.as_deref().expect("challenged before signing");
-        match self.algorithm {
-            PasswordAlgorithm::Md5 => {
-                long_term_key_md5(&self.username, realm, &self.password).to_vec()
-            }
-            PasswordAlgorithm::Sha256 => {
-                long_term_key_sha256(&self.username, realm, &self.password).to_vec()
-            }
-        }
     }
 
     /// Sends one request (signed when `auth`) and waits for its response. A signed success
@@ -576,29 +494,7 @@ impl TurnClient {
         let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), tid);
         attrs(&mut b);
         let key = if auth {
-            let key = self.key();
-            b.add_raw(attr::USERNAME, self.username.as_bytes());
-            b.add_raw(
-                attr::REALM,
-                self.realm.as_deref().unwrap_or_default().as_bytes(),
-            );
-            b.add_raw(
-                attr::NONCE,
-                self.nonce.as_deref().unwrap_or_default().as_bytes(),
-            );
-            match self.algorithm {
-                PasswordAlgorithm::Md5 => b.add_message_integrity(&key),
-                PasswordAlgorithm::Sha256 => {
-                    let offered = self
-                        .algorithms
-                        .clone()
-                        .expect("the challenge offered PASSWORD-ALGORITHMS");
-                    b.add_raw(attr::PASSWORD_ALGORITHMS, &offered);
-                    b.add_raw(attr::PASSWORD_ALGORITHM, &[0x00, 0x02, 0x00, 0x00]);
-                    b.add_message_integrity_sha256(&key);
-                }
-            }
-            Some(key)
+            Some(self.auth.sign(&mut b).expect("challenged before signing"))
         } else {
             None
         };
@@ -614,7 +510,7 @@ impl TurnClient {
                 "{} success response does not verify with the client's key",
                 method.name()
             );
-            if self.algorithm == PasswordAlgorithm::Sha256 {
+            if self.auth.algorithm() == PasswordAlgorithm::Sha256 {
                 assert!(
                     m.has_integrity_sha256(),
                     "a SHA-256 request is answered with MESSAGE-INTEGRITY-SHA256"
@@ -651,33 +547,6 @@ impl TurnClient {
         buf.truncate(n);
         buf
     }
-}
-
-/// Parses a Data indication or ChannelData.
-fn parse_relayed(d: &[u8]) -> Relayed {
-    if let Ok(cd) = ChannelData::parse(d) {
-        return Relayed::Channel {
-            channel: cd.channel,
-            data: cd.data.to_vec(),
-        };
-    }
-    let m = Message::parse(d).expect("relayed data is ChannelData or a STUN message");
-    assert_eq!(
-        (m.method(), m.class()),
-        (Method::DATA, Class::Indication),
-        "relayed data is a Data indication"
-    );
-    let tid = m.transaction_id();
-    let peer = m
-        .get(attr::XOR_PEER_ADDRESS)
-        .map(|v| attr::decode_xor_address(attr::XOR_PEER_ADDRESS, v, &tid))
-        .expect("Data indication carries XOR-PEER-ADDRESS")
-        .expect("a well-formed XOR-PEER-ADDRESS");
-    let data = m
-        .get(attr::DATA)
-        .expect("Data indication carries DATA")
-        .to_vec();
-    Relayed::Data { peer, data }
 }
 
 /// A UDP peer on a loopback address.
