@@ -25,8 +25,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `#[serde(deserialize_with = "duration::deserialize")]` for a [`Duration`] field: humantime-serde
 /// reads it; the message of a bad value gains the fix, and fractions of a second are refused.
 pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    // The TOML error's text ends in a newline; the fix goes on the same line.
     let d: Duration = humantime_serde::deserialize(d)
-        .map_err(|e: D::Error| de::Error::custom(format!("{e}; {FIX}")))?;
+        .map_err(|e: D::Error| de::Error::custom(format!("{}; {FIX}", e.to_string().trim_end())))?;
     whole_seconds(d).map_err(de::Error::custom)
 }
 

@@ -92,6 +92,8 @@ fn unknown_keys_are_rejected_in_every_table() {
         "[log]",
         "[metrics]",
         "[tls]",
+        "[api]",
+        "[[api.keys]]",
     ];
     for table in tables {
         assert!(example.contains(table), "example lacks {table}");
@@ -103,6 +105,17 @@ fn unknown_keys_are_rejected_in_every_table() {
     }
     let top = format!("no_such_table = 1\n{example}");
     assert!(matches!(parse(&top), Err(Error::Parse(_))));
+    // `[[policy.networks]]` is commented out in the example.
+    let network = format!(
+        "{MINIMAL}\n[[policy.networks]]\ncidr = \"198.51.100.0/24\"\ncountry = \"DE\"\nno_such_key = 1"
+    );
+    match parse(&network) {
+        Err(Error::Parse(m)) => assert!(
+            m.starts_with("config key `policy.networks.no_such_key`"),
+            "{m}"
+        ),
+        other => panic!("[[policy.networks]]: expected a parse error, got {other:?}"),
+    }
 }
 
 #[test]
