@@ -273,6 +273,11 @@ fn durations() {
     assert_eq!(parse_duration("90min"), Ok(Duration::from_secs(5400)));
     assert_eq!(parse_duration("2 days"), Ok(Duration::from_secs(172_800)));
     assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
+    assert_eq!(
+        parse_duration("2 weeks"),
+        Ok(Duration::from_secs(14 * 86_400))
+    );
+    assert_eq!(parse_duration("1M"), Ok(Duration::from_secs(2_630_016)));
     for bad in [
         "",
         "10",
