@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Error, invalid, parse_duration_key};
+use super::{Error, duration, invalid};
 
 /// The longest TTL the API ever grants, whatever the config says.
 pub const API_TTL_CEILING: Duration = Duration::from_secs(86_400);
@@ -19,21 +19,24 @@ pub struct RawApi {
     pub listen: String,
     /// TURN URIs handed out with every credential.
     pub uris: Vec<String>,
-    /// TTL when the caller gives none.
-    #[serde(default = "default_ttl")]
-    pub default_ttl: String,
+    /// TTL when the caller gives none, e.g. `"1h"`.
+    #[serde(default = "default_ttl", deserialize_with = "duration::deserialize")]
+    pub default_ttl: Duration,
     /// Largest TTL a caller may ask for; defaults to `auth.max_credential_ttl`.
-    #[serde(default)]
-    pub max_ttl: Option<String>,
+    #[serde(default, deserialize_with = "duration::deserialize_option")]
+    pub max_ttl: Option<Duration>,
     /// Requests per minute per key.
     #[serde(default = "default_rate_limit")]
     pub rate_limit: u32,
     /// Requests a key may make at once before the per-minute rate applies.
     #[serde(default = "default_rate_burst")]
     pub rate_burst: u32,
-    /// Longest time a whole request may take.
-    #[serde(default = "default_request_timeout")]
-    pub request_timeout: String,
+    /// Longest time a whole request may take, e.g. `"10s"`.
+    #[serde(
+        default = "default_request_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub request_timeout: Duration,
     /// Origins that get CORS headers; none by default (CORS off).
     #[serde(default)]
     pub cors_allowed_origins: Vec<String>,
@@ -52,13 +55,13 @@ pub struct RawApiKey {
     /// Shown in logs, metrics and TURN usernames.
     pub name: String,
     /// `"credentials"` or `"evidence"`.
-    pub scope: String,
+    pub scope: Scope,
     /// Hex SHA-256 of the key.
     pub sha256: String,
 }
 
-fn default_ttl() -> String {
-    "1h".to_owned()
+fn default_ttl() -> Duration {
+    Duration::from_secs(3600)
 }
 fn default_rate_limit() -> u32 {
     120
@@ -66,12 +69,13 @@ fn default_rate_limit() -> u32 {
 fn default_rate_burst() -> u32 {
     20
 }
-fn default_request_timeout() -> String {
-    "10s".to_owned()
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
-/// What a key may call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+/// What a key may call: `api.keys.scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// `/v1/credentials` and `/v1/ice-servers`: signaling servers.
     Credentials,
@@ -129,7 +133,7 @@ pub struct ApiConfig {
 
 /// Validates `[api]`. `has_tls` says whether a `[tls]` table exists (https needs its
 /// certificate); `max_credential_ttl` is `auth.max_credential_ttl`.
-pub(super) fn validate_api(
+pub(super) fn validate(
     raw: &RawApi,
     base: &Path,
     has_tls: bool,
@@ -193,9 +197,8 @@ pub(super) fn validate_api(
     }
 
     let ceiling = max_credential_ttl.min(API_TTL_CEILING);
-    let max_ttl = match &raw.max_ttl {
-        Some(s) => {
-            let d = parse_duration_key("api.max_ttl", s)?;
+    let max_ttl = match raw.max_ttl {
+        Some(d) => {
             if d < Duration::from_secs(1) || d > ceiling {
                 return Err(invalid(
                     "api.max_ttl",
@@ -209,7 +212,7 @@ pub(super) fn validate_api(
         }
         None => ceiling,
     };
-    let default_ttl = parse_duration_key("api.default_ttl", &raw.default_ttl)?;
+    let default_ttl = raw.default_ttl;
     if default_ttl < Duration::from_secs(1) || default_ttl > max_ttl {
         return Err(invalid(
             "api.default_ttl",
@@ -231,7 +234,7 @@ pub(super) fn validate_api(
             "must be at least 1 (requests a key may make at once)",
         ));
     }
-    let request_timeout = parse_duration_key("api.request_timeout", &raw.request_timeout)?;
+    let request_timeout = raw.request_timeout;
     if request_timeout < Duration::from_secs(1) || request_timeout > Duration::from_secs(300) {
         return Err(invalid("api.request_timeout", "must be between 1s and 5m"));
     }
@@ -284,19 +287,6 @@ pub(super) fn validate_api(
                 ),
             ));
         }
-        let scope = match k.scope.as_str() {
-            "credentials" => Scope::Credentials,
-            "evidence" => Scope::Evidence,
-            other => {
-                return Err(invalid(
-                    "api.keys.scope",
-                    format!(
-                        "key {:?}: unknown scope {other:?}; use \"credentials\" (signaling servers) or \"evidence\" (compliance officers)",
-                        k.name
-                    ),
-                ));
-            }
-        };
         let sha256 = parse_sha256(&k.sha256).ok_or_else(|| {
             invalid(
                 "api.keys.sha256",
@@ -320,7 +310,7 @@ pub(super) fn validate_api(
         }
         keys.push(ApiKey {
             name: k.name.clone(),
-            scope,
+            scope: k.scope,
             sha256,
         });
     }

@@ -23,10 +23,18 @@ fn parse(text: &str) -> Result<Config, Error> {
     Config::parse(text, Path::new("/etc/eeaturn"))
 }
 
-fn invalid_key(text: &str) -> &'static str {
+/// The key an error names: an [`Error::Invalid`] carries it; a schema error (a value of the
+/// wrong type or spelling, caught while deserializing) starts with "config key `KEY`:".
+fn invalid_key(text: &str) -> String {
     match parse(text) {
-        Err(Error::Invalid { key, .. }) => key,
-        other => panic!("expected an Invalid error, got {other:?}"),
+        Err(Error::Invalid { key, .. }) => key.to_owned(),
+        Err(Error::Parse(m)) => {
+            let rest = m
+                .strip_prefix("config key `")
+                .unwrap_or_else(|| panic!("a parse error that names no key: {m}"));
+            rest[..rest.find('`').unwrap()].to_owned()
+        }
+        other => panic!("expected an error naming a key, got {other:?}"),
     }
 }
 
@@ -84,6 +92,8 @@ fn unknown_keys_are_rejected_in_every_table() {
         "[log]",
         "[metrics]",
         "[tls]",
+        "[api]",
+        "[[api.keys]]",
     ];
     for table in tables {
         assert!(example.contains(table), "example lacks {table}");
@@ -95,6 +105,17 @@ fn unknown_keys_are_rejected_in_every_table() {
     }
     let top = format!("no_such_table = 1\n{example}");
     assert!(matches!(parse(&top), Err(Error::Parse(_))));
+    // `[[policy.networks]]` is commented out in the example.
+    let network = format!(
+        "{MINIMAL}\n[[policy.networks]]\ncidr = \"198.51.100.0/24\"\ncountry = \"DE\"\nno_such_key = 1"
+    );
+    match parse(&network) {
+        Err(Error::Parse(m)) => assert!(
+            m.starts_with("config key `policy.networks.no_such_key`"),
+            "{m}"
+        ),
+        other => panic!("[[policy.networks]]: expected a parse error, got {other:?}"),
+    }
 }
 
 #[test]
@@ -236,12 +257,92 @@ fn cidrs_accept_bare_addresses_and_truncate() {
 
 #[test]
 fn durations() {
+    // The spellings the example configs, docs and tests use.
     assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
     assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
     assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
-    for bad in ["", "10", "m", "1x", "-1s", "1.5h", "99999999999999999999d"] {
-        assert!(parse_duration(bad).is_err(), "{bad:?}");
+    assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+    assert_eq!(parse_duration(" 10m "), Ok(Duration::from_secs(600)));
+    assert_eq!(
+        parse_duration("36500d"),
+        Ok(Duration::from_secs(36_500 * 86_400))
+    );
+    // What humantime adds.
+    assert_eq!(parse_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("1.5h"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("90min"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("2 days"), Ok(Duration::from_secs(172_800)));
+    assert_eq!(parse_duration("1w"), Ok(Duration::from_secs(7 * 86_400)));
+    assert_eq!(
+        parse_duration("2 weeks"),
+        Ok(Duration::from_secs(14 * 86_400))
+    );
+    assert_eq!(parse_duration("1M"), Ok(Duration::from_secs(2_630_016)));
+    for bad in [
+        "",
+        "10",
+        "m",
+        "1x",
+        "-1s",
+        "99999999999999999999d",
+        "500ms",
+        "1.5s",
+    ] {
+        let e = parse_duration(bad).unwrap_err();
+        assert!(e.contains("write e.g. \"30s\""), "{bad:?}: {e}");
     }
+}
+
+#[test]
+fn bad_durations_name_their_key_and_the_fix() {
+    for (table, key) in [
+        ("auth", "nonce_lifetime"),
+        ("auth", "max_credential_ttl"),
+        ("limits", "max_lifetime"),
+        ("limits", "default_lifetime"),
+        ("limits", "connection_setup_timeout"),
+        ("limits", "connection_idle_timeout"),
+        ("geo", "max_age"),
+        ("geo", "watch_interval"),
+    ] {
+        for bad in ["\"1x\"", "\"10\"", "\"500ms\"", "60"] {
+            let line = format!("{key} = {bad}");
+            let text = if MINIMAL.contains(&format!("[{table}]")) {
+                MINIMAL.replace(&format!("[{table}]"), &format!("[{table}]\n{line}"))
+            } else {
+                format!("{MINIMAL}\n[{table}]\n{line}")
+            };
+            let Err(Error::Parse(m)) = parse(&text) else {
+                panic!("{table}.{key} = {bad}: expected a parse error");
+            };
+            assert!(
+                m.starts_with(&format!("config key `{table}.{key}`: ")),
+                "{table}.{key} = {bad}: {m}"
+            );
+            assert!(m.contains(&line), "the message shows the line: {m}");
+            assert!(
+                m.contains("write e.g. \"30s\""),
+                "the message says the fix: {m}"
+            );
+        }
+    }
+    let text =
+        format!("{MINIMAL}{API}").replace("[[api.keys]]", "max_ttl = \"soon\"\n[[api.keys]]");
+    assert_eq!(invalid_key(&text), "api.max_ttl");
+}
+
+#[test]
+fn durations_accept_humantime_spellings() {
+    let c = parse(&format!(
+        "{MINIMAL}\n[limits]\ndefault_lifetime = \"1h 30m\"\nmax_lifetime = \"1.5h\"\nconnection_idle_timeout = \"2 days\""
+    ))
+    .unwrap();
+    assert_eq!(c.limits.default_lifetime, Duration::from_secs(5400));
+    assert_eq!(c.limits.max_lifetime, Duration::from_secs(5400));
+    assert_eq!(
+        c.connections.connection_idle_timeout,
+        Duration::from_secs(172_800)
+    );
 }
 
 #[test]

@@ -1,0 +1,183 @@
+//! The `[limits]` table: allocation limits (the core's) and TCP/TLS connection limits (the
+//! shell's).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::{Error, duration, invalid};
+use crate::relay::Limits;
+
+/// `[limits]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Allocations in total.
+    #[serde(default = "default_max_allocations")]
+    pub max_allocations: usize,
+    /// Allocations per user id (per username where the username has no user id).
+    #[serde(default = "default_max_allocations_per_user")]
+    pub max_allocations_per_user: usize,
+    /// Permissions per allocation.
+    #[serde(default = "default_max_permissions")]
+    pub max_permissions_per_allocation: usize,
+    /// Channels per allocation.
+    #[serde(default = "default_max_channels")]
+    pub max_channels_per_allocation: usize,
+    /// TCP/TLS connections in total.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// TCP/TLS connections per client IP address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Time a new TCP/TLS connection has to complete its TLS handshake and send a first
+    /// complete STUN message.
+    #[serde(
+        default = "default_connection_setup_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub connection_setup_timeout: Duration,
+    /// A TCP/TLS connection that sends nothing for this long is closed (with its allocation).
+    #[serde(
+        default = "default_connection_idle_timeout",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub connection_idle_timeout: Duration,
+    /// Allocation lifetime when the client asks for less or nothing.
+    #[serde(
+        default = "default_default_lifetime",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub default_lifetime: Duration,
+    /// The longest allocation lifetime granted per Allocate/Refresh.
+    #[serde(
+        default = "default_max_lifetime",
+        deserialize_with = "duration::deserialize"
+    )]
+    pub max_lifetime: Duration,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        Self {
+            max_allocations: default_max_allocations(),
+            max_allocations_per_user: default_max_allocations_per_user(),
+            max_permissions_per_allocation: default_max_permissions(),
+            max_channels_per_allocation: default_max_channels(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
+            connection_setup_timeout: default_connection_setup_timeout(),
+            connection_idle_timeout: default_connection_idle_timeout(),
+            default_lifetime: default_default_lifetime(),
+            max_lifetime: default_max_lifetime(),
+        }
+    }
+}
+
+fn default_max_allocations() -> usize {
+    10_000
+}
+fn default_max_allocations_per_user() -> usize {
+    100
+}
+fn default_max_permissions() -> usize {
+    32
+}
+fn default_max_channels() -> usize {
+    32
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_max_connections_per_ip() -> usize {
+    64
+}
+fn default_connection_setup_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_connection_idle_timeout() -> Duration {
+    Duration::from_secs(15 * 60)
+}
+fn default_default_lifetime() -> Duration {
+    Duration::from_secs(10 * 60)
+}
+fn default_max_lifetime() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// TCP/TLS connection limits (the shell's part of `[limits]`; the core's part is [`Limits`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// TCP/TLS connections in total.
+    pub max_connections: usize,
+    /// TCP/TLS connections per client IP.
+    pub max_connections_per_ip: usize,
+    /// Deadline for the TLS handshake and the first STUN message.
+    pub connection_setup_timeout: Duration,
+    /// Idle limit of connections (closed with their allocation).
+    pub connection_idle_timeout: Duration,
+}
+
+/// Validates `[limits]` into the core's and the shell's parts.
+pub(super) fn validate(raw: &RawLimits) -> Result<(Limits, ConnectionLimits), Error> {
+    let positive = |key: &'static str, v: usize| {
+        if v == 0 {
+            Err(invalid(key, "must be at least 1"))
+        } else {
+            Ok(v)
+        }
+    };
+    let nonzero = |key: &'static str, d: Duration| {
+        if d.is_zero() {
+            Err(invalid(key, "must be longer than 0s"))
+        } else {
+            Ok(d)
+        }
+    };
+    let (default_lifetime, max_lifetime) = (raw.default_lifetime, raw.max_lifetime);
+    if default_lifetime < Duration::from_secs(60) {
+        return Err(invalid("limits.default_lifetime", "must be at least 60s"));
+    }
+    if max_lifetime < default_lifetime {
+        return Err(invalid(
+            "limits.max_lifetime",
+            "must not be below limits.default_lifetime",
+        ));
+    }
+    if max_lifetime > Duration::from_secs(86_400) {
+        return Err(invalid("limits.max_lifetime", "must be at most 24h"));
+    }
+    let limits = Limits {
+        max_allocations: positive("limits.max_allocations", raw.max_allocations)?,
+        max_allocations_per_user: positive(
+            "limits.max_allocations_per_user",
+            raw.max_allocations_per_user,
+        )?,
+        max_permissions_per_allocation: positive(
+            "limits.max_permissions_per_allocation",
+            raw.max_permissions_per_allocation,
+        )?,
+        max_channels_per_allocation: positive(
+            "limits.max_channels_per_allocation",
+            raw.max_channels_per_allocation,
+        )?,
+        default_lifetime,
+        max_lifetime,
+    };
+    let connections = ConnectionLimits {
+        max_connections: positive("limits.max_connections", raw.max_connections)?,
+        max_connections_per_ip: positive(
+            "limits.max_connections_per_ip",
+            raw.max_connections_per_ip,
+        )?,
+        connection_setup_timeout: nonzero(
+            "limits.connection_setup_timeout",
+            raw.connection_setup_timeout,
+        )?,
+        connection_idle_timeout: nonzero(
+            "limits.connection_idle_timeout",
+            raw.connection_idle_timeout,
+        )?,
+    };
+    Ok((limits, connections))
+}

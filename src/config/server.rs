@@ -1,0 +1,150 @@
+//! The `[server]` table: identity and listeners.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use super::{Error, invalid};
+
+/// `[server]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// The realm of the long-term credential mechanism.
+    pub realm: String,
+    /// Listener URLs, e.g. `"udp://0.0.0.0:3478"`.
+    pub listen: Vec<String>,
+    /// Value of the SOFTWARE attribute; empty omits it.
+    #[serde(default = "default_software")]
+    pub software: String,
+    /// Data-path worker threads; 0 means one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
+}
+
+fn default_software() -> String {
+    "eeaturn".to_owned()
+}
+
+/// One listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// The transport.
+    pub transport: ListenTransport,
+    /// The local address.
+    pub addr: SocketAddr,
+}
+
+/// Listener transports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenTransport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP (TURNS).
+    Tls,
+}
+
+impl ListenTransport {
+    /// The URL scheme, as written in `server.listen`.
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Self::Udp => "udp",
+            Self::Tcp => "tcp",
+            Self::Tls => "tls",
+        }
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}", self.transport.scheme(), self.addr)
+    }
+}
+
+/// The validated `[server]` table.
+pub(super) struct Server {
+    pub(super) realm: String,
+    pub(super) software: Option<String>,
+    pub(super) listen: Vec<Listen>,
+    pub(super) workers: usize,
+}
+
+/// Validates `[server]`.
+pub(super) fn validate(raw: RawServer) -> Result<Server, Error> {
+    let realm = raw.realm.trim().to_owned();
+    if realm.is_empty() || realm.len() > 127 || !realm.is_ascii() {
+        return Err(invalid(
+            "server.realm",
+            "must be 1 to 127 ASCII characters, e.g. \"turn.example.eu\"",
+        ));
+    }
+    if raw.listen.is_empty() {
+        return Err(invalid(
+            "server.listen",
+            "needs at least one listener, e.g. [\"udp://0.0.0.0:3478\"]",
+        ));
+    }
+    let listen = raw
+        .listen
+        .iter()
+        .map(|s| parse_listen(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    for (i, l) in listen.iter().enumerate() {
+        if listen[..i].contains(l) {
+            return Err(invalid("server.listen", format!("{l} is listed twice")));
+        }
+    }
+    if raw.workers > 256 {
+        return Err(invalid(
+            "server.workers",
+            "must be at most 256 (0 means one per CPU core)",
+        ));
+    }
+    let workers = match raw.workers {
+        0 => std::thread::available_parallelism().map_or(1, std::num::NonZero::get),
+        n => n,
+    };
+    let software = Some(raw.software).filter(|s| !s.is_empty());
+    if software.as_ref().is_some_and(|s| s.len() > 127) {
+        return Err(invalid("server.software", "must be at most 127 characters"));
+    }
+    Ok(Server {
+        realm,
+        software,
+        listen,
+        workers,
+    })
+}
+
+fn parse_listen(s: &str) -> Result<Listen, Error> {
+    let Some((scheme, addr)) = s.split_once("://") else {
+        return Err(invalid(
+            "server.listen",
+            format!("{s:?} has no scheme; write e.g. \"udp://0.0.0.0:3478\""),
+        ));
+    };
+    let transport = [
+        ListenTransport::Udp,
+        ListenTransport::Tcp,
+        ListenTransport::Tls,
+    ]
+    .into_iter()
+    .find(|t| t.scheme() == scheme)
+    .ok_or_else(|| {
+        invalid(
+            "server.listen",
+            format!("{s:?}: unknown scheme {scheme:?}; use udp://, tcp:// or tls://"),
+        )
+    })?;
+    let addr = SocketAddr::from_str(addr).map_err(|_| {
+        invalid(
+            "server.listen",
+            format!("{s:?}: {addr:?} is not IP:PORT (IPv6 in brackets, e.g. [::1]:3478)"),
+        )
+    })?;
+    Ok(Listen { transport, addr })
+}
