@@ -11,6 +11,8 @@
 //! - [`config`]: the TOML file → validated settings, including the core's [`relay::ServerConfig`];
 //! - [`shell`]: the data-path worker threads, TCP/TLS connections, the coordinator, reloads;
 //! - [`api`]: the credential HTTPS API; [`metrics`]: the Prometheus text; [`tls`]: the TLS profile;
+//! - `http`: the one HTTP/1.1 accept loop (connection limit, timeouts) that serves the API and
+//!   the metrics listener;
 //! - [`pii`]: redaction of addresses in logs; [`geo_build`]: CSV → `.mmdb` for test geodata.
 //!
 //! `docs/ARCHITECTURE.md` draws the whole picture.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod fuzzing;
 #[cfg(feature = "geo-build")]
 pub mod geo_build;
+mod http;
 pub mod metrics;
 pub mod pii;
 pub mod shell;

@@ -108,3 +108,26 @@ async fn only_get_metrics_is_served() {
     let long = format!("GET /metrics HTTP/1.1\r\nx: {}\r\n\r\n", "a".repeat(5000));
     assert!(get(addr, &long).await.starts_with("HTTP/1.1 431"));
 }
+
+#[tokio::test]
+async fn silent_connections_do_not_keep_a_scrape_out() {
+    let server = start_server("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    let addr = server.metrics_addr().expect("metrics are configured");
+    // More connections than the listener serves at once, none of which sends a request.
+    let mut silent = Vec::new();
+    for _ in 0..20 {
+        silent.push(TcpStream::connect(addr).await.expect("connect"));
+    }
+    let answer = get(addr, "GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    // The server closed the silent ones (header-read timeout).
+    for mut s in silent {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "a silent connection is closed by the server"
+        );
+    }
+}

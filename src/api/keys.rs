@@ -22,15 +22,6 @@ pub fn hash(key: &str) -> [u8; 32] {
     out
 }
 
-/// Lower-case hex of a hash.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        s.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        s.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
-        s
-    })
-}
-
 /// A fresh random key.
 pub fn generate(rng: &mut impl RngCore) -> String {
     let mut bytes = [0u8; 32];
@@ -54,7 +45,7 @@ mod tests {
     fn hash_is_sha256_of_the_key_string() {
         // sha256("abc"), FIPS 180-2 appendix B.1.
         assert_eq!(
-            hex(&hash("abc")),
+            hex::encode(hash("abc")),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }

@@ -1,21 +1,25 @@
-//! The Prometheus listener: `GET /metrics` over plain HTTP/1.1 on a loopback address.
+//! The Prometheus listener: `GET /metrics` over plain HTTP/1.1 (on loopback unless the config
+//! says otherwise), served by the shell's one HTTP stack (`crate::http`).
 //!
-//! Deliberately tiny: one request per connection, a 4 KiB request limit, a 5 s deadline, at
-//! most 16 connections at once. The text comes from a watch channel the driver refreshes.
+//! Deliberately small: one request per connection, a 4 KiB request head, at most 16
+//! connections at once, and short header-read and idle timeouts so that silent connections
+//! cannot keep a scrape out for long. Any other path gets 404 and any other method 405. The
+//! text comes from a watch channel the coordinator refreshes.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::any;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-const MAX_REQUEST: usize = 4096;
-const DEADLINE: Duration = Duration::from_secs(5);
-const MAX_CONNECTIONS: usize = 16;
+use crate::http;
 
 /// Binds the listener and serves until the task is aborted; returns the bound address.
 ///
@@ -30,62 +34,59 @@ pub(super) async fn serve(
         .await
         .with_context(|| format!("binding metrics.listen {addr}"))?;
     let local = listener.local_addr()?;
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                continue; // Over the limit: the connection is closed at once.
-            };
-            let text = text.clone();
-            tokio::spawn(async move {
-                let _ = tokio::time::timeout(DEADLINE, answer(stream, text)).await;
-                drop(permit);
-            });
-        }
-    });
+    let task = tokio::spawn(http::serve(listener, None, router(text), LIMITS));
     Ok((local, task))
 }
 
-async fn answer(mut stream: TcpStream, text: watch::Receiver<String>) -> std::io::Result<()> {
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-        if len == buf.len() {
-            return respond(&mut stream, "431 Request Header Fields Too Large", "").await;
-        }
-        let n = stream.read(&mut buf[len..]).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        len += n;
-    }
-    let line = buf[..len].split(|&b| b == b'\r').next().unwrap_or_default();
-    let mut parts = line.split(|&b| b == b' ');
-    let (method, path) = (
-        parts.next().unwrap_or_default(),
-        parts.next().unwrap_or_default(),
-    );
-    match (method, path) {
-        (b"GET", b"/metrics") => {
-            let body = text.borrow().clone();
-            respond(&mut stream, "200 OK", &body).await
-        }
-        (b"GET", _) => respond(&mut stream, "404 Not Found", "").await,
-        _ => respond(&mut stream, "405 Method Not Allowed", "").await,
+/// `/metrics` and the answers to everything else, all with the same headers.
+fn router(text: watch::Receiver<String>) -> Router {
+    Router::new()
+        .route("/metrics", any(scrape))
+        .fallback(other)
+        .layer(axum::middleware::map_response(headers))
+        .with_state(text)
+}
+
+async fn scrape(State(text): State<watch::Receiver<String>>, req: Request) -> Response {
+    if req.method() == Method::GET {
+        let body = text.borrow().clone();
+        (StatusCode::OK, body).into_response()
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED.into_response()
     }
 }
 
-async fn respond(stream: &mut TcpStream, status: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {status}\r\ncontent-type: text/plain; version=0.0.4; charset=utf-8\r\n\
-         content-length: {}\r\ncache-control: no-store\r\nx-content-type-options: nosniff\r\n\
-         connection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
+async fn other(req: Request) -> Response {
+    if req.method() == Method::GET {
+        StatusCode::NOT_FOUND.into_response()
+    } else {
+        StatusCode::METHOD_NOT_ALLOWED.into_response()
+    }
 }
+
+async fn headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
+    resp
+}
+
+/// The limits of the metrics listener. A scraper on the same host sends its request at once
+/// and reads the answer at once: anything slower is not one.
+const LIMITS: http::Limits = http::Limits {
+    max_connections: 16,
+    header_timeout: Duration::from_secs(2),
+    idle_timeout: Duration::from_secs(5),
+    handshake_timeout: Duration::from_secs(5),
+    max_header_size: 4096,
+    keep_alive: false,
+    target: "metrics",
+};
