@@ -105,7 +105,7 @@ pub enum Event {
         /// When.
         at: SystemTime,
         /// Channel number.
-        channel: u16,
+        channel: crate::stun::ChannelNumber,
         /// Peer (personal data: redact in logs).
         peer: SocketAddr,
     },

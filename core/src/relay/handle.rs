@@ -15,13 +15,13 @@ use super::table::{
 };
 use super::{
     AllocationId, BindResult, BindToken, ClientTransmit, Command, Event, FiveTuple, Now,
-    PEER_HEADROOM, PeerTransmit, Reservation, Server,
+    PeerTransmit, Reservation, Server,
 };
 use crate::policy::{Decision, Facts, Rule, Subject};
 use crate::stun::attr::{self, Family};
 use crate::stun::{
-    CHANNEL_DATA_HEADER_LEN, ChannelData, Class, HEADER_LEN, MAGIC_COOKIE, Message, MessageBuilder,
-    MessageType, Method, TransactionId, padded, write_channel_data_header,
+    CHANNEL_DATA_HEADER_LEN, ChannelData, ChannelNumber, Class, ErrorCode, Message, MessageBuilder,
+    MessageType, Method, TransactionId, write_channel_data, write_data_indication,
 };
 
 /// Attributes this server understands in requests and indications. Any other
@@ -146,21 +146,8 @@ impl<R: RngCore> Server<R> {
             return None;
         }
         let len = payload.len();
-        let Ok(len16) = u16::try_from(len) else {
-            return None;
-        };
         let range = if let Some(number) = channel {
-            let start = payload.start.checked_sub(CHANNEL_DATA_HEADER_LEN)?;
-            write_channel_data_header(&mut buf[start..], number, len16);
-            // On streams ChannelData is padded to a multiple of 4. See RFC 8656 §12.5.
-            let end = if to.transport.is_stream() {
-                let end = payload.start + padded(len);
-                buf.get_mut(payload.end..end)?.fill(0);
-                end
-            } else {
-                payload.end
-            };
-            start..end
+            write_channel_data(buf, payload, number, to.transport.is_stream())?
         } else {
             // Only a Data indication needs a (random) transaction id.
             let tid = self.random_tid();
@@ -252,7 +239,7 @@ impl<R: RngCore> Server<R> {
             return None;
         };
         let a = self.alloc_mut(slot)?;
-        let Some(ch) = a.channel_by_number(cd.channel, now.mono).copied() else {
+        let Some(ch) = a.channel_by_number(cd.number(), now.mono).copied() else {
             self.stats.drop("no-channel");
             return None;
         };
@@ -778,7 +765,7 @@ impl<R: RngCore> Server<R> {
             b.add_xor_address(attr::XOR_RELAYED_ADDRESS, r.advertised);
         }
         if let Some(f) = pending.refused_family {
-            b.add_address_error_code(f, 440, "Address Family not Supported");
+            b.add_address_error_code(f, ErrorCode::ADDRESS_FAMILY_NOT_SUPPORTED);
         }
         b.add_u32(attr::LIFETIME, a.lifetime_secs);
         if let Some(token) = a.reservation {
@@ -958,14 +945,11 @@ impl<R: RngCore> Server<R> {
                 400,
                 "Bad Request: CHANNEL-NUMBER missing or malformed",
             ))?;
-        // RFC 8656 §12 narrows channels to 0x4000-0x4FFF, but RFC 5766 clients still in
-        // use (coturn's own, older libwebrtc) pick from 0x4000-0x7FFF: accept the wider range.
-        if !(0x4000..=0x7FFF).contains(&number) {
-            return Err(fail(
-                400,
-                "Bad Request: channel number outside 0x4000-0x7FFF",
-            ));
-        }
+        // See `ChannelNumber` for why the RFC 5766 range is accepted.
+        let number = ChannelNumber::new(number).ok_or(fail(
+            400,
+            "Bad Request: channel number outside 0x4000-0x7FFF",
+        ))?;
         let peer = msg
             .get(attr::XOR_PEER_ADDRESS)
             .and_then(|v| attr::decode_xor_address(attr::XOR_PEER_ADDRESS, v, &tid).ok())
@@ -1288,63 +1272,6 @@ fn unknown_required(msg: &Message<'_>) -> Vec<u16> {
         }
     }
     out
-}
-
-/// Writes a Data indication header in front of `buf[payload]` (and padding after it) and
-/// returns the framed range. See RFC 8656 §11.4.
-fn write_data_indication(
-    buf: &mut [u8],
-    payload: Range<usize>,
-    peer: SocketAddr,
-    tid: TransactionId,
-) -> Option<Range<usize>> {
-    let addr_len = if peer.is_ipv4() { 8 } else { 20 };
-    let header = HEADER_LEN + 4 + addr_len + 4;
-    debug_assert!(header <= PEER_HEADROOM);
-    let start = payload.start.checked_sub(header)?;
-    let len = payload.len();
-    let pad = padded(len) - len;
-    let end = payload.end + pad;
-    if end > buf.len() {
-        return None;
-    }
-    buf[payload.end..end].fill(0);
-    let msg_len = u16::try_from(4 + addr_len + 4 + len + pad).ok()?;
-    let mut w = start;
-    let mut put = |bytes: &[u8]| {
-        buf[w..w + bytes.len()].copy_from_slice(bytes);
-        w += bytes.len();
-    };
-    put(&MessageType::new(Method::DATA, Class::Indication)
-        .to_u16()
-        .to_be_bytes());
-    put(&msg_len.to_be_bytes());
-    put(&MAGIC_COOKIE.to_be_bytes());
-    put(&tid.0);
-    put(&attr::XOR_PEER_ADDRESS.to_be_bytes());
-    put(&(addr_len as u16).to_be_bytes());
-    let port = peer.port() ^ (MAGIC_COOKIE >> 16) as u16;
-    match peer.ip() {
-        IpAddr::V4(v4) => {
-            put(&[0, attr::FAMILY_IPV4]);
-            put(&port.to_be_bytes());
-            put(&(u32::from(v4) ^ MAGIC_COOKIE).to_be_bytes());
-        }
-        IpAddr::V6(v6) => {
-            put(&[0, attr::FAMILY_IPV6]);
-            put(&port.to_be_bytes());
-            let key = attr::xor_key(&tid);
-            let mut x = v6.octets();
-            for (b, k) in x.iter_mut().zip(key) {
-                *b ^= k;
-            }
-            put(&x);
-        }
-    }
-    put(&attr::DATA.to_be_bytes());
-    put(&(len as u16).to_be_bytes());
-    debug_assert_eq!(w, payload.start);
-    Some(start..end)
 }
 
 /// Maps `::ffff:a.b.c.d` to `a.b.c.d` so permissions and peers compare equal across forms.

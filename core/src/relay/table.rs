@@ -5,8 +5,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
 use super::types::{AllocationId, FiveTuple};
-use crate::stun::TransactionId;
 use crate::stun::attr::Family;
+use crate::stun::{ChannelNumber, TransactionId};
 
 /// Permission lifetime. See RFC 8656 §9.
 pub(crate) const PERMISSION_LIFETIME_SECS: u64 = 300;
@@ -54,7 +54,7 @@ pub(crate) struct Permission {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Channel {
-    pub(crate) number: u16,
+    pub(crate) number: ChannelNumber,
     pub(crate) peer: SocketAddr,
     pub(crate) expires: Instant,
 }
@@ -110,7 +110,7 @@ pub(crate) struct Allocation {
     pub(crate) permissions: Vec<Permission>,
     pub(crate) channels: Vec<Channel>,
     /// Expired bindings (number, peer, until) in the rebind cooldown.
-    pub(crate) cooldowns: Vec<(u16, SocketAddr, Instant)>,
+    pub(crate) cooldowns: Vec<(ChannelNumber, SocketAddr, Instant)>,
     /// Reservation token this allocation holds for the next port, if any.
     pub(crate) reservation: Option<u64>,
     pub(crate) traffic: TrafficCounters,
@@ -136,7 +136,11 @@ impl Allocation {
             .find(|p| p.ip == ip && p.expires > now)
     }
 
-    pub(crate) fn channel_by_number(&self, number: u16, now: Instant) -> Option<&Channel> {
+    pub(crate) fn channel_by_number(
+        &self,
+        number: ChannelNumber,
+        now: Instant,
+    ) -> Option<&Channel> {
         self.channels
             .iter()
             .find(|c| c.number == number && c.expires > now)
@@ -154,7 +158,7 @@ impl Allocation {
 pub(crate) enum Timer {
     Allocation(Slot),
     Permission(Slot, IpAddr),
-    Channel(Slot, u16),
+    Channel(Slot, ChannelNumber),
     Cooldown(Slot),
     Reservation(u64),
 }

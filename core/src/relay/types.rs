@@ -85,8 +85,8 @@ pub struct ClientTransmit {
 }
 
 /// Bytes of headroom the caller must leave before a peer's payload so that the core can frame
-/// it in place: STUN header (20) + XOR-PEER-ADDRESS for IPv6 (24) + DATA header (4).
-pub const PEER_HEADROOM: usize = 48;
+/// it in place: the longest Data indication header (ChannelData needs less).
+pub const PEER_HEADROOM: usize = crate::stun::DATA_INDICATION_MAX_HEADER_LEN;
 
 /// Bytes of tailroom the caller must leave after a peer's payload for attribute padding.
 pub const PEER_TAILROOM: usize = 4;

@@ -17,7 +17,7 @@ fn channel_bind_succeeds() {
     assert!(
         events.iter().any(|e| matches!(
             e,
-            Event::ChannelBound { channel: 0x4000, peer, .. } if *peer == addr("127.0.0.2:9000")
+            Event::ChannelBound { channel, peer, .. } if channel.get() == 0x4000 && *peer == addr("127.0.0.2:9000")
         )),
         "{events:?}"
     );
