@@ -36,7 +36,7 @@ use rand::RngCore;
 use ring::hmac;
 
 pub use config::{Limits, ServerConfig};
-pub use events::{EndReason, Event, Stats};
+pub use events::{DropReason, EndReason, Event, Stats};
 pub use shared::Shared;
 pub use table::TrafficCounters;
 pub use types::{

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
-use super::types::{AllocationId, FiveTuple};
+use super::types::{AllocationId, FiveTuple, ReservationToken};
 use crate::stun::attr::Family;
 use crate::stun::{ChannelNumber, TransactionId};
 
@@ -72,14 +72,27 @@ pub struct TrafficCounters {
     pub bytes_to_client: u64,
 }
 
+/// Which relay port an Allocate asks for. See RFC 8656 §7.2 (EVEN-PORT, RESERVATION-TOKEN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortRequest {
+    /// Any port of the range.
+    Any,
+    /// An even port (EVEN-PORT with R = 0).
+    Even,
+    /// An even port, and the next one reserved for a later Allocate (EVEN-PORT with R = 1).
+    EvenReserveNext,
+    /// The port an earlier allocation reserved (RESERVATION-TOKEN).
+    Token(ReservationToken),
+}
+
 /// An Allocate whose relay sockets are being bound by the shell.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingAllocate {
     pub(crate) tid: TransactionId,
     pub(crate) integrity: super::auth::ResponseIntegrity,
-    pub(crate) even_port: bool,
-    pub(crate) reserve_next: bool,
-    pub(crate) from_token: bool,
+    pub(crate) port: PortRequest,
+    /// The families to relay on, one relayed address each.
+    pub(crate) families: Vec<Family>,
     pub(crate) attempts: u8,
     /// The family refused in a dual-stack request (ADDRESS-ERROR-CODE 440).
     pub(crate) refused_family: Option<Family>,
@@ -112,7 +125,7 @@ pub(crate) struct Allocation {
     /// Expired bindings (number, peer, until) in the rebind cooldown.
     pub(crate) cooldowns: Vec<(ChannelNumber, SocketAddr, Instant)>,
     /// Reservation token this allocation holds for the next port, if any.
-    pub(crate) reservation: Option<u64>,
+    pub(crate) reservation: Option<ReservationToken>,
     pub(crate) traffic: TrafficCounters,
     /// The policy generation the client and permissions were last decided under.
     pub(crate) policy_generation: u64,
@@ -160,7 +173,7 @@ pub(crate) enum Timer {
     Permission(Slot, IpAddr),
     Channel(Slot, ChannelNumber),
     Cooldown(Slot),
-    Reservation(u64),
+    Reservation(ReservationToken),
 }
 
 /// Deadlines ordered by time. Entries are not removed when a deadline moves (a refresh adds a
