@@ -227,3 +227,43 @@ fn traffic_is_counted_in_stats_and_in_the_ended_event() {
         "{events:?}"
     );
 }
+
+#[test]
+fn data_for_an_allocation_still_binding_is_counted_as_pending() {
+    let mut ts = TestServer::new();
+    ts.bind = None;
+    let mut c = ts.client(40001);
+    let cmds = ts.exchange(&mut c, &Req::allocate());
+    let binds = bind_requests(&cmds);
+    let [(_, addrs)] = &binds[..] else {
+        panic!("expected one BindRelay in {cmds:?}");
+    };
+    let relay = addrs[0];
+
+    let from_peer = ts.peer_input(relay, addr("127.0.0.2:9000"), b"early");
+    let send = ts.send_indication("127.0.0.2:9000", b"early");
+    let from_client = ts.client_input(&c, &send);
+
+    assert_eq!(from_peer, None);
+    assert_eq!(from_client, None);
+    assert_eq!(
+        ts.server.stats().dropped.get("allocation-pending"),
+        Some(&2)
+    );
+}
+
+#[test]
+fn peer_data_too_large_to_frame_is_counted() {
+    let mut ts = TestServer::new();
+    let mut c = ts.client(40001);
+    let relayed = ts.allocate(&mut c);
+    ts.permit(&mut c, &["127.0.0.2:1"]);
+
+    // 65,528 bytes fit in a UDP datagram but not, with the Data indication's attributes, in
+    // a STUN length field.
+    let dropped = ts.peer_input(relayed, addr("127.0.0.2:9000"), &[7; 65_528]);
+
+    assert_eq!(dropped, None);
+    assert_eq!(ts.server.stats().dropped.get("too-large"), Some(&1));
+    assert_eq!(ts.server.stats().packets_to_client, 0);
+}
