@@ -18,11 +18,10 @@ pub(crate) const CHANNEL_COOLDOWN_SECS: u64 = 300;
 /// How long an EVEN-PORT reservation is held. See RFC 8656 §7.2 (about 30 s).
 pub(crate) const RESERVATION_LIFETIME_SECS: u64 = 30;
 
-/// The slot of an allocation in the server's table; `generation` tells stale keys apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Slot {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
+slotmap::new_key_type! {
+    /// The key of an allocation in the server's table; a stale key (of a deleted allocation
+    /// whose slot was reused) finds nothing.
+    pub(crate) struct Slot;
 }
 
 /// One relayed transport address.
