@@ -44,9 +44,9 @@ impl EndReason {
 pub enum Event {
     /// An allocation became usable.
     AllocationCreated {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Client transport.
         transport: Transport,
@@ -65,31 +65,31 @@ pub enum Event {
     },
     /// An allocation's lifetime was refreshed.
     AllocationRefreshed {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Granted lifetime.
         lifetime: Duration,
     },
     /// An allocation ended.
     AllocationEnded {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// When it was created.
         started: SystemTime,
-        /// Why.
+        /// Why it ended.
         reason: EndReason,
         /// Traffic relayed over its life.
         traffic: TrafficCounters,
     },
     /// A permission was installed or refreshed after the policy allowed the peer.
     PermissionAllowed {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Peer IP (personal data: redact in logs).
         peer: IpAddr,
@@ -100,11 +100,11 @@ pub enum Event {
     },
     /// A channel was bound.
     ChannelBound {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
-        /// Channel number.
+        /// The bound channel.
         channel: crate::stun::ChannelNumber,
         /// Peer (personal data: redact in logs).
         peer: SocketAddr,
@@ -113,7 +113,7 @@ pub enum Event {
     Denied {
         /// Allocation id, when the refusal concerns an existing allocation.
         id: Option<AllocationId>,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Client or peer.
         subject: Subject,

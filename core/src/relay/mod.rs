@@ -73,7 +73,7 @@ pub enum Command {
     SendToClient {
         /// The client's 5-tuple.
         to: FiveTuple,
-        /// The message.
+        /// The encoded STUN message.
         bytes: Vec<u8>,
     },
     /// Bind UDP relay sockets on `addrs` and report with [`Server::handle_relay_bound`]; if

@@ -89,9 +89,9 @@ pub const fn is_comprehension_required(ty: u16) -> bool {
 /// The IP address family of an address attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
-    /// IPv4.
+    /// IPv4 (0x01 on the wire).
     V4,
-    /// IPv6.
+    /// IPv6 (0x02 on the wire).
     V6,
 }
 

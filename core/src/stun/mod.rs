@@ -82,9 +82,9 @@ impl Method {
 /// A STUN message type: method and class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MessageType {
-    /// The method.
+    /// The method (12 bits; interleaved with the class on the wire).
     pub method: Method,
-    /// The class.
+    /// The class (2 bits).
     pub class: Class,
 }
 
