@@ -1,7 +1,9 @@
 //! STUN and TURN wire codec (RFC 8489, RFC 8656): the one place that reads and writes STUN,
 //! TURN and ChannelData framing. The relay composes messages from the typed pieces here
 //! ([`MessageBuilder`], [`attr`], [`ErrorCode`], [`write_channel_data`],
-//! [`write_data_indication`]) and never writes header or attribute bytes itself.
+//! [`write_data_indication`]) and never writes a header, an attribute header or an address
+//! itself; the few opaque attribute values it owns (the PASSWORD-ALGORITHMS offer, a
+//! RESERVATION-TOKEN, SOFTWARE) it hands to [`MessageBuilder::add_raw`].
 //!
 //! Parsing is zero-copy: [`Message::parse`] validates the framing of a borrowed buffer and
 //! records where the integrity attributes are; attribute values are decoded on demand by the
