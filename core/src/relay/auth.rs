@@ -9,7 +9,7 @@ use ring::hmac;
 use crate::credentials::{self, Secrets};
 use crate::stun::attr;
 use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256};
-use crate::stun::{Message, MessageBuilder};
+use crate::stun::{ErrorCode, Message, MessageBuilder};
 
 /// The nonce cookie announcing security features. See RFC 8489 §9.2.
 const NONCE_COOKIE: &str = "obMatJos2";
@@ -45,12 +45,20 @@ pub(crate) enum AuthOutcome {
         user_key: String,
         integrity: ResponseIntegrity,
     },
-    /// Answer with this error code and a fresh nonce (401 or 438), or plain 400.
+    /// Answer with this error code: 401 and 438 as a challenge (see [`Self::challenges`]),
+    /// 400 with the detail.
     Reject {
-        code: u16,
-        reason: &'static str,
-        challenge: bool,
+        code: ErrorCode,
+        detail: Option<&'static str>,
     },
+}
+
+impl AuthOutcome {
+    /// Returns true when a rejection with `code` carries a challenge: REALM, a fresh NONCE and
+    /// PASSWORD-ALGORITHMS. See RFC 8489 §9.2.4.
+    pub(crate) fn challenges(code: ErrorCode) -> bool {
+        code == ErrorCode::UNAUTHORIZED || code == ErrorCode::STALE_NONCE
+    }
 }
 
 /// Nonce and credential settings.
@@ -110,7 +118,7 @@ impl Authenticator {
         now: SystemTime,
     ) -> AuthOutcome {
         if !msg.has_integrity() {
-            return reject(401, "Unauthorized", true);
+            return reject(ErrorCode::UNAUTHORIZED, None);
         }
         let (Some(username), Some(realm), Some(nonce)) = (
             msg.get(attr::USERNAME),
@@ -118,9 +126,8 @@ impl Authenticator {
             msg.get(attr::NONCE),
         ) else {
             return reject(
-                400,
-                "Bad Request: USERNAME, REALM and NONCE are required",
-                false,
+                ErrorCode::BAD_REQUEST,
+                Some("USERNAME, REALM and NONCE are required"),
             );
         };
         let (Ok(username), Ok(realm), Ok(nonce)) = (
@@ -129,42 +136,42 @@ impl Authenticator {
             attr::decode_text(attr::NONCE, nonce, 763),
         ) else {
             return reject(
-                400,
-                "Bad Request: malformed USERNAME, REALM or NONCE",
-                false,
+                ErrorCode::BAD_REQUEST,
+                Some("malformed USERNAME, REALM or NONCE"),
             );
         };
         match self.check_nonce(nonce, client, now) {
             Ok(true) => {}
-            Ok(false) | Err(()) => return reject(438, "Stale Nonce", true),
+            Ok(false) | Err(()) => return reject(ErrorCode::STALE_NONCE, None),
         }
         if realm != self.realm {
-            return reject(401, "Unauthorized", true);
+            return reject(ErrorCode::UNAUTHORIZED, None);
         }
         // PASSWORD-ALGORITHM selects the key; a request that names one must echo the offer
         // unchanged (downgrade protection). See RFC 8489 §9.2.4.
         let algorithm = match msg.get(attr::PASSWORD_ALGORITHM) {
             None if msg.get(attr::PASSWORD_ALGORITHMS).is_some() => {
                 return reject(
-                    400,
-                    "Bad Request: PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM",
-                    false,
+                    ErrorCode::BAD_REQUEST,
+                    Some("PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM"),
                 );
             }
             None => attr::PASSWORD_ALGORITHM_MD5,
             Some(v) => {
                 let Ok(alg) = attr::decode_password_algorithm(v) else {
-                    return reject(400, "Bad Request: malformed PASSWORD-ALGORITHM", false);
+                    return reject(ErrorCode::BAD_REQUEST, Some("malformed PASSWORD-ALGORITHM"));
                 };
                 if msg.get(attr::PASSWORD_ALGORITHMS) != Some(&PASSWORD_ALGORITHMS_VALUE[..]) {
                     return reject(
-                        400,
-                        "Bad Request: PASSWORD-ALGORITHMS does not match",
-                        false,
+                        ErrorCode::BAD_REQUEST,
+                        Some("PASSWORD-ALGORITHMS does not match"),
                     );
                 }
                 if alg != attr::PASSWORD_ALGORITHM_MD5 && alg != attr::PASSWORD_ALGORITHM_SHA256 {
-                    return reject(400, "Bad Request: unsupported PASSWORD-ALGORITHM", false);
+                    return reject(
+                        ErrorCode::BAD_REQUEST,
+                        Some("unsupported PASSWORD-ALGORITHM"),
+                    );
                 }
                 alg
             }
@@ -172,7 +179,7 @@ impl Authenticator {
         let Ok(user) =
             credentials::check_username(username, now, self.max_credential_ttl, CREDENTIAL_SKEW)
         else {
-            return reject(401, "Unauthorized", true);
+            return reject(ErrorCode::UNAUTHORIZED, None);
         };
         let user_key = if user.user.is_empty() {
             username.to_owned()
@@ -198,16 +205,12 @@ impl Authenticator {
                 };
             }
         }
-        reject(401, "Unauthorized", true)
+        reject(ErrorCode::UNAUTHORIZED, None)
     }
 }
 
-fn reject(code: u16, reason: &'static str, challenge: bool) -> AuthOutcome {
-    AuthOutcome::Reject {
-        code,
-        reason,
-        challenge,
-    }
+fn reject(code: ErrorCode, detail: Option<&'static str>) -> AuthOutcome {
+    AuthOutcome::Reject { code, detail }
 }
 
 fn unix_secs(t: SystemTime) -> u64 {

@@ -44,9 +44,9 @@ impl EndReason {
 pub enum Event {
     /// An allocation became usable.
     AllocationCreated {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Client transport.
         transport: Transport,
@@ -65,31 +65,31 @@ pub enum Event {
     },
     /// An allocation's lifetime was refreshed.
     AllocationRefreshed {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Granted lifetime.
         lifetime: Duration,
     },
     /// An allocation ended.
     AllocationEnded {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// When it was created.
         started: SystemTime,
-        /// Why.
+        /// Why it ended.
         reason: EndReason,
         /// Traffic relayed over its life.
         traffic: TrafficCounters,
     },
     /// A permission was installed or refreshed after the policy allowed the peer.
     PermissionAllowed {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Peer IP (personal data: redact in logs).
         peer: IpAddr,
@@ -100,12 +100,12 @@ pub enum Event {
     },
     /// A channel was bound.
     ChannelBound {
-        /// Allocation id.
+        /// The allocation it concerns.
         id: AllocationId,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
-        /// Channel number.
-        channel: u16,
+        /// The bound channel.
+        channel: crate::stun::ChannelNumber,
         /// Peer (personal data: redact in logs).
         peer: SocketAddr,
     },
@@ -113,7 +113,7 @@ pub enum Event {
     Denied {
         /// Allocation id, when the refusal concerns an existing allocation.
         id: Option<AllocationId>,
-        /// When.
+        /// The wall-clock time of the input that caused it.
         at: SystemTime,
         /// Client or peer.
         subject: Subject,
@@ -124,6 +124,50 @@ pub enum Event {
         /// The facts of the decision.
         facts: Facts,
     },
+}
+
+/// Why a datagram was dropped. Its [`name`](Self::name) is the key in [`Stats::dropped`] and
+/// the `reason` label of the shell's metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DropReason {
+    /// Neither STUN nor ChannelData, or STUN/ChannelData that does not parse.
+    Malformed,
+    /// A response or an indication other than Send from a client.
+    UnexpectedMessage,
+    /// No allocation for the 5-tuple or relay address.
+    NoAllocation,
+    /// The allocation's relay sockets are still being bound.
+    AllocationPending,
+    /// No permission for the peer's address.
+    NoPermission,
+    /// ChannelData on a channel that is not bound.
+    NoChannel,
+    /// The peer is the relay host itself, on a port outside the relay range.
+    RelayHostPort,
+    /// A Send indication with a comprehension-required attribute this relay cannot honour.
+    UnsupportedAttribute,
+    /// The allocation has no relayed address of the peer's family.
+    FamilyMismatch,
+    /// The framed message would not fit the buffer or a STUN length field.
+    TooLarge,
+}
+
+impl DropReason {
+    /// Returns the name used in [`Stats::dropped`] and in metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnexpectedMessage => "unexpected-message",
+            Self::NoAllocation => "no-allocation",
+            Self::AllocationPending => "allocation-pending",
+            Self::NoPermission => "no-permission",
+            Self::NoChannel => "no-channel",
+            Self::RelayHostPort => "relay-host-port",
+            Self::UnsupportedAttribute => "unsupported-attribute",
+            Self::FamilyMismatch => "family-mismatch",
+            Self::TooLarge => "too-large",
+        }
+    }
 }
 
 /// Counters of the core, read by the shell for metrics.
@@ -147,13 +191,13 @@ pub struct Stats {
     pub packets_to_client: u64,
     /// Payload bytes relayed peer → client.
     pub bytes_to_client: u64,
-    /// Datagrams dropped, by reason.
+    /// Datagrams dropped, by [`DropReason::name`].
     pub dropped: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
-    pub(crate) fn drop(&mut self, reason: &'static str) {
-        *self.dropped.entry(reason).or_default() += 1;
+    pub(crate) fn drop(&mut self, reason: DropReason) {
+        *self.dropped.entry(reason.name()).or_default() += 1;
     }
 
     /// Adds the counters of `other` (another worker's server) to these.
@@ -187,15 +231,15 @@ mod tests {
             packets_to_peer: 10,
             ..Stats::default()
         };
-        a.drop("malformed");
+        a.drop(DropReason::Malformed);
         a.requests_ok.insert("Allocate", 2);
         let mut b = Stats {
             allocations_created: 1,
             bytes_to_client: 7,
             ..Stats::default()
         };
-        b.drop("malformed");
-        b.drop("no-permission");
+        b.drop(DropReason::Malformed);
+        b.drop(DropReason::NoPermission);
         b.denials.insert(("peer", "outside-region"), 3);
         a.merge(&b);
         assert_eq!(a.allocations_created, 3);

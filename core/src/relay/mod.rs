@@ -34,9 +34,10 @@ use std::time::Duration;
 
 use rand::RngCore;
 use ring::hmac;
+use slotmap::SlotMap;
 
 pub use config::{Limits, ServerConfig};
-pub use events::{EndReason, Event, Stats};
+pub use events::{DropReason, EndReason, Event, Stats};
 pub use shared::Shared;
 pub use table::TrafficCounters;
 pub use types::{
@@ -72,7 +73,7 @@ pub enum Command {
     SendToClient {
         /// The client's 5-tuple.
         to: FiveTuple,
-        /// The message.
+        /// The encoded STUN message.
         bytes: Vec<u8>,
     },
     /// Bind UDP relay sockets on `addrs` and report with [`Server::handle_relay_bound`]; if
@@ -102,13 +103,6 @@ pub enum Command {
     },
 }
 
-/// One table slot: the allocation and the generation that tells stale slot keys apart.
-#[derive(Debug, Default)]
-struct SlotEntry {
-    generation: u32,
-    alloc: Option<Allocation>,
-}
-
 /// A sans-IO TURN/STUN server (RFC 8489, RFC 8656) over UDP.
 #[derive(Debug)]
 pub struct Server<R> {
@@ -116,9 +110,7 @@ pub struct Server<R> {
     auth: Authenticator,
     policy: Policy,
     rng: R,
-    slots: Vec<SlotEntry>,
-    free: Vec<u32>,
-    active: usize,
+    allocs: SlotMap<Slot, Allocation>,
     by_five_tuple: HashMap<FiveTuple, Slot>,
     by_relay: HashMap<SocketAddr, Slot>,
     shared: Arc<Shared>,
@@ -161,9 +153,7 @@ impl<R: RngCore> Server<R> {
             auth,
             policy,
             rng,
-            slots: Vec::new(),
-            free: Vec::new(),
-            active: 0,
+            allocs: SlotMap::with_key(),
             by_five_tuple: HashMap::new(),
             by_relay: HashMap::new(),
             policy_generation: 0,
@@ -209,7 +199,7 @@ impl<R: RngCore> Server<R> {
 
     /// Returns the number of allocations (including those whose sockets are being bound).
     pub fn allocation_count(&self) -> usize {
-        self.active
+        self.allocs.len()
     }
 
     /// Replaces the accepted secrets (rotation); existing allocations keep their keys until
@@ -264,41 +254,15 @@ impl<R: RngCore> Server<R> {
     }
 
     fn alloc(&self, slot: Slot) -> Option<&Allocation> {
-        let e = self.slots.get(slot.index as usize)?;
-        if e.generation != slot.generation {
-            return None;
-        }
-        e.alloc.as_ref()
+        self.allocs.get(slot)
     }
 
     fn alloc_mut(&mut self, slot: Slot) -> Option<&mut Allocation> {
-        let e = self.slots.get_mut(slot.index as usize)?;
-        if e.generation != slot.generation {
-            return None;
-        }
-        e.alloc.as_mut()
+        self.allocs.get_mut(slot)
     }
 
     fn insert_alloc(&mut self, a: Allocation) -> Slot {
-        self.active += 1;
-        if let Some(index) = self.free.pop() {
-            let e = &mut self.slots[index as usize];
-            e.alloc = Some(a);
-            Slot {
-                index,
-                generation: e.generation,
-            }
-        } else {
-            let index = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
-            self.slots.push(SlotEntry {
-                generation: 0,
-                alloc: Some(a),
-            });
-            Slot {
-                index,
-                generation: 0,
-            }
-        }
+        self.allocs.insert(a)
     }
 
     /// Gives a relay port back to the shared pool.
@@ -308,18 +272,9 @@ impl<R: RngCore> Server<R> {
 
     /// Removes an allocation and everything it holds.
     fn delete_allocation(&mut self, slot: Slot, reason: EndReason, now: Now) {
-        let Some(e) = self.slots.get_mut(slot.index as usize) else {
+        let Some(a) = self.allocs.remove(slot) else {
             return;
         };
-        if e.generation != slot.generation {
-            return;
-        }
-        let Some(a) = e.alloc.take() else {
-            return;
-        };
-        e.generation = e.generation.wrapping_add(1);
-        self.free.push(slot.index);
-        self.active -= 1;
         self.by_five_tuple.remove(&a.five_tuple);
         self.shared.release(&a.auth.user_key);
         let was_active = a.is_active();

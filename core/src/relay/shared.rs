@@ -12,6 +12,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::Reservation;
 use super::ports::PortPool;
+use super::types::ReservationToken;
 use crate::stun::attr::Family;
 
 /// Which quota refused an allocation.
@@ -36,7 +37,7 @@ pub struct Shared {
 pub(super) struct Ports {
     v4: PortPool,
     v6: PortPool,
-    pub(super) reservations: HashMap<u64, Reservation>,
+    pub(super) reservations: HashMap<ReservationToken, Reservation>,
 }
 
 impl Ports {
@@ -52,7 +53,7 @@ impl Ports {
     /// worker may have redeemed it first).
     pub(super) fn end_reservation(
         &mut self,
-        token: u64,
+        token: ReservationToken,
         expired_at: Option<std::time::Instant>,
     ) -> Option<Reservation> {
         let r = *self.reservations.get(&token)?;

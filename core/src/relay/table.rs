@@ -4,9 +4,9 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Instant, SystemTime};
 
-use super::types::{AllocationId, FiveTuple};
-use crate::stun::TransactionId;
+use super::types::{AllocationId, FiveTuple, ReservationToken};
 use crate::stun::attr::Family;
+use crate::stun::{ChannelNumber, TransactionId};
 
 /// Permission lifetime. See RFC 8656 §9.
 pub(crate) const PERMISSION_LIFETIME_SECS: u64 = 300;
@@ -18,11 +18,10 @@ pub(crate) const CHANNEL_COOLDOWN_SECS: u64 = 300;
 /// How long an EVEN-PORT reservation is held. See RFC 8656 §7.2 (about 30 s).
 pub(crate) const RESERVATION_LIFETIME_SECS: u64 = 30;
 
-/// The slot of an allocation in the server's table; `generation` tells stale keys apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Slot {
-    pub(crate) index: u32,
-    pub(crate) generation: u32,
+slotmap::new_key_type! {
+    /// The key of an allocation in the server's table; a stale key (of a deleted allocation
+    /// whose slot was reused) finds nothing.
+    pub(crate) struct Slot;
 }
 
 /// One relayed transport address.
@@ -54,7 +53,7 @@ pub(crate) struct Permission {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Channel {
-    pub(crate) number: u16,
+    pub(crate) number: ChannelNumber,
     pub(crate) peer: SocketAddr,
     pub(crate) expires: Instant,
 }
@@ -72,14 +71,27 @@ pub struct TrafficCounters {
     pub bytes_to_client: u64,
 }
 
+/// Which relay port an Allocate asks for. See RFC 8656 §7.2 (EVEN-PORT, RESERVATION-TOKEN).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PortRequest {
+    /// Any port of the range.
+    Any,
+    /// An even port (EVEN-PORT with R = 0).
+    Even,
+    /// An even port, and the next one reserved for a later Allocate (EVEN-PORT with R = 1).
+    EvenReserveNext,
+    /// The port an earlier allocation reserved (RESERVATION-TOKEN).
+    Token(ReservationToken),
+}
+
 /// An Allocate whose relay sockets are being bound by the shell.
 #[derive(Debug, Clone)]
 pub(crate) struct PendingAllocate {
     pub(crate) tid: TransactionId,
     pub(crate) integrity: super::auth::ResponseIntegrity,
-    pub(crate) even_port: bool,
-    pub(crate) reserve_next: bool,
-    pub(crate) from_token: bool,
+    pub(crate) port: PortRequest,
+    /// The families to relay on, one relayed address each.
+    pub(crate) families: Vec<Family>,
     pub(crate) attempts: u8,
     /// The family refused in a dual-stack request (ADDRESS-ERROR-CODE 440).
     pub(crate) refused_family: Option<Family>,
@@ -110,9 +122,9 @@ pub(crate) struct Allocation {
     pub(crate) permissions: Vec<Permission>,
     pub(crate) channels: Vec<Channel>,
     /// Expired bindings (number, peer, until) in the rebind cooldown.
-    pub(crate) cooldowns: Vec<(u16, SocketAddr, Instant)>,
+    pub(crate) cooldowns: Vec<(ChannelNumber, SocketAddr, Instant)>,
     /// Reservation token this allocation holds for the next port, if any.
-    pub(crate) reservation: Option<u64>,
+    pub(crate) reservation: Option<ReservationToken>,
     pub(crate) traffic: TrafficCounters,
     /// The policy generation the client and permissions were last decided under.
     pub(crate) policy_generation: u64,
@@ -136,7 +148,11 @@ impl Allocation {
             .find(|p| p.ip == ip && p.expires > now)
     }
 
-    pub(crate) fn channel_by_number(&self, number: u16, now: Instant) -> Option<&Channel> {
+    pub(crate) fn channel_by_number(
+        &self,
+        number: ChannelNumber,
+        now: Instant,
+    ) -> Option<&Channel> {
         self.channels
             .iter()
             .find(|c| c.number == number && c.expires > now)
@@ -154,9 +170,9 @@ impl Allocation {
 pub(crate) enum Timer {
     Allocation(Slot),
     Permission(Slot, IpAddr),
-    Channel(Slot, u16),
+    Channel(Slot, ChannelNumber),
     Cooldown(Slot),
-    Reservation(u64),
+    Reservation(ReservationToken),
 }
 
 /// Deadlines ordered by time. Entries are not removed when a deadline moves (a refresh adds a

@@ -85,8 +85,19 @@ pub struct ClientTransmit {
 }
 
 /// Bytes of headroom the caller must leave before a peer's payload so that the core can frame
-/// it in place: STUN header (20) + XOR-PEER-ADDRESS for IPv6 (24) + DATA header (4).
-pub const PEER_HEADROOM: usize = 48;
+/// it in place: the longest Data indication header (ChannelData needs less).
+pub const PEER_HEADROOM: usize = crate::stun::DATA_INDICATION_MAX_HEADER_LEN;
 
 /// Bytes of tailroom the caller must leave after a peer's payload for attribute padding.
 pub const PEER_TAILROOM: usize = 4;
+
+/// A RESERVATION-TOKEN: names a port held for a later Allocate. See RFC 8656 §18.10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct ReservationToken(pub(crate) u64);
+
+impl ReservationToken {
+    /// Returns the eight bytes of the attribute value.
+    pub(crate) fn to_bytes(self) -> [u8; 8] {
+        self.0.to_be_bytes()
+    }
+}

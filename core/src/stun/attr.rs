@@ -15,7 +15,7 @@ pub const USERNAME: u16 = 0x0006;
 pub const MESSAGE_INTEGRITY: u16 = 0x0008;
 /// ERROR-CODE. See RFC 8489 §14.8.
 pub const ERROR_CODE: u16 = 0x0009;
-/// UNKNOWN-ATTRIBUTES. See RFC 8489 §14.9.
+/// UNKNOWN-ATTRIBUTES. See RFC 8489 §14.13.
 pub const UNKNOWN_ATTRIBUTES: u16 = 0x000A;
 /// CHANNEL-NUMBER. See RFC 8656 §18.1.
 pub const CHANNEL_NUMBER: u16 = 0x000C;
@@ -89,9 +89,9 @@ pub const fn is_comprehension_required(ty: u16) -> bool {
 /// The IP address family of an address attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Family {
-    /// IPv4.
+    /// IPv4 (0x01 on the wire).
     V4,
-    /// IPv6.
+    /// IPv6 (0x02 on the wire).
     V6,
 }
 
@@ -167,6 +167,32 @@ pub fn decode_address(ty: u16, value: &[u8]) -> Result<SocketAddr, DecodeError> 
             Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))
         }
         _ => Err(bad),
+    }
+}
+
+/// Writes the XOR-encoded value of `addr` (family, port, address) into `out` and returns its
+/// length: 8 for IPv4, 20 for IPv6. See RFC 8489 §14.2.
+pub(crate) fn encode_xor_address(
+    addr: SocketAddr,
+    tid: &TransactionId,
+    out: &mut [u8; 20],
+) -> usize {
+    let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
+    out[0] = 0;
+    out[2..4].copy_from_slice(&port.to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out[1] = FAMILY_IPV4;
+            out[4..8].copy_from_slice(&(u32::from(ip) ^ MAGIC_COOKIE).to_be_bytes());
+            8
+        }
+        IpAddr::V6(ip) => {
+            out[1] = FAMILY_IPV6;
+            for ((o, b), k) in out[4..].iter_mut().zip(ip.octets()).zip(xor_key(tid)) {
+                *o = b ^ k;
+            }
+            20
+        }
     }
 }
 

@@ -1,9 +1,9 @@
 //! Encoding of STUN messages into a caller-owned buffer.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use super::attr::{self, Family};
-use super::{HEADER_LEN, MAGIC_COOKIE, MessageType, TransactionId, integrity, padded};
+use super::{ErrorCode, HEADER_LEN, MAGIC_COOKIE, MessageType, TransactionId, integrity, padded};
 
 /// Builds one STUN message, keeping the header length field current after every attribute.
 #[derive(Debug)]
@@ -50,24 +50,8 @@ impl MessageBuilder {
 
     /// Appends an XOR-encoded address (XOR-MAPPED/PEER/RELAYED-ADDRESS).
     pub fn add_xor_address(&mut self, ty: u16, addr: SocketAddr) {
-        let port = addr.port() ^ (MAGIC_COOKIE >> 16) as u16;
         let mut v = [0u8; 20];
-        v[2..4].copy_from_slice(&port.to_be_bytes());
-        let len = match addr.ip() {
-            IpAddr::V4(ip) => {
-                v[1] = attr::FAMILY_IPV4;
-                v[4..8].copy_from_slice(&(u32::from(ip) ^ MAGIC_COOKIE).to_be_bytes());
-                8
-            }
-            IpAddr::V6(ip) => {
-                v[1] = attr::FAMILY_IPV6;
-                let key = attr::xor_key(&self.tid);
-                for (i, b) in ip.octets().iter().enumerate() {
-                    v[4 + i] = b ^ key[i];
-                }
-                20
-            }
-        };
+        let len = attr::encode_xor_address(addr, &self.tid, &mut v);
         self.add_raw(ty, &v[..len]);
     }
 
@@ -78,6 +62,15 @@ impl MessageBuilder {
         // A reason phrase is at most 127 characters. See RFC 8489 §14.8.
         v.extend_from_slice(truncate_utf8(reason, 127 * 4).as_bytes());
         self.add_raw(attr::ERROR_CODE, &v);
+    }
+
+    /// Appends ERROR-CODE with `code`'s standard reason phrase, followed by `": detail"` when
+    /// a detail is given.
+    pub fn add_error(&mut self, code: ErrorCode, detail: Option<&str>) {
+        match detail {
+            None => self.add_error_code(code.code(), code.reason()),
+            Some(d) => self.add_error_code(code.code(), &format!("{}: {d}", code.reason())),
+        }
     }
 
     /// Appends UNKNOWN-ATTRIBUTES listing `types`.
@@ -91,10 +84,12 @@ impl MessageBuilder {
         self.add_raw(ty, &[family.to_wire(), 0, 0, 0]);
     }
 
-    /// Appends ADDRESS-ERROR-CODE for `family`. See RFC 8656 §18.12.
-    pub fn add_address_error_code(&mut self, family: Family, code: u16, reason: &str) {
+    /// Appends ADDRESS-ERROR-CODE for `family` with `code`'s standard reason phrase. See
+    /// RFC 8656 §18.12.
+    pub fn add_address_error_code(&mut self, family: Family, code: ErrorCode) {
+        let (reason, code) = (code.reason(), code.code());
         let mut v = vec![family.to_wire(), 0, (code / 100) as u8, (code % 100) as u8];
-        v.extend_from_slice(truncate_utf8(reason, 127 * 4).as_bytes());
+        v.extend_from_slice(reason.as_bytes());
         self.add_raw(attr::ADDRESS_ERROR_CODE, &v);
     }
 

@@ -1,4 +1,9 @@
-//! STUN and TURN wire codec (RFC 8489, RFC 8656): the one place that knows the bytes.
+//! STUN and TURN wire codec (RFC 8489, RFC 8656): the one place that reads and writes STUN,
+//! TURN and ChannelData framing. The relay composes messages from the typed pieces here
+//! ([`MessageBuilder`], [`attr`], [`ErrorCode`], [`write_channel_data`],
+//! [`write_data_indication`]) and never writes a header, an attribute header or an address
+//! itself; the few opaque attribute values it owns (the PASSWORD-ALGORITHMS offer, a
+//! RESERVATION-TOKEN, SOFTWARE) it hands to [`MessageBuilder::add_raw`].
 //!
 //! Parsing is zero-copy: [`Message::parse`] validates the framing of a borrowed buffer and
 //! records where the integrity attributes are; attribute values are decoded on demand by the
@@ -8,12 +13,19 @@
 pub mod attr;
 mod builder;
 mod channel_data;
+mod data_indication;
 mod error;
+mod error_code;
 pub mod integrity;
 
 pub use builder::MessageBuilder;
-pub use channel_data::{CHANNEL_DATA_HEADER_LEN, ChannelData, write_channel_data_header};
+pub use channel_data::{
+    CHANNEL_DATA_HEADER_LEN, ChannelData, ChannelNumber, write_channel_data,
+    write_channel_data_header,
+};
+pub use data_indication::{DATA_INDICATION_MAX_HEADER_LEN, write_data_indication};
 pub use error::DecodeError;
+pub use error_code::ErrorCode;
 
 /// The fixed value in bytes 4..8 of every RFC 5389/8489 message. See RFC 8489 §5.
 pub const MAGIC_COOKIE: u32 = 0x2112_A442;
@@ -72,9 +84,9 @@ impl Method {
 /// A STUN message type: method and class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MessageType {
-    /// The method.
+    /// The method (12 bits; interleaved with the class on the wire).
     pub method: Method,
-    /// The class.
+    /// The class (2 bits).
     pub class: Class,
 }
 
