@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 pub mod digest;
+mod layout;
+pub mod log;
 pub mod merkle;
 pub mod pseudonym;
 pub mod record;

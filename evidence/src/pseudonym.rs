@@ -240,7 +240,7 @@ const PSEUDONYM_BYTES: usize = 16;
 const CACHED_DAYS: usize = 3;
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use super::*;
