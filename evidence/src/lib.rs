@@ -12,6 +12,7 @@ pub mod record;
 pub mod sign;
 pub mod statement;
 pub mod time;
+pub mod verify;
 
 /// Errors of the evidence store. I/O errors carry the path; the relay fails closed on them.
 #[derive(Debug, thiserror::Error)]
