@@ -7,8 +7,10 @@
 //! [`Log::pending_bytes`] and fails closed beyond it.
 //!
 //! Drive contract (one writer thread): `append` records as events arrive; `flush` per batch
-//! (`fsync` per the configured policy); `roll_if_due` after each flush; `checkpoint` every
-//! checkpoint interval; `prune` hourly; `close` at shutdown. No clock is read here.
+//! (`fsync` per the configured policy); `checkpoint` every checkpoint interval; `roll_if_due`
+//! on a timer, so a segment is closed even when no records come (a flush already starts a
+//! new segment for a record from a later interval); `prune` hourly; `close` at shutdown.
+//! No clock is read here.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -270,9 +272,17 @@ impl Log {
             let Some(front) = self.pending_meta.front() else {
                 break;
             };
+            let (front_seq, front_prev, front_time) = (front.seq, front.prev, front.time);
+            // A record from a later interval (or beyond the size limit) starts a new segment,
+            // unless part of a record is already in the file.
+            if let Some(cur) = &self.current {
+                if self.written == self.accounted && self.roll_due(cur, front_time) {
+                    self.seal_written(front_time.to_system_time())?;
+                }
+            }
             if self.current.is_none() {
-                let name = SegmentName::new(front.seq, front.time);
-                self.current = Some(self.create_segment(name, front.prev, front.time)?);
+                let name = SegmentName::new(front_seq, front_time);
+                self.current = Some(self.create_segment(name, front_prev, front_time)?);
             }
             let n = self.write_some()?;
             self.written += n;
@@ -311,11 +321,7 @@ impl Log {
         let Some(cur) = &self.current else {
             return Ok(false);
         };
-        let interval = self.opts.roll_interval.as_millis().max(1000);
-        let interval = u64::try_from(interval).unwrap_or(u64::MAX);
-        let started = cur.name.start.unix_millis() / interval;
-        let now_slot = Timestamp::from_system_time(now).unix_millis() / interval;
-        if cur.bytes < self.opts.max_segment_bytes && now_slot == started {
+        if !self.roll_due(cur, Timestamp::from_system_time(now)) {
             return Ok(false);
         }
         self.seal(now)?;
@@ -742,14 +748,41 @@ impl Log {
 
     fn seal(&mut self, now: SystemTime) -> Result<(), Error> {
         self.flush(true)?;
-        if let Some(cur) = &self.current {
-            let manifest = self.statement(cur, StatementKind::Manifest, now);
-            let bytes = manifest.to_file_bytes();
-            write_atomic(&cur.name.manifest(&self.dir), &bytes)?;
-            self.prev_manifest = Digest::of(&bytes);
-            self.current = None;
+        self.seal_written(now)
+    }
+
+    /// Closes the open segment with its manifest; every record meant for it is written.
+    fn seal_written(&mut self, now: SystemTime) -> Result<(), Error> {
+        let Some(cur) = &mut self.current else {
+            return Ok(());
+        };
+        let path = cur.name.records(&self.dir);
+        if self.unsynced {
+            cur.file.sync_data().map_err(|e| Error::io(&path, e))?;
+            self.unsynced = false;
         }
+        if cur.created_unsynced {
+            crate::statement::sync_dir(&path)?;
+            cur.created_unsynced = false;
+        }
+        let Some(cur) = &self.current else {
+            return Ok(());
+        };
+        let manifest = self.statement(cur, StatementKind::Manifest, now);
+        let bytes = manifest.to_file_bytes();
+        write_atomic(&cur.name.manifest(&self.dir), &bytes)?;
+        self.prev_manifest = Digest::of(&bytes);
+        self.current = None;
         Ok(())
+    }
+
+    /// Whether a record at `t` belongs in a new segment.
+    fn roll_due(&self, cur: &OpenSegment, t: Timestamp) -> bool {
+        let interval = u64::try_from(self.opts.roll_interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1000);
+        cur.bytes >= self.opts.max_segment_bytes
+            || t.unix_millis() / interval != cur.name.start.unix_millis() / interval
     }
 
     fn key_days_before(&self, first_kept_day: &str) -> Result<Vec<String>, Error> {

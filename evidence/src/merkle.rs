@@ -195,6 +195,8 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
         #[test]
         fn incremental_root_equals_recursive_definition(n in 0usize..300) {
             let l = leaves(n);

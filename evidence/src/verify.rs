@@ -701,23 +701,42 @@ impl<'a> NodeVerifier<'a> {
         self.report.first_seq = Some(self.report.first_seq.map_or(seq, |f| f.min(seq)));
         self.report.last_seq = Some(self.report.last_seq.map_or(seq, |l| l.max(seq)));
         if let Some(c) = &st.checkpoint {
-            if st.count == c.count && self.segment_clean(st) {
-                let field = if st.merkle.root() != c.merkle_root {
-                    Some("merkle_root")
-                } else if hash != c.head {
-                    Some("head")
-                } else if seq != c.last_seq {
-                    Some("last_seq")
-                } else {
-                    None
-                };
-                if let Some(field) = field {
-                    self.find(Finding::CheckpointMismatch {
-                        file: st.file.to_string(),
-                        field: field.into(),
-                    });
+            if st.count == c.count {
+                self.compare_checkpoint(st, c.clone(), seq, hash);
+            }
+        }
+    }
+
+    /// Compares the records so far with the checkpoint that covers exactly that many.
+    fn compare_checkpoint(&mut self, st: &SegState, c: Statement, seq: u64, hash: Digest) {
+        if seq == c.last_seq && hash != c.head {
+            // The checkpoint's head stands for the successor of its last record.
+            if let Some(e) = self.window.get_mut(&seq) {
+                if !e.flagged {
+                    e.flagged = true;
+                    let file = e.file.to_string();
+                    self.find(Finding::RecordEdited { file, seq });
                 }
             }
+            return;
+        }
+        if !self.segment_clean(st) {
+            return;
+        }
+        let field = if st.merkle.root() != c.merkle_root {
+            Some("merkle_root")
+        } else if hash != c.head {
+            Some("head")
+        } else if seq != c.last_seq {
+            Some("last_seq")
+        } else {
+            None
+        };
+        if let Some(field) = field {
+            self.find(Finding::CheckpointMismatch {
+                file: st.file.to_string(),
+                field: field.into(),
+            });
         }
     }
 
