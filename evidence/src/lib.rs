@@ -7,6 +7,7 @@ pub mod digest;
 mod layout;
 pub mod log;
 pub mod merkle;
+pub mod proof;
 pub mod pseudonym;
 pub mod record;
 pub mod sign;
