@@ -939,10 +939,6 @@ impl<'a> NodeVerifier<'a> {
             from_seq: s.first_seq,
             to_seq: s.last_seq,
         });
-        if let Some(max) = self.max_seq {
-            // The records before the orphan are not a second gap.
-            self.gaps.retain(|g| !(g.from > max));
-        }
         self.pretend_seen(s.last_seq, s.head, file);
         self.prev_manifest = Some((*hash, false));
     }

@@ -182,7 +182,7 @@ fn several_nodes_verify_independently() {
     let mut log = open(&b, at(0));
     allocation(&mut log, 0, at(1));
     log.close(at(2), "shutdown").unwrap();
-    let report = eeaturn_evidence::verify::verify(&[a.clone(), b.clone()], &trust(), &mut |_| {});
+    let report = eeaturn_evidence::verify::verify(&[a, b], &trust(), &mut |_| {});
     assert!(report.is_ok());
     assert_eq!(report.nodes.len(), 2);
     assert_eq!(report.nodes[1].last_seq, Some(9));
