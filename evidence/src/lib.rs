@@ -1,4 +1,21 @@
-//! Residency evidence for eeaturn.
+//! Residency evidence for eeaturn: the storage engine and verifier.
+//!
+//! Synchronous and deterministic: no async runtime, no clock reads (every function that needs
+//! the time takes a [`SystemTime`](std::time::SystemTime)), randomness injectable. The relay
+//! drives it from one writer thread. `docs/evidence-format.md` defines the files.
+//!
+//! # Layout
+//!
+//! - [`record`]: the version-1 record kinds ([`record::Record`], [`record::Body`]).
+//! - [`log`]: [`log::Log`], the append-only writer of one node directory: buffering, flush
+//!   and fsync, segment rolling, checkpoints, crash recovery, retention.
+//! - [`pseudonym`]: per-day keyed pseudonyms for addresses and user ids.
+//! - [`statement`]: the signed manifest and checkpoint of a segment.
+//! - [`sign`]: Ed25519 keys, public key files, the trusted key set.
+//! - [`merkle`]: the RFC 9162 Merkle tree, incremental root and inclusion proofs.
+//! - [`verify`]: streaming verification of node directories into a [`verify::VerifyReport`].
+//! - [`proof`]: an allocation's records with inclusion proofs, checked offline.
+//! - [`time`], [`digest`]: millisecond RFC 3339 timestamps and hex SHA-256 digests.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use std::path::{Path, PathBuf};
