@@ -1,6 +1,6 @@
 //! Verification of node directories: every chain link, seq, manifest, checkpoint and signature.
 //!
-//! It streams: per node it holds a window of the last [`WINDOW`] record hashes, the open gaps
+//! It streams: per node it holds a window of the last 4096 record hashes, the open gaps
 //! in the sequence, and an O(log n) Merkle stack, whatever the size of the evidence. Each
 //! finding names the file and sequence numbers concerned. Findings that only follow from one
 //! already reported (a manifest whose Merkle root no longer matches after a record was
