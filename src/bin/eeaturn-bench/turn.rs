@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
+use eeaturn::client::{self, LongTermAuth, PasswordAlgorithm};
 use eeaturn::credentials::Secrets;
-use eeaturn::stun::integrity::long_term_key_md5;
 use eeaturn::stun::{
-    Class, Message, MessageBuilder, MessageType, Method, TransactionId, attr, stream_frame_len,
+    Class, Message, MessageBuilder, Method, TransactionId, attr, stream_frame_len,
 };
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, ServerName};
@@ -263,10 +263,9 @@ pub(crate) struct Session {
 pub(crate) struct Auth {
     /// The relayed transport address.
     pub(crate) relayed: SocketAddr,
-    username: String,
-    realm: String,
-    nonce: String,
-    key: [u8; 16],
+    /// The credential, realm and nonce (the client side shared with the tests:
+    /// `eeaturn::client`).
+    long_term: LongTermAuth,
 }
 
 /// A request answered with an error response.
@@ -317,30 +316,28 @@ impl Session {
     /// Fails when the server does not answer or refuses.
     async fn allocate(dialer: &Dialer, mut conn: Conn, user: &str) -> anyhow::Result<Self> {
         let (username, password) = dialer.credential(user)?;
+        let mut long_term = LongTermAuth::new(&username, &password, PasswordAlgorithm::Md5);
         let tid = new_tid();
-        let mut b = MessageBuilder::new(MessageType::new(Method::ALLOCATE, Class::Request), tid);
-        add_requested_transport(&mut b);
+        let mut b = client::request(Method::ALLOCATE, tid);
+        client::add_requested_transport_udp(&mut b);
         let resp = conn.transact(&b.finish(), tid).await?;
         let m = Message::parse(&resp)?;
-        let (realm, nonce) = match m.class() {
-            Class::Error => match error_code(&m) {
-                Some((401, _)) => (text(&m, attr::REALM)?, text(&m, attr::NONCE)?),
-                other => bail!("Allocate without credentials: expected 401, got {other:?}"),
-            },
-            _ => bail!("the server allocated without authentication"),
-        };
-        let key = long_term_key_md5(&username, &realm, &password);
+        match client::error_code(&m) {
+            Some((401, _)) if long_term.take_challenge(&m) => {}
+            Some((401, _)) => bail!("a 401 without REALM and NONCE"),
+            None => bail!("the server allocated without authentication"),
+            other => bail!("Allocate without credentials: expected 401, got {other:?}"),
+        }
         let mut s = Self {
             conn,
             auth: Auth {
                 relayed: SocketAddr::from(([0, 0, 0, 0], 0)),
-                username,
-                realm,
-                nonce,
-                key,
+                long_term,
             },
         };
-        let (resp, tid) = s.request(Method::ALLOCATE, add_requested_transport).await?;
+        let (resp, tid) = s
+            .request(Method::ALLOCATE, client::add_requested_transport_udp)
+            .await?;
         let m = Message::parse(&resp)?;
         let v = m
             .get(attr::XOR_RELAYED_ADDRESS)
@@ -373,11 +370,7 @@ impl Session {
         peer: SocketAddr,
     ) -> anyhow::Result<()> {
         self.request(Method::CHANNEL_BIND, |b| {
-            b.add_raw(
-                attr::CHANNEL_NUMBER,
-                &[(channel >> 8) as u8, channel as u8, 0, 0],
-            );
-            b.add_xor_address(attr::XOR_PEER_ADDRESS, peer);
+            client::add_channel_bind(b, channel, peer);
         })
         .await
         .map(|_| ())
@@ -403,20 +396,19 @@ impl Session {
     ) -> anyhow::Result<(Vec<u8>, TransactionId)> {
         for _ in 0..3 {
             let tid = new_tid();
-            let mut b = MessageBuilder::new(MessageType::new(method, Class::Request), tid);
+            let mut b = client::request(method, tid);
             attrs(&mut b);
-            let a = &self.auth;
-            b.add_raw(attr::USERNAME, a.username.as_bytes());
-            b.add_raw(attr::REALM, a.realm.as_bytes());
-            b.add_raw(attr::NONCE, a.nonce.as_bytes());
-            b.add_message_integrity(&a.key);
+            self.auth
+                .long_term
+                .sign(&mut b)
+                .context("signing before the 401 challenge")?;
             let resp = self.conn.transact(&b.finish(), tid).await?;
             let m = Message::parse(&resp)?;
             if m.class() == Class::Success {
                 return Ok((resp, tid));
             }
-            match error_code(&m) {
-                Some((438, _)) => self.auth.nonce = text(&m, attr::NONCE)?,
+            match client::error_code(&m) {
+                Some((438, _)) if self.auth.long_term.take_challenge(&m) => {}
                 Some((code, reason)) => {
                     return Err(Refused {
                         method: method.name(),
@@ -455,22 +447,6 @@ pub(crate) fn new_tid() -> TransactionId {
 )]
 fn wall_clock() -> SystemTime {
     SystemTime::now()
-}
-
-fn add_requested_transport(b: &mut MessageBuilder) {
-    b.add_raw(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
-}
-
-fn error_code<'a>(m: &Message<'a>) -> Option<(u16, &'a str)> {
-    m.get(attr::ERROR_CODE)
-        .and_then(|v| attr::decode_error_code(v).ok())
-}
-
-fn text(m: &Message<'_>, ty: u16) -> anyhow::Result<String> {
-    let v = m
-        .get(ty)
-        .with_context(|| format!("401 without attribute 0x{ty:04x}"))?;
-    Ok(attr::decode_text(ty, v, 763)?.to_owned())
 }
 
 /// Reads a TCP/TLS stream, splits it into frames (RFC 8656 §3.7) and passes STUN messages
