@@ -22,8 +22,6 @@ pub use eeaturn_core::{client, credentials, host, policy, relay, stun};
 
 pub mod api;
 pub mod config;
-#[doc(hidden)]
-pub mod fuzzing;
 #[cfg(feature = "geo-build")]
 pub mod geo_build;
 mod http;

@@ -12,9 +12,9 @@ use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Once;
 
-use eeaturn::fuzzing;
 use eeaturn::stun::integrity::fingerprint;
 use eeaturn::stun::{ChannelData, HEADER_LEN, Message};
+use eeaturn_core::fuzzing;
 
 #[test]
 fn vectors_are_valid_stun_or_channel_data() {

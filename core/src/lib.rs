@@ -24,6 +24,9 @@
 
 pub mod client;
 pub mod credentials;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod host;
 pub mod policy;
 pub mod relay;

@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    eeaturn::fuzzing::channel_data(data);
+    eeaturn_core::fuzzing::channel_data(data);
 });

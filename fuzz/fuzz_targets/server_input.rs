@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    eeaturn::fuzzing::server_input(data);
+    eeaturn_core::fuzzing::server_input(data);
 });

@@ -1,5 +1,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    eeaturn::fuzzing::stun_parse(data);
+    eeaturn_core::fuzzing::stun_parse(data);
 });
