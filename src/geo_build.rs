@@ -352,12 +352,9 @@ pub enum RowProblem {
         /// How many fields the line has.
         found: usize,
     },
-    /// A quoted field has no closing quote (fields cannot span lines).
-    #[error("a quoted field has no closing quote")]
-    UnterminatedQuote,
-    /// Text follows the closing quote of a field.
-    #[error("text after the closing quote of a field")]
-    TextAfterQuote,
+    /// The line is not CSV the `csv` crate can read.
+    #[error("not a CSV row: {0}")]
+    Csv(String),
     /// A field is not an IP address.
     #[error("`{value}` is not an IP address")]
     Address {
@@ -465,49 +462,19 @@ fn maxmind_country_value(country: Option<Code>, continent: Option<Code>) -> Valu
     Value::map(entries)
 }
 
-/// Splits one line into fields: comma-separated, a field may be double-quoted with `""` for
-/// a quote inside; unquoted fields are trimmed.
+/// Splits one line into fields with the `csv` crate (RFC 4180 quoting: `"Comcast, LLC"`,
+/// `""` for a quote inside), fields trimmed. Each line is read on its own, so a quote left
+/// open cannot swallow the rows after it.
 fn split_fields(line: &str) -> Result<Vec<String>, RowProblem> {
-    let mut fields = Vec::with_capacity(4);
-    let mut rest = line;
-    loop {
-        let trimmed = rest.trim_start();
-        if let Some(quoted) = trimmed.strip_prefix('"') {
-            let mut value = String::new();
-            let mut chars = quoted.char_indices();
-            let after = loop {
-                match chars.next() {
-                    None => return Err(RowProblem::UnterminatedQuote),
-                    Some((i, '"')) => {
-                        if quoted[i + 1..].starts_with('"') {
-                            value.push('"');
-                            chars.next();
-                        } else {
-                            break &quoted[i + 1..];
-                        }
-                    }
-                    Some((_, c)) => value.push(c),
-                }
-            };
-            fields.push(value);
-            let after = after.trim_start();
-            match after.strip_prefix(',') {
-                Some(next) => rest = next,
-                None if after.is_empty() => return Ok(fields),
-                None => return Err(RowProblem::TextAfterQuote),
-            }
-        } else {
-            match rest.split_once(',') {
-                Some((field, next)) => {
-                    fields.push(field.trim().to_owned());
-                    rest = next;
-                }
-                None => {
-                    fields.push(rest.trim().to_owned());
-                    return Ok(fields);
-                }
-            }
-        }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .trim(csv::Trim::All)
+        .from_reader(line.as_bytes());
+    let mut record = csv::StringRecord::new();
+    match reader.read_record(&mut record) {
+        Ok(true) => Ok(record.iter().map(str::to_owned).collect()),
+        Ok(false) => Ok(Vec::new()),
+        Err(e) => Err(RowProblem::Csv(e.to_string())),
     }
 }
 
@@ -908,11 +875,9 @@ mod tests {
             ("192.0.2.0/24", |p| {
                 matches!(p, RowProblem::FieldCount { found: 1, .. })
             }),
+            // A quote left open takes the rest of its line, never the next row.
             ("192.0.2.0/24,,\"DE,EU", |p| {
-                matches!(p, RowProblem::UnterminatedQuote)
-            }),
-            ("192.0.2.0/24,,\"DE\"x,EU", |p| {
-                matches!(p, RowProblem::TextAfterQuote)
+                matches!(p, RowProblem::Country { .. } | RowProblem::FieldCount { .. })
             }),
         ];
         for (row, expected) in cases {
