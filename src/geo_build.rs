@@ -877,7 +877,10 @@ mod tests {
             }),
             // A quote left open takes the rest of its line, never the next row.
             ("192.0.2.0/24,,\"DE,EU", |p| {
-                matches!(p, RowProblem::Country { .. } | RowProblem::FieldCount { .. })
+                matches!(
+                    p,
+                    RowProblem::Country { .. } | RowProblem::FieldCount { .. }
+                )
             }),
         ];
         for (row, expected) in cases {

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::config::UNAUTHENTICATED_LABEL;
 
 /// Runs before every route: refuses keys in the query string, answers CORS preflights,
 /// bounds the request's time, and adds the security (and CORS) headers to every answer.
@@ -22,7 +23,7 @@ pub(super) async fn front(State(s): State<AppState>, req: Request, next: Next) -
         .map(str::to_owned);
     let mut resp = if req.uri().query().is_some_and(has_key_param) {
         if let Some(endpoint) = endpoint_of(req.uri().path()) {
-            s.count("none", endpoint, "api_key_in_query");
+            s.count(UNAUTHENTICATED_LABEL, endpoint, "api_key_in_query");
         }
         tracing::info!(target: "eeaturn::api", error = "api_key_in_query", "refused an API request carrying a key in its URL (the URL is not logged)");
         ApiError::new(

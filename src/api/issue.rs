@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::config::{ApiKey, Scope};
+use crate::config::{ApiKey, Scope, UNAUTHENTICATED_LABEL};
 
 use super::error::ApiError;
 use super::{AppState, MAX_BODY, keys, lock};
@@ -66,7 +66,7 @@ async fn issue(s: &AppState, req: Request, shape: Shape) -> Response {
     let key = match authenticate(&cfg.keys, req.headers()) {
         Ok(k) => k.clone(),
         Err(e) => {
-            s.count("none", endpoint, e.code);
+            s.count(UNAUTHENTICATED_LABEL, endpoint, e.code);
             tracing::info!(target: "eeaturn::api", endpoint, error = e.code, "refused an API request");
             return e.into_response();
         }

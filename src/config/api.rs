@@ -79,7 +79,8 @@ fn default_request_timeout() -> Duration {
 pub enum Scope {
     /// `/v1/credentials` and `/v1/ice-servers`: signaling servers.
     Credentials,
-    /// The residency evidence endpoints: compliance officers.
+    /// The residency evidence endpoints: compliance officers. Those endpoints come with the
+    /// reports; until then a key of this scope may call nothing (every route refuses it).
     Evidence,
 }
 
@@ -282,7 +283,7 @@ pub(super) fn validate(
             return Err(invalid(
                 "api.keys.name",
                 format!(
-                    "{:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'",
+                    "{:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-', and not {UNAUTHENTICATED_LABEL:?} (the metrics' label for requests without a valid key)",
                     k.name
                 ),
             ));
@@ -331,22 +332,21 @@ pub(super) fn validate(
 }
 
 /// An API key name: 1 to 64 characters of `A-Z a-z 0-9 _ -` (it appears in TURN usernames,
-/// logs and metric labels).
+/// logs and metric labels), other than [`UNAUTHENTICATED_LABEL`].
 pub fn valid_key_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
+        && name != UNAUTHENTICATED_LABEL
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// The `key` label of API requests without a valid key in the metrics; no key may be named
+/// so, or its requests and the unauthenticated ones would share a series.
+pub const UNAUTHENTICATED_LABEL: &str = "none";
+
 fn parse_sha256(s: &str) -> Option<[u8; 32]> {
-    let s = s.trim();
-    if s.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
+    hex::decode_to_slice(s.trim(), &mut out).ok()?;
     Some(out)
 }

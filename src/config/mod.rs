@@ -33,7 +33,10 @@ mod relay;
 mod server;
 mod tls;
 
-pub use api::{API_TTL_CEILING, ApiConfig, ApiKey, RawApi, RawApiKey, Scope, valid_key_name};
+pub use api::{
+    API_TTL_CEILING, ApiConfig, ApiKey, RawApi, RawApiKey, Scope, UNAUTHENTICATED_LABEL,
+    valid_key_name,
+};
 pub use auth::RawAuth;
 pub use clients::RawClients;
 pub use duration::parse_duration;

@@ -511,6 +511,8 @@ fn api_errors_name_their_key() {
             "api.client_ca",
         ),
         ("name = \"sig\"", "name = \"sig nature\"", "api.keys.name"),
+        // The metrics' label of requests without a valid key.
+        ("name = \"sig\"", "name = \"none\"", "api.keys.name"),
         (
             "scope = \"credentials\"",
             "scope = \"admin\"",

@@ -211,7 +211,9 @@ fn write_secret_file(file: &Path, contents: &str) -> anyhow::Result<()> {
 fn api_key_new(name: &str, scope: ScopeArg) -> anyhow::Result<()> {
     use rand::SeedableRng as _;
     if !eeaturn::config::valid_key_name(name) {
-        anyhow::bail!("--name must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-'");
+        anyhow::bail!(
+            "--name must be 1 to 64 characters of A-Z, a-z, 0-9, '_' and '-', and not \"none\" (the metrics label for requests without a key)"
+        );
     }
     let key = eeaturn::api::generate_key(&mut rand::rngs::StdRng::from_os_rng());
     let hash = hex::encode(eeaturn::api::hash_key(&key));
