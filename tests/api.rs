@@ -878,39 +878,15 @@ const SECURITY_HEADERS: [(&str, &str); 6] = [
 /// certificate, the loopback test world, and an `[api]` table made of `api_listen` (a
 /// `listen = ...` line), the test URIs, TTLs and keys, and `api_extra`.
 fn relay_toml(api_listen: &str, api_extra: &str) -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let realm = common::REALM;
     let signaling = sha256_hex(SIGNALING_KEY);
     let evidence = sha256_hex(EVIDENCE_KEY);
     let uris = URIS.map(|u| format!("\"{u}\"")).join(", ");
-    format!(
-        r#"[server]
-realm = "{realm}"
-listen = ["udp://127.0.0.1:0", "tcp://127.0.0.1:0", "tls://127.0.0.1:0"]
-
-[auth]
-secret_file = "secret"
-
-[relay]
-addresses = ["127.0.0.1", "::1"]
-port_range = "{RELAY_PORT_MIN}-{RELAY_PORT_MAX}"
-
-[geo]
-country_db = "{root}/geo/testdata/world-country.mmdb"
-asn_db = "{root}/geo/testdata/world-asn.mmdb"
-max_age = "36500d"
-
-[policy]
-deny_asns = [9009]
-
-[peers]
-dangerous_allow = ["127.0.0.0/8", "::1/128"]
-deny = ["127.0.5.0/24"]
-
-[tls]
-certificate = "{root}/config/dev-cert.pem"
-private_key = "{root}/config/dev-key.pem"
-
+    let tls = common::dev_tls_table();
+    common::config_toml_listening(
+        r#""udp://127.0.0.1:0", "tcp://127.0.0.1:0", "tls://127.0.0.1:0""#,
+        RELAY_PORT_MIN..=RELAY_PORT_MAX,
+        &format!(
+            r#"{tls}
 [api]
 {api_listen}
 uris = [{uris}]
@@ -928,6 +904,7 @@ name = "auditor"
 scope = "evidence"
 sha256 = "{evidence}"
 "#
+        ),
     )
 }
 

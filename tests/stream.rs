@@ -77,8 +77,6 @@ impl Kind {
 /// same relay, [geo] and [peers] settings as `common::config_toml` (relay ports of this file),
 /// the development certificate when TLS is among `kinds`, and `limits` as `[limits]`.
 fn stream_toml(kinds: &[Kind], limits: &str) -> String {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let realm = common::REALM;
     let listen = kinds
         .iter()
         .flat_map(|k| {
@@ -90,40 +88,14 @@ fn stream_toml(kinds: &[Kind], limits: &str) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     let tls = if kinds.contains(&Kind::Tls) {
-        format!(
-            "[tls]\ncertificate = \"{root}/config/dev-cert.pem\"\nprivate_key = \"{root}/config/dev-key.pem\"\n"
-        )
+        common::dev_tls_table()
     } else {
         String::new()
     };
-    format!(
-        r#"[server]
-realm = "{realm}"
-listen = [{listen}]
-
-[auth]
-secret_file = "secret"
-
-[relay]
-addresses = ["127.0.0.1", "::1"]
-port_range = "{RELAY_PORT_MIN}-{RELAY_PORT_MAX}"
-
-[geo]
-country_db = "{root}/geo/testdata/world-country.mmdb"
-asn_db = "{root}/geo/testdata/world-asn.mmdb"
-max_age = "36500d"
-
-[policy]
-deny_asns = [9009]
-
-[peers]
-dangerous_allow = ["127.0.0.0/8", "::1/128"]
-deny = ["127.0.5.0/24"]
-
-{tls}
-[limits]
-{limits}
-"#
+    common::config_toml_listening(
+        &listen,
+        RELAY_PORT_MIN..=RELAY_PORT_MAX,
+        &format!("{tls}\n[limits]\n{limits}"),
     )
 }
 

@@ -41,18 +41,34 @@ pub(crate) const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(86_400);
 /// 127.0.0.1 and ::1, loopback peers allowed, 127.0.5.0/24 denied as peer. `extra` is appended
 /// and may add the tables the base leaves out (`[limits]`, `[clients]`, `[log]`).
 pub(crate) fn config_toml(extra: &str) -> String {
+    config_toml_listening(
+        r#""udp://127.0.0.1:0", "udp://[::1]:0""#,
+        RELAY_PORT_MIN..=RELAY_PORT_MAX,
+        extra,
+    )
+}
+
+/// Returns [`config_toml`] with `listen` (the items of `server.listen`, quoted) as listeners
+/// and relay ports `ports` (each test file has a range of its own, so that its relays and
+/// peers stay out of the way of the other test binaries running at the same time).
+pub(crate) fn config_toml_listening(
+    listen: &str,
+    ports: std::ops::RangeInclusive<u16>,
+    extra: &str,
+) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
+    let (first, last) = (ports.start(), ports.end());
     format!(
         r#"[server]
 realm = "{REALM}"
-listen = ["udp://127.0.0.1:0", "udp://[::1]:0"]
+listen = [{listen}]
 
 [auth]
 secret_file = "secret"
 
 [relay]
 addresses = ["127.0.0.1", "::1"]
-port_range = "{RELAY_PORT_MIN}-{RELAY_PORT_MAX}"
+port_range = "{first}-{last}"
 
 [geo]
 country_db = "{root}/geo/testdata/world-country.mmdb"
@@ -68,6 +84,14 @@ deny = ["127.0.5.0/24"]
 
 {extra}
 "#
+    )
+}
+
+/// Returns a `[tls]` table with the committed development certificate and key.
+pub(crate) fn dev_tls_table() -> String {
+    let root = env!("CARGO_MANIFEST_DIR");
+    format!(
+        "[tls]\ncertificate = \"{root}/config/dev-cert.pem\"\nprivate_key = \"{root}/config/dev-key.pem\"\n"
     )
 }
 
