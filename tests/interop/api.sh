@@ -488,7 +488,7 @@ schemathesis_scenario() {
   # constructor recursion depth mismatch") inside hypothesis.
   (
     cd "$WORK" &&
-      timeout 150 "$ST" run "$OPENAPI" \
+      timeout 150 "$ST" --config-file "$INTEROP_DIR/schemathesis.toml" run "$OPENAPI" \
         --url "$BASE" \
         --header "Authorization: Bearer $API_KEY" \
         --tls-verify "$CERT" \
