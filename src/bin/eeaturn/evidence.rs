@@ -54,7 +54,7 @@ pub(crate) enum EvidenceCmd {
     /// `--trust` is required: a signature only means something if the auditor names the keys
     /// they trust (the public key files the operator handed over, compared by fingerprint
     /// out of band). A statement signed by any other key is a finding.
-    #[command(after_long_help = EXIT_CODES)]
+    #[command(after_help = EXIT_CODES)]
     Verify {
         /// Node evidence directories.
         #[arg(required = true, value_name = "DIR")]
@@ -77,10 +77,10 @@ pub(crate) enum EvidenceCmd {
         #[arg(long)]
         json: bool,
     },
-    /// Write one allocation's records with Merkle inclusion proofs and the signed manifests
-    /// (or checkpoints) they are proven against, as JSON, for `verify-proof`.
+    /// Write one allocation's records with Merkle inclusion proofs, as JSON for `verify-proof`.
     ///
-    /// Exit 0 when the proof was written, 1 when the directory holds no signed record of the
+    /// The proof holds the record lines, their audit paths, and the signed manifests (or, for
+    /// the open segment, checkpoints) they are proven against. Exit 0 when the proof was written, 1 when the directory holds no signed record of the
     /// allocation, 2 on usage or I/O errors.
     Prove {
         /// The allocation id, as in the records' `allocation` field.
