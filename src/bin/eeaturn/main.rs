@@ -1,5 +1,5 @@
 //! The `eeaturn` command: run the relay, and the operator's tools around it (credentials,
-//! secrets, API keys, configuration checks, GeoIP databases). One file per command family;
+//! secrets, API keys, configuration checks, GeoIP databases, residency evidence). One file per command family;
 //! each command body is a function that returns `anyhow::Result` and prints with
 //! [`write_stdout`].
 
@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod evidence;
 mod geo;
 mod keys;
 mod serve;
@@ -47,6 +48,9 @@ enum Cmd {
     /// GeoIP databases and residency decisions.
     #[command(subcommand)]
     Geo(geo::GeoCmd),
+    /// Residency evidence: signing keys, verification, inclusion proofs (docs/evidence.md).
+    #[command(subcommand)]
+    Evidence(evidence::EvidenceCmd),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Cmd::ApiKey(c) => keys::api_key(c),
         Cmd::Config(c) => check::run(c),
         Cmd::Geo(c) => geo::run(c),
+        // Its own exit codes: 1 is a finding in the evidence, 2 an operating error.
+        Cmd::Evidence(c) => return evidence::run(c),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
