@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use super::table::TrafficCounters;
+use super::table::{PeerTraffic, TrafficCounters};
 use super::types::{AllocationId, Transport};
 use crate::policy::{Facts, Rule, Subject};
 
@@ -23,6 +23,8 @@ pub enum EndReason {
     PolicyChanged,
     /// The client's TCP/TLS connection closed.
     ConnectionClosed,
+    /// The relay could not keep evidence of it (the evidence store failed for too long).
+    EvidenceUnavailable,
 }
 
 impl EndReason {
@@ -35,6 +37,7 @@ impl EndReason {
             Self::Shutdown => "shutdown",
             Self::PolicyChanged => "policy-changed",
             Self::ConnectionClosed => "connection-closed",
+            Self::EvidenceUnavailable => "evidence-unavailable",
         }
     }
 }
@@ -84,6 +87,9 @@ pub enum Event {
         reason: EndReason,
         /// Traffic relayed over its life.
         traffic: TrafficCounters,
+        /// The same traffic per peer IP, one entry for every peer ever permitted (also those
+        /// whose permission expired), in the order of their first permission.
+        peers: Vec<PeerTraffic>,
     },
     /// A permission was installed or refreshed after the policy allowed the peer.
     PermissionAllowed {

@@ -12,7 +12,7 @@ use super::super::table::{
     AllocState, Allocation, AuthState, PendingAllocate, PortRequest, Relayed, Timer,
 };
 use super::super::types::ReservationToken;
-use super::super::{AllocationId, FiveTuple, Now, Server};
+use super::super::{Admission, AllocationId, FiveTuple, Now, Server};
 use super::{Answer, Failure, parse_lifetime, secs_u32};
 use crate::policy::Subject;
 use crate::stun::attr::{self, Family};
@@ -128,6 +128,9 @@ impl<R: RngCore> Server<R> {
         now: Now,
     ) -> Result<Answer, Failure> {
         let req = AllocateRequest::parse(msg)?;
+        if let Admission::Closed(reason) = self.admission {
+            return Err(Failure::with(ErrorCode::INSUFFICIENT_CAPACITY, reason));
+        }
         let lifetime = self.granted_lifetime(req.lifetime);
         let unknown_token = Failure::with(
             ErrorCode::INSUFFICIENT_CAPACITY,
@@ -247,6 +250,7 @@ impl<R: RngCore> Server<R> {
             cooldowns: Vec::new(),
             reservation: None,
             traffic: Default::default(),
+            peers: Vec::new(),
             policy_generation: self.policy_generation,
             client_rule,
             client_facts,

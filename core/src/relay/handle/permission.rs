@@ -7,7 +7,8 @@ use std::time::Duration;
 use rand::RngCore;
 
 use super::super::table::{
-    CHANNEL_LIFETIME_SECS, Channel, PERMISSION_LIFETIME_SECS, Permission, Slot, Timer,
+    CHANNEL_LIFETIME_SECS, Channel, MAX_LEDGER_PEERS, PERMISSION_LIFETIME_SECS, Permission, Slot,
+    Timer,
 };
 use super::super::{Event, Now, Server};
 use super::{Answer, Failure, canonical_addr, parse_peer};
@@ -100,6 +101,9 @@ impl<R: RngCore> Server<R> {
                 "too many permissions",
             ));
         }
+        if a.peers.len() + a.new_ledger_peers(peers.iter().copied()) > MAX_LEDGER_PEERS {
+            return Err(ledger_full());
+        }
         // Every peer must pass before any permission is installed. See RFC 8656 §9.
         let mut allowed = Vec::with_capacity(peers.len());
         for &ip in &peers {
@@ -168,6 +172,9 @@ impl<R: RngCore> Server<R> {
                 "too many permissions",
             ));
         }
+        if a.peers.len() + a.new_ledger_peers(std::iter::once(peer.ip())) > MAX_LEDGER_PEERS {
+            return Err(ledger_full());
+        }
         let decision = self.policy.check_peer(peer.ip(), &self.cfg.relay);
         let (rule, facts) = self.admit(Some(id), Subject::Peer, peer.ip(), decision, now)?;
         if !self.cfg.relay.port_allowed(peer) {
@@ -215,6 +222,8 @@ impl<R: RngCore> Server<R> {
         let generation = self.policy_generation;
         let relay_host = rule == Rule::RelayHost;
         if let Some(a) = self.alloc_mut(slot) {
+            // Checked by the callers: the ledger has room for `ip`.
+            let ledger = a.ledger_index(ip);
             if let Some(p) = a.permissions.iter_mut().find(|p| p.ip == ip) {
                 p.expires = expires;
                 p.generation = generation;
@@ -226,9 +235,18 @@ impl<R: RngCore> Server<R> {
                     expires,
                     generation,
                     relay_host,
+                    ledger,
                 });
             }
         }
         self.timers.add(expires, Timer::Permission(slot, ip));
     }
+}
+
+/// The 508 for a permission to one peer too many over the allocation's life.
+fn ledger_full() -> Failure {
+    Failure::with(
+        ErrorCode::INSUFFICIENT_CAPACITY,
+        "too many distinct peers for this allocation",
+    )
 }
