@@ -42,6 +42,30 @@ impl EndReason {
     }
 }
 
+/// Which request or step made a residency decision (evidence records name it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// An Allocate request from a client on `transport`; `user` is the REST user id (may be
+    /// empty).
+    Allocate {
+        /// The client's transport.
+        transport: Transport,
+        /// The REST user id.
+        user: String,
+    },
+    /// A TCP/TLS connection, at accept.
+    Connect {
+        /// The client's transport.
+        transport: Transport,
+    },
+    /// A Refresh (a reloaded policy is applied to the allocation).
+    Refresh,
+    /// A CreatePermission request.
+    CreatePermission,
+    /// A ChannelBind request.
+    ChannelBind,
+}
+
 /// A lifecycle event, carrying everything a log line or evidence record needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -99,6 +123,8 @@ pub enum Event {
         at: SystemTime,
         /// Peer IP (personal data: redact in logs).
         peer: IpAddr,
+        /// The request that asked for it.
+        stage: Stage,
         /// The deciding rule.
         rule: Rule,
         /// The facts of the decision.
@@ -121,6 +147,8 @@ pub enum Event {
         id: Option<AllocationId>,
         /// The wall-clock time of the input that caused it.
         at: SystemTime,
+        /// The request or step that was refused.
+        stage: Stage,
         /// Client or peer.
         subject: Subject,
         /// The refused address (personal data: redact in logs).

@@ -37,7 +37,7 @@ use ring::hmac;
 use slotmap::SlotMap;
 
 pub use config::{Limits, ServerConfig};
-pub use events::{DropReason, EndReason, Event, Stats};
+pub use events::{DropReason, EndReason, Event, Stage, Stats};
 pub use shared::Shared;
 pub use table::{MAX_LEDGER_PEERS, PeerTraffic, TrafficCounters};
 pub use types::{
@@ -257,7 +257,11 @@ impl<R: RngCore> Server<R> {
         match self.policy.check_client(ip) {
             crate::policy::Decision::Allow { .. } => true,
             crate::policy::Decision::Deny { rule, facts } => {
-                self.deny(None, crate::policy::Subject::Client, ip, rule, facts, now);
+                let stage = Stage::Connect {
+                    transport: five_tuple.transport,
+                };
+                let subject = crate::policy::Subject::Client;
+                self.deny((None, stage), subject, ip, rule, facts, now);
                 false
             }
         }

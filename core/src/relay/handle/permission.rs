@@ -10,7 +10,7 @@ use super::super::table::{
     CHANNEL_LIFETIME_SECS, Channel, MAX_LEDGER_PEERS, PERMISSION_LIFETIME_SECS, Permission, Slot,
     Timer,
 };
-use super::super::{Event, Now, Server};
+use super::super::{Event, Now, Server, Stage};
 use super::{Answer, Failure, canonical_addr, parse_peer};
 use crate::policy::{Rule, Subject};
 use crate::stun::attr::{self, Family};
@@ -79,7 +79,7 @@ impl<R: RngCore> Server<R> {
         now: Now,
     ) -> Result<Answer, Failure> {
         let parsed = CreatePermissionRequest::parse(msg);
-        self.recheck(slot, now)?;
+        self.recheck(slot, Stage::CreatePermission, now)?;
         let CreatePermissionRequest { peers } = parsed?;
         let a = self
             .alloc(slot)
@@ -108,7 +108,8 @@ impl<R: RngCore> Server<R> {
         let mut allowed = Vec::with_capacity(peers.len());
         for &ip in &peers {
             let decision = self.policy.check_peer(ip, &self.cfg.relay);
-            allowed.push(self.admit(Some(id), Subject::Peer, ip, decision, now)?);
+            let asked = (Some(id), Stage::CreatePermission);
+            allowed.push(self.admit(asked, Subject::Peer, ip, decision, now)?);
         }
         for (ip, (rule, facts)) in peers.into_iter().zip(allowed) {
             self.install_permission(slot, ip, rule, now);
@@ -116,6 +117,7 @@ impl<R: RngCore> Server<R> {
                 id,
                 at: now.wall,
                 peer: ip,
+                stage: Stage::CreatePermission,
                 rule,
                 facts,
             });
@@ -131,7 +133,7 @@ impl<R: RngCore> Server<R> {
         now: Now,
     ) -> Result<Answer, Failure> {
         let parsed = ChannelBindRequest::parse(msg);
-        self.recheck(slot, now)?;
+        self.recheck(slot, Stage::ChannelBind, now)?;
         let ChannelBindRequest { number, peer } = parsed?;
         let a = self
             .alloc(slot)
@@ -176,10 +178,11 @@ impl<R: RngCore> Server<R> {
             return Err(ledger_full());
         }
         let decision = self.policy.check_peer(peer.ip(), &self.cfg.relay);
-        let (rule, facts) = self.admit(Some(id), Subject::Peer, peer.ip(), decision, now)?;
+        let asked = (Some(id), Stage::ChannelBind);
+        let (rule, facts) = self.admit(asked.clone(), Subject::Peer, peer.ip(), decision, now)?;
         if !self.cfg.relay.port_allowed(peer) {
             let rule = Rule::RelayHostPort;
-            return Err(self.refuse(Some(id), Subject::Peer, peer.ip(), rule, facts, now));
+            return Err(self.refuse(asked, Subject::Peer, peer.ip(), rule, facts, now));
         }
         let expires = now.mono + Duration::from_secs(CHANNEL_LIFETIME_SECS);
         if let Some(a) = self.alloc_mut(slot) {
@@ -202,6 +205,7 @@ impl<R: RngCore> Server<R> {
             id,
             at: now.wall,
             peer: peer.ip(),
+            stage: Stage::ChannelBind,
             rule,
             facts,
         });
