@@ -140,6 +140,10 @@ pub enum Event {
         channel: crate::stun::ChannelNumber,
         /// Peer (personal data: redact in logs).
         peer: SocketAddr,
+        /// The rule that allowed the peer.
+        rule: Rule,
+        /// The facts of that decision.
+        facts: Facts,
     },
     /// The policy refused an address; the request was answered with 403.
     Denied {

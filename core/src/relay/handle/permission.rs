@@ -215,6 +215,8 @@ impl<R: RngCore> Server<R> {
                 at: now.wall,
                 channel: number,
                 peer,
+                rule,
+                facts,
             });
         }
         Ok(Answer::Respond(self.response(msg, Class::Success)))
