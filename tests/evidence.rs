@@ -4,6 +4,8 @@
 //! evidence disk is full no allocation is admitted (508), running ones keep relaying, and
 //! once space returns the held records are written and admission reopens.
 
+#![allow(clippy::unwrap_used, reason = "a failed step fails the test")]
+
 mod common;
 
 use std::net::SocketAddr;

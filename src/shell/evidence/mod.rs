@@ -181,7 +181,7 @@ impl Writer {
     pub(super) async fn policy(&self, policy: Policy) {
         self.status.queue_depth.fetch_add(1, Ordering::Relaxed);
         let tx = self.tx.clone();
-        let _ = tokio::task::spawn_blocking(move || tx.send(Msg::Policy(policy))).await;
+        let _ = tokio::task::spawn_blocking(move || tx.send(Msg::Policy(policy)).is_ok()).await;
     }
 
     /// Stops the writer after every worker has stopped: it writes what is queued, then
