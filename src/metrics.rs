@@ -77,7 +77,110 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "counter",
         "Policy and database reloads, by result.",
     ),
+    (
+        "eeaturn_evidence_records_written_total",
+        "counter",
+        "Evidence records appended to the log (held in memory while writing fails).",
+    ),
+    (
+        "eeaturn_evidence_queue_depth",
+        "gauge",
+        "Events queued from the workers to the evidence writer.",
+    ),
+    (
+        "eeaturn_evidence_pending_bytes",
+        "gauge",
+        "Bytes of evidence records held in memory, not yet written (bounded by evidence.memory_limit).",
+    ),
+    (
+        "eeaturn_evidence_fsync_seconds",
+        "gauge",
+        "Duration of the last and the longest evidence fsync, by stat (last, max).",
+    ),
+    (
+        "eeaturn_evidence_write_errors_total",
+        "counter",
+        "Failed evidence writes, fsyncs, checkpoints and prunes.",
+    ),
+    (
+        "eeaturn_evidence_checkpoint_age_seconds",
+        "gauge",
+        "Seconds since the last signed checkpoint of the open segment (-1: none yet).",
+    ),
+    (
+        "eeaturn_evidence_admission_closed",
+        "gauge",
+        "1 while new allocations are refused (508) because evidence cannot be written.",
+    ),
 ];
+
+/// The evidence writer's state, for [`render_evidence`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EvidenceMetrics {
+    /// Records appended.
+    pub records_written: u64,
+    /// Events queued to the writer.
+    pub queue_depth: u64,
+    /// The last fsync's duration.
+    pub fsync_last: Duration,
+    /// The longest fsync's duration.
+    pub fsync_max: Duration,
+    /// Failed writes.
+    pub write_errors: u64,
+    /// When the last checkpoint was signed.
+    pub last_checkpoint: Option<SystemTime>,
+    /// Admission is closed.
+    pub admission_closed: bool,
+    /// Bytes held in memory.
+    pub pending_bytes: u64,
+}
+
+/// Appends the evidence writer's series to `out`.
+pub fn render_evidence(out: &mut String, m: &EvidenceMetrics, now: SystemTime) {
+    let mut section = |name: &str, samples: &[(&str, String)]| {
+        if let Some((_, ty, help)) = METRICS.iter().find(|(n, _, _)| *n == name) {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {ty}");
+        }
+        for (labels, value) in samples {
+            let _ = writeln!(out, "{name}{labels} {value}");
+        }
+    };
+    section(
+        "eeaturn_evidence_records_written_total",
+        &[("", m.records_written.to_string())],
+    );
+    section(
+        "eeaturn_evidence_queue_depth",
+        &[("", m.queue_depth.to_string())],
+    );
+    section(
+        "eeaturn_evidence_pending_bytes",
+        &[("", m.pending_bytes.to_string())],
+    );
+    section(
+        "eeaturn_evidence_fsync_seconds",
+        &[
+            ("{stat=\"last\"}", m.fsync_last.as_secs_f64().to_string()),
+            ("{stat=\"max\"}", m.fsync_max.as_secs_f64().to_string()),
+        ],
+    );
+    section(
+        "eeaturn_evidence_write_errors_total",
+        &[("", m.write_errors.to_string())],
+    );
+    let age = m.last_checkpoint.map_or(-1.0, |t| {
+        now.duration_since(t).unwrap_or_default().as_secs_f64()
+    });
+    section(
+        "eeaturn_evidence_checkpoint_age_seconds",
+        &[("", age.to_string())],
+    );
+    section(
+        "eeaturn_evidence_admission_closed",
+        &[("", u8::from(m.admission_closed).to_string())],
+    );
+}
 
 /// Counters the shell keeps beside the core's.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -22,6 +22,7 @@ mod api;
 mod auth;
 mod clients;
 mod duration;
+mod evidence;
 mod geo;
 mod limits;
 mod log;
@@ -40,6 +41,9 @@ pub use api::{
 pub use auth::RawAuth;
 pub use clients::RawClients;
 pub use duration::parse_duration;
+pub use evidence::{
+    AddressMode, CREDENTIAL_NAME, EvidenceConfig, Fsync, MAX_RETENTION, RawEvidence,
+};
 pub use geo::{GeoConfig, RawGeo};
 pub use limits::{ConnectionLimits, RawLimits};
 pub use log::{LogConfig, LogFormat, RawLog};
@@ -119,6 +123,9 @@ pub struct RawConfig {
     /// `[api]`: the credential API (off when absent).
     #[serde(default)]
     pub api: Option<RawApi>,
+    /// `[evidence]`: the signed residency evidence (off by default).
+    #[serde(default)]
+    pub evidence: RawEvidence,
 }
 
 /// The validated configuration.
@@ -162,6 +169,8 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     /// The credential API, when `[api]` is present.
     pub api: Option<ApiConfig>,
+    /// The residency evidence, when `evidence.enabled`.
+    pub evidence: Option<EvidenceConfig>,
 }
 
 impl Config {
@@ -232,6 +241,7 @@ impl Config {
             .map(|a| api::validate(a, base, tls.is_some(), auth.max_credential_ttl))
             .transpose()?;
         let geo = geo::validate(&raw.geo, base)?;
+        let evidence = evidence::validate(&raw.evidence, base)?;
         let mut rules = policy::validate(&raw.policy, geo.asn_db.is_some())?;
         peers::validate(&raw.peers, &mut rules)?;
         clients::validate(&raw.clients, &mut rules)?;
@@ -256,6 +266,7 @@ impl Config {
             metrics_listen: metrics::validate(&raw.metrics)?,
             tls,
             api,
+            evidence,
         })
     }
 }

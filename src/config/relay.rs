@@ -134,7 +134,7 @@ pub(super) fn validate(raw: &RawRelay) -> Result<(RelayAddresses, RelaySockets),
     Ok((addresses, sockets))
 }
 
-fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+pub(super) fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     let s = String::deserialize(d)?;
     parse_size(&s).ok_or_else(|| {
         de::Error::custom(format!(
@@ -144,7 +144,7 @@ fn deserialize_size<'de, D: Deserializer<'de>>(d: D) -> Result<usize, D::Error> 
 }
 
 /// `"4MiB"`, `"512KiB"`, `"1048576"` → bytes.
-fn parse_size(s: &str) -> Option<usize> {
+pub(super) fn parse_size(s: &str) -> Option<usize> {
     let s = s.trim();
     let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: usize = digits.parse().ok()?;
@@ -152,6 +152,7 @@ fn parse_size(s: &str) -> Option<usize> {
         "" | "B" => 1,
         "KiB" | "K" | "k" => 1 << 10,
         "MiB" | "M" => 1 << 20,
+        "GiB" | "G" => 1 << 30,
         _ => return None,
     };
     n.checked_mul(mult)

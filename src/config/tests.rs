@@ -94,6 +94,7 @@ fn unknown_keys_are_rejected_in_every_table() {
         "[tls]",
         "[api]",
         "[[api.keys]]",
+        "[evidence]",
     ];
     for table in tables {
         assert!(example.contains(table), "example lacks {table}");
@@ -576,4 +577,74 @@ fn workers_and_socket_buffers() {
         "realm = \"r.example\"\nworkers = 1000",
     );
     assert_eq!(invalid_key(&text), "server.workers");
+}
+
+#[test]
+fn evidence_is_off_by_default_and_gets_defaults_when_on() {
+    assert!(parse(MINIMAL).unwrap().evidence.is_none());
+    let c = parse(&format!(
+        "{MINIMAL}\n[evidence]\nenabled = true\nsigning_key_file = \"ev.key\"\nnode_id = \"n1\""
+    ))
+    .unwrap();
+    let e = c.evidence.unwrap();
+    assert_eq!(e.directory, Path::new("/var/lib/eeaturn/evidence"));
+    assert_eq!(e.signing_key_file, Path::new("/etc/eeaturn/ev.key"));
+    assert_eq!(e.node_id, "n1");
+    assert_eq!(e.site, "n1");
+    assert_eq!(e.addresses, AddressMode::Pseudonym);
+    assert_eq!(e.retention, Duration::from_secs(90 * 86_400));
+    assert_eq!(e.segment_interval, Duration::from_secs(3600));
+    assert_eq!(e.segment_max_size, 64 << 20);
+    assert_eq!(e.checkpoint_interval, Duration::from_secs(60));
+    assert_eq!(e.fsync, Fsync::Interval);
+    assert_eq!(e.queue_capacity, 65_536);
+    assert_eq!(e.memory_limit, 64 << 20);
+}
+
+#[test]
+fn shipped_configs_enable_evidence_with_the_development_key() {
+    let dev = Config::parse(DEV_CONFIG, Path::new("config")).unwrap();
+    let e = dev.evidence.unwrap();
+    assert_eq!(e.signing_key_file, Path::new("config/dev-evidence.key"));
+    let key = include_str!("../../config/dev-evidence.key");
+    assert!(
+        key.starts_with("# DEVELOPMENT ONLY"),
+        "the dev key is labelled"
+    );
+    let example = include_str!("../../config/eeaturn.example.toml");
+    let c = Config::parse(example, Path::new("config")).unwrap();
+    assert_eq!(c.evidence.unwrap().addresses, AddressMode::Pseudonym);
+}
+
+#[test]
+fn evidence_errors_name_their_key() {
+    let with = |extra: &str| {
+        format!("{MINIMAL}\n[evidence]\nenabled = true\nsigning_key_file = \"k\"\n{extra}")
+    };
+    let cases = [
+        ("retention = \"93d\"", "evidence.retention"),
+        ("retention = \"0s\"", "evidence.retention"),
+        ("retention = \"soon\"", "evidence.retention"),
+        ("addresses = \"hashed\"", "evidence.addresses"),
+        ("fsync = \"never\"", "evidence.fsync"),
+        ("segment_interval = \"10s\"", "evidence.segment_interval"),
+        ("segment_max_size = \"1KiB\"", "evidence.segment_max_size"),
+        ("segment_max_size = \"big\"", "evidence.segment_max_size"),
+        (
+            "checkpoint_interval = \"2h\"",
+            "evidence.checkpoint_interval",
+        ),
+        ("queue_capacity = 1", "evidence.queue_capacity"),
+        ("memory_limit = \"1KiB\"", "evidence.memory_limit"),
+        ("node_id = \"\"", "evidence.node_id"),
+        ("directory = \" \"", "evidence.directory"),
+    ];
+    for (extra, key) in cases {
+        assert_eq!(invalid_key(&with(extra)), key, "{extra}");
+    }
+    assert_eq!(
+        invalid_key(&with("").replace("signing_key_file = \"k\"", "signing_key_file = \"\"")),
+        "evidence.signing_key_file"
+    );
+    assert!(parse(&with("retention = \"92d\"")).is_ok());
 }

@@ -27,6 +27,8 @@ pub(super) struct Coordinator {
     pub(super) shell_counters: crate::metrics::ShellCounters,
     pub(super) config: Config,
     pub(super) readers: Vec<JoinHandle<()>>,
+    /// The evidence writer, when `[evidence]` is on.
+    pub(super) evidence: Option<super::evidence::Writer>,
 }
 
 impl Coordinator {
@@ -73,6 +75,10 @@ impl Coordinator {
         for w in self.workers.drain(..) {
             stats.merge(&w.stop().await.stats);
         }
+        // After the workers: their last events (allocations ended at shutdown) are queued.
+        if let Some(evidence) = self.evidence.take() {
+            evidence.stop().await;
+        }
         Ok(stats)
     }
 
@@ -102,6 +108,9 @@ impl Coordinator {
         );
         if let Some(api) = &self.api {
             api.render_metrics(&mut text);
+        }
+        if let Some(evidence) = &self.evidence {
+            crate::metrics::render_evidence(&mut text, &evidence.metrics(), now().wall);
         }
         self.metrics_tx.send_replace(text);
     }
@@ -183,6 +192,10 @@ impl Coordinator {
             .and_then(|p| geo::check_relay_location(config, &p).map(|()| p));
         match policy {
             Ok(p) => {
+                // On record before any decision made under it.
+                if let Some(evidence) = &self.evidence {
+                    evidence.policy(p.clone()).await;
+                }
                 self.to_workers(|| Input::Policy(p.clone())).await;
                 self.policy = p;
                 self.shell_counters.reloads_ok += 1;

@@ -9,6 +9,7 @@
 
 mod batch;
 mod coordinator;
+pub(crate) mod evidence;
 pub mod geo;
 mod log;
 mod metrics;
@@ -77,7 +78,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     raise_fd_limit();
 
     let (udp, mut local_addrs) = bind_udp_listeners(&config)?;
-    let (workers, shared) = spawn_workers(&config, udp, &secrets, &policy, nonce_key, &mut rng)?;
+    let evidence = match &config.evidence {
+        Some(ev) => Some(evidence::Writer::start(&config, ev, &policy)?),
+        None => None,
+    };
+    let (workers, shared) = spawn_workers(
+        &config,
+        udp,
+        &secrets,
+        &policy,
+        nonce_key,
+        &mut rng,
+        evidence.as_ref(),
+    )?;
     let tls = match &config.tls {
         Some(t) => {
             tracing::info!(target: "eeaturn::shell", "{}", crate::tls::profile_summary(&t.groups));
@@ -126,6 +139,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shell_counters: crate::metrics::ShellCounters::default(),
         config,
         readers,
+        evidence,
     };
     let task = tokio::spawn(coordinator.run(stop_rx, hup));
     Ok(Running {
@@ -181,6 +195,7 @@ fn spawn_workers(
     policy: &Policy,
     nonce_key: [u8; 32],
     rng: &mut StdRng,
+    evidence: Option<&evidence::Writer>,
 ) -> anyhow::Result<(Vec<WorkerHandle>, Arc<Shared>)> {
     let shared = Arc::new(Shared::new(config.relay.ports.clone()));
     let relay_sockets = worker::RelaySockets {
@@ -207,6 +222,7 @@ fn spawn_workers(
                 server,
                 socks,
                 relay_sockets.clone(),
+                evidence.map(evidence::Writer::sink),
             )
             .context("starting a data-path worker")?,
         );

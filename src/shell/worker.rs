@@ -25,12 +25,14 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{BATCH, Batch, SLOT};
+use super::evidence::{CLOSED_REASON, Sink};
 use super::sockets::bind_udp;
 use super::{log, now};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
 use crate::relay::{
-    BindResult, ClientTransmit, Command, FiveTuple, PEER_HEADROOM, Server, Stats, Transport,
+    Admission, BindResult, ClientTransmit, Command, EndReason, FiveTuple, PEER_HEADROOM, Server,
+    Stats, Transport,
 };
 use crate::stun::stream_frame_len;
 
@@ -141,6 +143,7 @@ pub(super) fn spawn(
     server: Server<StdRng>,
     listeners: Vec<std::net::UdpSocket>,
     relay: RelaySockets,
+    evidence: Option<Sink>,
 ) -> io::Result<WorkerHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -174,6 +177,7 @@ pub(super) fn spawn(
             input: rx,
             published,
             stopping: false,
+            evidence,
         }
         .run();
     })?;
@@ -251,6 +255,8 @@ struct Worker {
     input: mpsc::Receiver<Input>,
     published: Arc<Mutex<Snapshot>>,
     stopping: bool,
+    /// Where core events go as evidence, when `[evidence]` is on.
+    evidence: Option<Sink>,
 }
 
 impl Worker {
@@ -292,6 +298,7 @@ impl Worker {
                 self.server.handle_timeout(now);
             }
             self.drain();
+            self.evidence_turn(now);
             if now.mono.saturating_duration_since(last_publish) >= PUBLISH_EVERY {
                 self.publish();
                 last_publish = now.mono;
@@ -299,7 +306,32 @@ impl Worker {
         }
         self.server.shutdown(now());
         self.drain();
+        if let Some(sink) = &mut self.evidence {
+            sink.finish();
+        }
         self.publish();
+    }
+
+    /// Hands buffered events to the evidence writer (never blocking) and follows its state:
+    /// admission closed while evidence cannot be written, every allocation ended when the
+    /// writer can hold no more.
+    fn evidence_turn(&mut self, now: crate::relay::Now) {
+        let Some(sink) = &mut self.evidence else {
+            return;
+        };
+        let verdict = sink.turn();
+        let admission = if verdict.close_admission {
+            Admission::Closed(CLOSED_REASON)
+        } else {
+            Admission::Open
+        };
+        if self.server.admission() != admission {
+            self.server.set_admission(admission);
+        }
+        if verdict.end_all {
+            self.server.end_all(EndReason::EvidenceUnavailable, now);
+            self.drain();
+        }
     }
 
     fn publish(&self) {
@@ -551,6 +583,9 @@ impl Worker {
         }
         while let Some(ev) = self.server.poll_event() {
             log::event(&ev);
+            if let Some(sink) = &mut self.evidence {
+                sink.push(ev);
+            }
         }
     }
 

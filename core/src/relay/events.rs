@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
-use super::table::TrafficCounters;
+use super::table::{PeerTraffic, TrafficCounters};
 use super::types::{AllocationId, Transport};
 use crate::policy::{Facts, Rule, Subject};
 
@@ -23,6 +23,8 @@ pub enum EndReason {
     PolicyChanged,
     /// The client's TCP/TLS connection closed.
     ConnectionClosed,
+    /// The relay could not keep evidence of it (the evidence store failed for too long).
+    EvidenceUnavailable,
 }
 
 impl EndReason {
@@ -35,8 +37,33 @@ impl EndReason {
             Self::Shutdown => "shutdown",
             Self::PolicyChanged => "policy-changed",
             Self::ConnectionClosed => "connection-closed",
+            Self::EvidenceUnavailable => "evidence-unavailable",
         }
     }
+}
+
+/// Which request or step made a residency decision (evidence records name it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// An Allocate request from a client on `transport`; `user` is the REST user id (may be
+    /// empty).
+    Allocate {
+        /// The client's transport.
+        transport: Transport,
+        /// The REST user id.
+        user: String,
+    },
+    /// A TCP/TLS connection, at accept.
+    Connect {
+        /// The client's transport.
+        transport: Transport,
+    },
+    /// A Refresh (a reloaded policy is applied to the allocation).
+    Refresh,
+    /// A CreatePermission request.
+    CreatePermission,
+    /// A ChannelBind request.
+    ChannelBind,
 }
 
 /// A lifecycle event, carrying everything a log line or evidence record needs.
@@ -84,6 +111,9 @@ pub enum Event {
         reason: EndReason,
         /// Traffic relayed over its life.
         traffic: TrafficCounters,
+        /// The same traffic per peer IP, one entry for every peer ever permitted (also those
+        /// whose permission expired), in the order of their first permission.
+        peers: Vec<PeerTraffic>,
     },
     /// A permission was installed or refreshed after the policy allowed the peer.
     PermissionAllowed {
@@ -93,6 +123,8 @@ pub enum Event {
         at: SystemTime,
         /// Peer IP (personal data: redact in logs).
         peer: IpAddr,
+        /// The request that asked for it.
+        stage: Stage,
         /// The deciding rule.
         rule: Rule,
         /// The facts of the decision.
@@ -108,6 +140,10 @@ pub enum Event {
         channel: crate::stun::ChannelNumber,
         /// Peer (personal data: redact in logs).
         peer: SocketAddr,
+        /// The rule that allowed the peer.
+        rule: Rule,
+        /// The facts of that decision.
+        facts: Facts,
     },
     /// The policy refused an address; the request was answered with 403.
     Denied {
@@ -115,6 +151,8 @@ pub enum Event {
         id: Option<AllocationId>,
         /// The wall-clock time of the input that caused it.
         at: SystemTime,
+        /// The request or step that was refused.
+        stage: Stage,
         /// Client or peer.
         subject: Subject,
         /// The refused address (personal data: redact in logs).

@@ -37,9 +37,9 @@ use ring::hmac;
 use slotmap::SlotMap;
 
 pub use config::{Limits, ServerConfig};
-pub use events::{DropReason, EndReason, Event, Stats};
+pub use events::{DropReason, EndReason, Event, Stage, Stats};
 pub use shared::Shared;
-pub use table::TrafficCounters;
+pub use table::{MAX_LEDGER_PEERS, PeerTraffic, TrafficCounters};
 pub use types::{
     AllocationId, ClientTransmit, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit,
     Transport,
@@ -103,6 +103,17 @@ pub enum Command {
     },
 }
 
+/// Whether new allocations are admitted ([`Server::set_admission`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Admission {
+    /// Allocate and TCP/TLS connections are served as usual.
+    #[default]
+    Open,
+    /// Allocate is answered with 508 (Insufficient Capacity) and this reason, and new TCP/TLS
+    /// connections are refused; running allocations keep relaying.
+    Closed(&'static str),
+}
+
 /// A sans-IO TURN/STUN server (RFC 8489, RFC 8656) over UDP.
 #[derive(Debug)]
 pub struct Server<R> {
@@ -120,6 +131,7 @@ pub struct Server<R> {
     commands: VecDeque<Command>,
     events: VecDeque<Event>,
     stats: Stats,
+    admission: Admission,
 }
 
 /// A port held for a later Allocate with RESERVATION-TOKEN. See RFC 8656 §7.2.
@@ -161,6 +173,7 @@ impl<R: RngCore> Server<R> {
             commands: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
+            admission: Admission::Open,
         }
     }
 
@@ -216,6 +229,17 @@ impl<R: RngCore> Server<R> {
         self.policy_generation += 1;
     }
 
+    /// Opens or closes admission of new allocations (the shell closes it while it cannot
+    /// keep evidence). Closing ends nothing: see [`Server::end_all`].
+    pub fn set_admission(&mut self, admission: Admission) {
+        self.admission = admission;
+    }
+
+    /// Returns whether new allocations are admitted.
+    pub fn admission(&self) -> Admission {
+        self.admission
+    }
+
     /// Returns the policy in force.
     pub fn policy(&self) -> &Policy {
         &self.policy
@@ -224,12 +248,20 @@ impl<R: RngCore> Server<R> {
     /// Decides whether a client may open a TCP/TLS connection at all (the residency check at
     /// accept). A refusal is counted and reported as [`Event::Denied`]; the shell closes the
     /// connection.
+    /// While admission is closed every connection is refused, without an event.
     pub fn handle_connection_opened(&mut self, five_tuple: FiveTuple, now: Now) -> bool {
+        if self.admission != Admission::Open {
+            return false;
+        }
         let ip = five_tuple.client.ip();
         match self.policy.check_client(ip) {
             crate::policy::Decision::Allow { .. } => true,
             crate::policy::Decision::Deny { rule, facts } => {
-                self.deny(None, crate::policy::Subject::Client, ip, rule, facts, now);
+                let stage = Stage::Connect {
+                    transport: five_tuple.transport,
+                };
+                let subject = crate::policy::Subject::Client;
+                self.deny((None, stage), subject, ip, rule, facts, now);
                 false
             }
         }
@@ -245,11 +277,16 @@ impl<R: RngCore> Server<R> {
 
     /// Ends every allocation (on shutdown), emitting their events and close commands.
     pub fn shutdown(&mut self, now: Now) {
-        let slots: Vec<Slot> = self.by_five_tuple.values().copied().collect();
-        let mut slots = slots;
+        self.end_all(EndReason::Shutdown, now);
+    }
+
+    /// Ends every allocation with `reason` (e.g. [`EndReason::EvidenceUnavailable`]),
+    /// emitting their events and close commands. Admission is not changed.
+    pub fn end_all(&mut self, reason: EndReason, now: Now) {
+        let mut slots: Vec<Slot> = self.by_five_tuple.values().copied().collect();
         slots.sort_unstable();
         for slot in slots {
-            self.delete_allocation(slot, EndReason::Shutdown, now);
+            self.delete_allocation(slot, reason, now);
         }
     }
 
@@ -304,6 +341,7 @@ impl<R: RngCore> Server<R> {
                 started: a.created,
                 reason,
                 traffic: a.traffic,
+                peers: a.peers,
             });
         }
     }

@@ -17,6 +17,11 @@ pub(crate) const CHANNEL_LIFETIME_SECS: u64 = 600;
 pub(crate) const CHANNEL_COOLDOWN_SECS: u64 = 300;
 /// How long an EVEN-PORT reservation is held. See RFC 8656 §7.2 (about 30 s).
 pub(crate) const RESERVATION_LIFETIME_SECS: u64 = 30;
+/// Distinct peer IPs one allocation may have had permissions for over its whole life (the
+/// per-peer traffic ledger of [`PeerTraffic`]). A permission for a further peer is refused
+/// with 508, so the ledger, and the `allocation-ended` evidence record, stay bounded: at most
+/// about 3.5 KiB of counters per allocation. ICE uses a handful of peers per allocation.
+pub const MAX_LEDGER_PEERS: usize = 64;
 
 slotmap::new_key_type! {
     /// The key of an allocation in the server's table; a stale key (of a deleted allocation
@@ -49,6 +54,9 @@ pub(crate) struct Permission {
     pub(crate) generation: u64,
     /// The peer is one of the relay's own addresses: only relay ports may be reached.
     pub(crate) relay_host: bool,
+    /// The index of this peer's entry in [`Allocation::peers`]: the data path counts on it
+    /// without a second lookup.
+    pub(crate) ledger: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -69,6 +77,30 @@ pub struct TrafficCounters {
     pub packets_to_client: u64,
     /// Payload bytes relayed peer → client.
     pub bytes_to_client: u64,
+}
+
+/// The traffic exchanged with one peer IP over an allocation's life, whether or not its
+/// permission is still installed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTraffic {
+    /// The peer's IP (personal data: redact in logs).
+    pub peer: IpAddr,
+    /// Packets and payload bytes each way.
+    pub traffic: TrafficCounters,
+}
+
+impl TrafficCounters {
+    /// Counts one packet of `bytes` payload bytes relayed client → peer.
+    pub(crate) fn count_to_peer(&mut self, bytes: u64) {
+        self.packets_to_peer += 1;
+        self.bytes_to_peer += bytes;
+    }
+
+    /// Counts one packet of `bytes` payload bytes relayed peer → client.
+    pub(crate) fn count_to_client(&mut self, bytes: u64) {
+        self.packets_to_client += 1;
+        self.bytes_to_client += bytes;
+    }
 }
 
 /// Which relay port an Allocate asks for. See RFC 8656 §7.2 (EVEN-PORT, RESERVATION-TOKEN).
@@ -126,6 +158,9 @@ pub(crate) struct Allocation {
     /// Reservation token this allocation holds for the next port, if any.
     pub(crate) reservation: Option<ReservationToken>,
     pub(crate) traffic: TrafficCounters,
+    /// The per-peer ledger: one entry per peer IP ever permitted, in the order of their first
+    /// permission, at most [`MAX_LEDGER_PEERS`]. Entries outlive their permissions.
+    pub(crate) peers: Vec<PeerTraffic>,
     /// The policy generation the client and permissions were last decided under.
     pub(crate) policy_generation: u64,
     /// The rule that admitted the client, and its facts.
@@ -146,6 +181,25 @@ impl Allocation {
         self.permissions
             .iter()
             .find(|p| p.ip == ip && p.expires > now)
+    }
+
+    /// Returns how many of `ips` would need a new ledger entry.
+    pub(crate) fn new_ledger_peers(&self, ips: impl Iterator<Item = IpAddr>) -> usize {
+        ips.filter(|ip| !self.peers.iter().any(|p| p.peer == *ip))
+            .count()
+    }
+
+    /// Returns the ledger index of `ip`, adding an entry if it has none.
+    pub(crate) fn ledger_index(&mut self, ip: IpAddr) -> usize {
+        if let Some(i) = self.peers.iter().position(|p| p.peer == ip) {
+            return i;
+        }
+        self.peers.reserve_exact(1);
+        self.peers.push(PeerTraffic {
+            peer: ip,
+            traffic: TrafficCounters::default(),
+        });
+        self.peers.len() - 1
     }
 
     pub(crate) fn channel_by_number(

@@ -12,7 +12,7 @@ use super::super::table::{
     AllocState, Allocation, AuthState, PendingAllocate, PortRequest, Relayed, Timer,
 };
 use super::super::types::ReservationToken;
-use super::super::{AllocationId, FiveTuple, Now, Server};
+use super::super::{Admission, AllocationId, FiveTuple, Now, Server, Stage};
 use super::{Answer, Failure, parse_lifetime, secs_u32};
 use crate::policy::Subject;
 use crate::stun::attr::{self, Family};
@@ -128,6 +128,9 @@ impl<R: RngCore> Server<R> {
         now: Now,
     ) -> Result<Answer, Failure> {
         let req = AllocateRequest::parse(msg)?;
+        if let Admission::Closed(reason) = self.admission {
+            return Err(Failure::with(ErrorCode::INSUFFICIENT_CAPACITY, reason));
+        }
         let lifetime = self.granted_lifetime(req.lifetime);
         let unknown_token = Failure::with(
             ErrorCode::INSUFFICIENT_CAPACITY,
@@ -179,8 +182,14 @@ impl<R: RngCore> Server<R> {
         // Residency: the client's own address.
         let client = from.client.ip();
         let decision = self.policy.check_client(client);
+        let stage = Stage::Allocate {
+            transport: from.transport,
+            user: crate::credentials::parse_username(&auth.username)
+                .map(|u| u.user.to_owned())
+                .unwrap_or_default(),
+        };
         let (client_rule, client_facts) =
-            self.admit(None, Subject::Client, client, decision, now)?;
+            self.admit((None, stage), Subject::Client, client, decision, now)?;
 
         let relay_ip = match reservation {
             Some(r) => Some(
@@ -247,6 +256,7 @@ impl<R: RngCore> Server<R> {
             cooldowns: Vec::new(),
             reservation: None,
             traffic: Default::default(),
+            peers: Vec::new(),
             policy_generation: self.policy_generation,
             client_rule,
             client_facts,

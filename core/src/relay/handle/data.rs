@@ -67,10 +67,12 @@ impl<R: RngCore> Server<R> {
             self.stats.drop(DropReason::AllocationPending);
             return None;
         }
-        let permission = a.permission(peer.ip(), now.mono).map(|p| p.relay_host);
+        let permission = a
+            .permission(peer.ip(), now.mono)
+            .map(|p| (p.relay_host, p.ledger));
         let channel = a.channel_by_peer(peer, now.mono).map(|c| c.number);
         let to = a.five_tuple;
-        let Some(relay_host) = permission else {
+        let Some((relay_host, ledger)) = permission else {
             self.stats.drop(DropReason::NoPermission);
             return None;
         };
@@ -91,8 +93,10 @@ impl<R: RngCore> Server<R> {
             return None;
         };
         let a = self.alloc_mut(slot)?;
-        a.traffic.packets_to_client += 1;
-        a.traffic.bytes_to_client += len as u64;
+        a.traffic.count_to_client(len as u64);
+        if let Some(p) = a.peers.get_mut(ledger) {
+            p.traffic.count_to_client(len as u64);
+        }
         self.stats.packets_to_client += 1;
         self.stats.bytes_to_client += len as u64;
         Some(ClientTransmit { to, range })
@@ -121,18 +125,20 @@ impl<R: RngCore> Server<R> {
             self.stats.drop(DropReason::NoChannel);
             return None;
         };
-        if a.permission(ch.peer.ip(), now.mono).is_none() {
+        let Some(ledger) = a.permission(ch.peer.ip(), now.mono).map(|p| p.ledger) else {
             self.stats.drop(DropReason::NoPermission);
             return None;
-        }
+        };
         let Some(relayed) = a.relayed_for(Family::of(ch.peer.ip())) else {
             self.stats.drop(DropReason::FamilyMismatch);
             return None;
         };
         let relay = relayed.local;
         let len = cd.data.len();
-        a.traffic.packets_to_peer += 1;
-        a.traffic.bytes_to_peer += len as u64;
+        a.traffic.count_to_peer(len as u64);
+        if let Some(p) = a.peers.get_mut(ledger) {
+            p.traffic.count_to_peer(len as u64);
+        }
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += len as u64;
         Some(PeerTransmit {
@@ -169,7 +175,10 @@ impl<R: RngCore> Server<R> {
             return None;
         }
         let peer = send.peer;
-        let Some(relay_host) = a.permission(peer.ip(), now.mono).map(|p| p.relay_host) else {
+        let Some((relay_host, ledger)) = a
+            .permission(peer.ip(), now.mono)
+            .map(|p| (p.relay_host, p.ledger))
+        else {
             self.stats.drop(DropReason::NoPermission);
             return None;
         };
@@ -184,8 +193,10 @@ impl<R: RngCore> Server<R> {
         };
         let relay = relayed.local;
         let len = send.data.len() as u64;
-        a.traffic.packets_to_peer += 1;
-        a.traffic.bytes_to_peer += len;
+        a.traffic.count_to_peer(len);
+        if let Some(p) = a.peers.get_mut(ledger) {
+            p.traffic.count_to_peer(len);
+        }
         self.stats.packets_to_peer += 1;
         self.stats.bytes_to_peer += len;
         Some(PeerTransmit {

@@ -7,9 +7,10 @@ use std::time::Duration;
 use rand::RngCore;
 
 use super::super::table::{
-    CHANNEL_LIFETIME_SECS, Channel, PERMISSION_LIFETIME_SECS, Permission, Slot, Timer,
+    CHANNEL_LIFETIME_SECS, Channel, MAX_LEDGER_PEERS, PERMISSION_LIFETIME_SECS, Permission, Slot,
+    Timer,
 };
-use super::super::{Event, Now, Server};
+use super::super::{Event, Now, Server, Stage};
 use super::{Answer, Failure, canonical_addr, parse_peer};
 use crate::policy::{Rule, Subject};
 use crate::stun::attr::{self, Family};
@@ -78,7 +79,7 @@ impl<R: RngCore> Server<R> {
         now: Now,
     ) -> Result<Answer, Failure> {
         let parsed = CreatePermissionRequest::parse(msg);
-        self.recheck(slot, now)?;
+        self.recheck(slot, Stage::CreatePermission, now)?;
         let CreatePermissionRequest { peers } = parsed?;
         let a = self
             .alloc(slot)
@@ -100,11 +101,15 @@ impl<R: RngCore> Server<R> {
                 "too many permissions",
             ));
         }
+        if a.peers.len() + a.new_ledger_peers(peers.iter().copied()) > MAX_LEDGER_PEERS {
+            return Err(ledger_full());
+        }
         // Every peer must pass before any permission is installed. See RFC 8656 §9.
         let mut allowed = Vec::with_capacity(peers.len());
         for &ip in &peers {
             let decision = self.policy.check_peer(ip, &self.cfg.relay);
-            allowed.push(self.admit(Some(id), Subject::Peer, ip, decision, now)?);
+            let asked = (Some(id), Stage::CreatePermission);
+            allowed.push(self.admit(asked, Subject::Peer, ip, decision, now)?);
         }
         for (ip, (rule, facts)) in peers.into_iter().zip(allowed) {
             self.install_permission(slot, ip, rule, now);
@@ -112,6 +117,7 @@ impl<R: RngCore> Server<R> {
                 id,
                 at: now.wall,
                 peer: ip,
+                stage: Stage::CreatePermission,
                 rule,
                 facts,
             });
@@ -127,7 +133,7 @@ impl<R: RngCore> Server<R> {
         now: Now,
     ) -> Result<Answer, Failure> {
         let parsed = ChannelBindRequest::parse(msg);
-        self.recheck(slot, now)?;
+        self.recheck(slot, Stage::ChannelBind, now)?;
         let ChannelBindRequest { number, peer } = parsed?;
         let a = self
             .alloc(slot)
@@ -168,11 +174,15 @@ impl<R: RngCore> Server<R> {
                 "too many permissions",
             ));
         }
+        if a.peers.len() + a.new_ledger_peers(std::iter::once(peer.ip())) > MAX_LEDGER_PEERS {
+            return Err(ledger_full());
+        }
         let decision = self.policy.check_peer(peer.ip(), &self.cfg.relay);
-        let (rule, facts) = self.admit(Some(id), Subject::Peer, peer.ip(), decision, now)?;
+        let asked = (Some(id), Stage::ChannelBind);
+        let (rule, facts) = self.admit(asked.clone(), Subject::Peer, peer.ip(), decision, now)?;
         if !self.cfg.relay.port_allowed(peer) {
             let rule = Rule::RelayHostPort;
-            return Err(self.refuse(Some(id), Subject::Peer, peer.ip(), rule, facts, now));
+            return Err(self.refuse(asked, Subject::Peer, peer.ip(), rule, facts, now));
         }
         let expires = now.mono + Duration::from_secs(CHANNEL_LIFETIME_SECS);
         if let Some(a) = self.alloc_mut(slot) {
@@ -195,6 +205,7 @@ impl<R: RngCore> Server<R> {
             id,
             at: now.wall,
             peer: peer.ip(),
+            stage: Stage::ChannelBind,
             rule,
             facts,
         });
@@ -204,6 +215,8 @@ impl<R: RngCore> Server<R> {
                 at: now.wall,
                 channel: number,
                 peer,
+                rule,
+                facts,
             });
         }
         Ok(Answer::Respond(self.response(msg, Class::Success)))
@@ -215,6 +228,8 @@ impl<R: RngCore> Server<R> {
         let generation = self.policy_generation;
         let relay_host = rule == Rule::RelayHost;
         if let Some(a) = self.alloc_mut(slot) {
+            // Checked by the callers: the ledger has room for `ip`.
+            let ledger = a.ledger_index(ip);
             if let Some(p) = a.permissions.iter_mut().find(|p| p.ip == ip) {
                 p.expires = expires;
                 p.generation = generation;
@@ -226,9 +241,18 @@ impl<R: RngCore> Server<R> {
                     expires,
                     generation,
                     relay_host,
+                    ledger,
                 });
             }
         }
         self.timers.add(expires, Timer::Permission(slot, ip));
     }
+}
+
+/// The 508 for a permission to one peer too many over the allocation's life.
+fn ledger_full() -> Failure {
+    Failure::with(
+        ErrorCode::INSUFFICIENT_CAPACITY,
+        "too many distinct peers for this allocation",
+    )
 }

@@ -6,7 +6,10 @@ use std::net::IpAddr;
 use rand::RngCore;
 
 use super::super::table::Slot;
-use super::super::{AllocationId, EndReason, Event, Now, Server};
+use super::super::{AllocationId, EndReason, Event, Now, Server, Stage};
+
+/// Who asked: the allocation (if one exists yet) and the request or step.
+pub(crate) type Asked = (Option<AllocationId>, Stage);
 use super::Failure;
 use crate::policy::{Decision, Facts, Rule, Subject};
 
@@ -15,7 +18,7 @@ impl<R: RngCore> Server<R> {
     /// records the refusal ([`Self::deny`]) and returns the 403 to answer.
     pub(super) fn admit(
         &mut self,
-        id: Option<AllocationId>,
+        id: Asked,
         subject: Subject,
         addr: IpAddr,
         decision: Decision,
@@ -30,7 +33,7 @@ impl<R: RngCore> Server<R> {
     /// Records a refusal of `addr` by `rule` and returns the 403 to answer.
     pub(super) fn refuse(
         &mut self,
-        id: Option<AllocationId>,
+        id: Asked,
         subject: Subject,
         addr: IpAddr,
         rule: Rule,
@@ -44,7 +47,7 @@ impl<R: RngCore> Server<R> {
     /// Counts a refusal and reports it as [`Event::Denied`].
     pub(crate) fn deny(
         &mut self,
-        id: Option<AllocationId>,
+        (id, stage): Asked,
         subject: Subject,
         addr: IpAddr,
         rule: Rule,
@@ -59,6 +62,7 @@ impl<R: RngCore> Server<R> {
         self.events.push_back(Event::Denied {
             id,
             at: now.wall,
+            stage,
             subject,
             addr,
             rule,
@@ -70,7 +74,7 @@ impl<R: RngCore> Server<R> {
     /// allocation that an earlier policy allowed; refused permissions are removed with their
     /// channels. When the client itself is now refused, the allocation ends
     /// (`policy-changed`) and the 403 to answer is returned.
-    pub(super) fn recheck(&mut self, slot: Slot, now: Now) -> Result<(), Failure> {
+    pub(super) fn recheck(&mut self, slot: Slot, stage: Stage, now: Now) -> Result<(), Failure> {
         let generation = self.policy_generation;
         let Some(a) = self.alloc(slot) else {
             return Ok(());
@@ -87,14 +91,22 @@ impl<R: RngCore> Server<R> {
             .map(|p| p.ip)
             .collect();
         let decision = self.policy.check_client(client);
-        if let Err(f) = self.admit(Some(id), Subject::Client, client, decision, now) {
+        let asked = (Some(id), stage.clone());
+        if let Err(f) = self.admit(asked, Subject::Client, client, decision, now) {
             self.delete_allocation(slot, EndReason::PolicyChanged, now);
             return Err(f);
         }
         let mut refused = Vec::new();
         for ip in stale {
             if let Decision::Deny { rule, facts } = self.policy.check_peer(ip, &self.cfg.relay) {
-                self.deny(Some(id), Subject::Peer, ip, rule, facts, now);
+                self.deny(
+                    (Some(id), stage.clone()),
+                    Subject::Peer,
+                    ip,
+                    rule,
+                    facts,
+                    now,
+                );
                 refused.push(ip);
             }
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use rand::RngCore;
 
 use super::super::table::{Slot, Timer};
-use super::super::{EndReason, Event, Now, Server};
+use super::super::{EndReason, Event, Now, Server, Stage};
 use super::{Answer, Failure, parse_lifetime};
 use crate::stun::attr::{self, Family};
 use crate::stun::{Class, ErrorCode, Message};
@@ -52,7 +52,7 @@ impl<R: RngCore> Server<R> {
         // A release is not decided again; anything else is, before the request's own errors.
         let parsed = RefreshRequest::parse(msg);
         if !RefreshRequest::releases(msg) {
-            self.recheck(slot, now)?;
+            self.recheck(slot, Stage::Refresh, now)?;
         }
         let req = parsed?;
         if let Some(f) = req.family

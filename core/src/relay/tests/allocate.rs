@@ -551,6 +551,10 @@ fn denied_client_is_403_with_a_denied_event() {
         vec![Event::Denied {
             id: None,
             at: ts.now.wall,
+            stage: crate::relay::Stage::Allocate {
+                transport: Transport::Udp,
+                user: "alice".to_owned(),
+            },
             subject: Subject::Client,
             addr: ip("127.0.9.1"),
             rule: Rule::ClientDenyList,

@@ -34,6 +34,7 @@ mod binding;
 mod channels;
 mod data;
 mod determinism;
+mod evidence;
 mod leaks;
 mod permissions;
 mod refresh;
