@@ -469,3 +469,20 @@ fn refuse(log: &mut Log, country: &str, asn: u32, addr: &str, now: SystemTime) {
     )
     .unwrap();
 }
+
+/// Writes the scripted fleet and its public key to `$EEATURN_REPORT_FLEET` for
+/// `tests/report/chromium.sh` (the browser test and the screenshots in `docs/images/`).
+#[test]
+fn write_fleet_for_the_browser_test() {
+    let Some(out) = std::env::var_os("EEATURN_REPORT_FLEET") else {
+        return;
+    };
+    let out = PathBuf::from(out);
+    fs::create_dir_all(&out).unwrap();
+    scripted_fleet(&out);
+    fs::write(
+        out.join("evidence-signing.pub"),
+        signer().public_key().to_text(),
+    )
+    .unwrap();
+}

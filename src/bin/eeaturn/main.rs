@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod geo;
 mod keys;
+mod report;
 mod serve;
 
 /// eeaturn: a TURN/STUN relay (RFC 8489, RFC 8656) for endpoints inside the EEA.
@@ -47,6 +48,13 @@ enum Cmd {
     /// GeoIP databases and residency decisions.
     #[command(subcommand)]
     Geo(geo::GeoCmd),
+    /// The residency report for compliance officers: HTML, JSON or CSV (docs/reports.md).
+    ///
+    /// Verifies the evidence of one or several relay nodes first, with the same code as
+    /// `eeaturn evidence verify`, then reports on the period: the share of relayed traffic
+    /// inside the region, refusals, databases and policies in force, retention.
+    #[command(after_long_help = report::EXIT_CODES)]
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +65,8 @@ fn main() -> ExitCode {
         Cmd::ApiKey(c) => keys::api_key(c),
         Cmd::Config(c) => check::run(c),
         Cmd::Geo(c) => geo::run(c),
+        // Its own exit codes: 1 evidence that does not verify, 2 errors, 3 traffic outside.
+        Cmd::Report(args) => return report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
