@@ -486,3 +486,46 @@ fn write_fleet_for_the_browser_test() {
     )
     .unwrap();
 }
+
+/// `cargo test -p eeaturn-evidence --release --test report -- --ignored --nocapture one_million`
+#[test]
+#[ignore = "a measurement, not a check: run in release with --nocapture"]
+fn one_million_records() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("fra-1");
+    let mut log = open(&dir, at(0));
+    log.append(policy(), at(0)).unwrap();
+    // 142,858 allocations × 7 records, one every 2 s: about 3.3 days of hourly segments.
+    for n in 0..142_858u64 {
+        allocation(&mut log, n, at(n * 2000));
+        if n % 1000 == 0 {
+            log.flush(false).unwrap();
+            log.roll_if_due(at(n * 2000)).unwrap();
+            log.checkpoint(at(n * 2000)).unwrap();
+        }
+    }
+    log.close(at(142_858 * 2000), "shutdown").unwrap();
+    let dirs = vec![dir];
+    let mut opts = options(&dirs, 1000);
+    opts.from = Timestamp::from_unix_millis(day0());
+    opts.to = Timestamp::from_unix_millis(day0() + 5 * DAY_MS);
+    #[expect(clippy::disallowed_methods, reason = "measuring wall-clock time")]
+    let start = std::time::Instant::now();
+    let r = report::build(&dirs, &trust(), &opts, &mut |_| {}).unwrap();
+    let html = report::html::render(&r, Lang::En);
+    let elapsed = start.elapsed();
+    assert!(r.summary.verified);
+    let records: u64 = r.nodes.iter().map(|n| n.records).sum();
+    assert!(records >= 1_000_000, "{records}");
+    let rss = fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or_default()
+        .to_owned();
+    eprintln!(
+        "report: {records} records, verify + fold + HTML ({} bytes) in {:.2} s; peak {rss}",
+        html.len(),
+        elapsed.as_secs_f64()
+    );
+}

@@ -180,9 +180,9 @@ impl Html {
                 format!(
                     "{} {} \u{b7} {} {}",
                     l.int(s.client_refusals),
-                    t.clients,
+                    noun(l, t.clients),
                     l.int(s.peer_refusals),
-                    t.peers
+                    noun(l, t.peers)
                 ),
                 true,
             ),
@@ -796,6 +796,14 @@ impl Html {
             self.out.push_str("</tr>\n");
         }
         self.out.push_str("</tbody>\n</table>\n");
+    }
+}
+
+/// A noun inside a sentence: lower case in English, as written in German.
+fn noun(l: Lang, word: &str) -> String {
+    match l {
+        Lang::En => word.to_lowercase(),
+        Lang::De => word.to_owned(),
     }
 }
 
