@@ -170,7 +170,7 @@ impl Html {
                 "fig-allocations",
                 t.allocations,
                 l.int(s.allocations),
-                format!("{} {}", l.int(s.packets), t.relayed_packets.to_lowercase()),
+                format!("{} {}", l.int(s.packets), noun(l, t.relayed_packets)),
                 true,
             ),
             (
@@ -233,6 +233,7 @@ impl Html {
                 .join("<br>")
         };
         let retention = match s.retention_days {
+            Some(1) => format!("1 {}", esc(t.day_unit)),
             Some(d) => format!("{} {}", l.int(d), esc(t.days_unit)),
             None => esc(t.not_stated),
         };
