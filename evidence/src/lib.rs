@@ -15,6 +15,7 @@
 //! - [`merkle`]: the RFC 9162 Merkle tree, incremental root and inclusion proofs.
 //! - [`verify`]: streaming verification of node directories into a [`verify::VerifyReport`].
 //! - [`proof`]: an allocation's records with inclusion proofs, checked offline.
+//! - [`report`]: residency reports (HTML, JSON, CSV) folded from verified records.
 //! - [`time`], [`digest`]: millisecond RFC 3339 timestamps and hex SHA-256 digests.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
@@ -27,6 +28,7 @@ pub mod merkle;
 pub mod proof;
 pub mod pseudonym;
 pub mod record;
+pub mod report;
 pub mod sign;
 pub mod statement;
 pub mod time;

@@ -12,6 +12,7 @@ mod check;
 mod evidence;
 mod geo;
 mod keys;
+mod report;
 mod serve;
 
 /// eeaturn: a TURN/STUN relay (RFC 8489, RFC 8656) for endpoints inside the EEA.
@@ -51,6 +52,13 @@ enum Cmd {
     /// Residency evidence: signing keys, verification, inclusion proofs (docs/evidence.md).
     #[command(subcommand)]
     Evidence(evidence::EvidenceCmd),
+    /// The residency report for compliance officers: HTML, JSON or CSV (docs/reports.md).
+    ///
+    /// Verifies the evidence of one or several relay nodes first, with the same code as
+    /// `eeaturn evidence verify`, then reports on the period: the share of relayed traffic
+    /// inside the region, refusals, databases and policies in force, retention.
+    #[command(after_long_help = report::EXIT_CODES)]
+    Report(report::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +71,8 @@ fn main() -> ExitCode {
         Cmd::Geo(c) => geo::run(c),
         // Its own exit codes: 1 is a finding in the evidence, 2 an operating error.
         Cmd::Evidence(c) => return evidence::run(c),
+        // Its own exit codes: 1 evidence that does not verify, 2 errors, 3 traffic outside.
+        Cmd::Report(args) => return report::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
