@@ -4,9 +4,9 @@
 //!
 //! The API shares the signing secrets with the relay (the shell passes every reload on), and
 //! its own settings (keys, limits, URIs) are replaced on SIGHUP. Requests pass through
-//! [`front`] (refuses keys in the query string, CORS, the request timeout, security headers)
-//! and then a route of [`router`]; [`issue`] issues the credentials, [`keys`] finds the
-//! caller's key, [`limit`] rate-limits it, and [`metrics`] counts the answers for Prometheus.
+//! `front` (refuses keys in the query string, CORS, the request timeout, security headers)
+//! and then a route of `router`; `issue` issues the credentials, `keys` finds the
+//! caller's key, `limit` rate-limits it, and `metrics` counts the answers for Prometheus.
 //! This file holds the running [`Api`] and the state its routes share.
 
 mod error;

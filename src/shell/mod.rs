@@ -1,6 +1,6 @@
 //! The shell: threads, sockets, timers and signals around the sans-IO [`Server`].
 //!
-//! The data path runs on worker threads ([`worker`]): each owns a [`Server`], its listening
+//! The data path runs on worker threads (`worker`): each owns a [`Server`], its listening
 //! UDP sockets and the relay sockets of its allocations, and relays without crossing a thread.
 //! The main runtime keeps what is not on the data path: the TCP/TLS listeners (their framed
 //! messages go to a worker), the credential API, the metrics listener, and the coordinator,

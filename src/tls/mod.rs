@@ -23,8 +23,8 @@
 //!
 //! `docs/tls.md` is the auditor's version of this list, with the reasoning against the TR.
 //!
-//! This file holds the profile and the builders; [`pem`] reads the certificate and key files
-//! (with messages that name the config key and the file), and [`signing`] wraps the server key
+//! This file holds the profile and the builders; `pem` reads the certificate and key files
+//! (with messages that name the config key and the file), and `signing` wraps the server key
 //! so that it signs only as the profile allows.
 //!
 //! Each call reads the PEM files afresh and returns a new configuration, which is how the

@@ -79,7 +79,7 @@ pub enum Progress {
 ///
 /// The verification covers exactly the period, as `eeaturn evidence verify --from --to` does.
 /// A report over evidence that does not verify is still made; its
-/// [`verification`](Report::verification) says so.
+/// summary ([`Summary::verified`] and the listed findings) says so.
 ///
 /// # Errors
 ///
