@@ -113,8 +113,24 @@ impl Writer {
         opts.addresses = ev.addresses;
         opts.roll_interval = ev.segment_interval;
         opts.max_segment_bytes = ev.segment_max_size;
-        let (mut log, recovery) = Log::open(&ev.directory, opts, signer, now().wall)
-            .with_context(|| format!("opening evidence.directory {}", ev.directory.display()))?;
+        let (mut log, recovery) = match Log::open(&ev.directory, opts, signer, now().wall) {
+            Ok(opened) => opened,
+            Err(eeaturn_evidence::Error::Io { source, .. })
+                if source.kind() == eeaturn_evidence::log::LOCKED =>
+            {
+                anyhow::bail!(
+                    "evidence.directory {} is in use by another eeaturn process (it holds {}): \
+                     two relays must never share an evidence directory, give each node its own",
+                    ev.directory.display(),
+                    ev.directory.join("lock").display()
+                );
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("opening evidence.directory {}", ev.directory.display())
+                });
+            }
+        };
         if let Some(r) = &recovery.resumed {
             tracing::warn!(target: "eeaturn::evidence", last_seq = r.last_seq, torn = r.torn_tail.is_some(), "evidence chain resumed after an unclean stop");
         }
