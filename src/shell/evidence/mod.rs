@@ -10,6 +10,8 @@
 //! reopens); beyond that bound it asks every worker to end its allocations with
 //! `evidence-unavailable`, which is recorded once writing works again.
 
+#[cfg(test)]
+mod golden;
 mod records;
 
 use std::collections::VecDeque;
