@@ -293,10 +293,11 @@ impl Log {
             let (front_seq, front_prev, front_time) = (front.seq, front.prev, front.time);
             // A record from a later interval (or beyond the size limit) starts a new segment,
             // unless part of a record is already in the file.
-            if let Some(cur) = &self.current {
-                if self.written == self.accounted && self.roll_due(cur, front_time) {
-                    self.seal_written(front_time.to_system_time())?;
-                }
+            if let Some(cur) = &self.current
+                && self.written == self.accounted
+                && self.roll_due(cur, front_time)
+            {
+                self.seal_written(front_time.to_system_time())?;
             }
             if self.current.is_none() {
                 let name = SegmentName::new(front_seq, front_time);
@@ -811,10 +812,11 @@ impl Log {
         for entry in fs::read_dir(&keys).map_err(|e| Error::io(&keys, e))? {
             let entry = entry.map_err(|e| Error::io(&keys, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(day) = name.strip_suffix(".key") {
-                if day.len() == 10 && day < first_kept_day {
-                    days.push(day.to_owned());
-                }
+            if let Some(day) = name.strip_suffix(".key")
+                && day.len() == 10
+                && day < first_kept_day
+            {
+                days.push(day.to_owned());
             }
         }
         days.sort();
@@ -968,13 +970,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut first, _) = open(dir.path(), t(0));
         let opts = Options::new("fra-1", "Frankfurt", "0.1.0", Digest::of(b"config"));
-        let second = Log::open_with_keys(
-            dir.path(),
-            opts.clone(),
-            signer(),
-            Box::new(CountingKeys(0)),
-            t(1),
-        );
+        let second =
+            Log::open_with_keys(dir.path(), opts, signer(), Box::new(CountingKeys(0)), t(1));
         match second {
             Err(Error::Io { path, source }) => {
                 assert_eq!(path, dir.path().join("lock"));

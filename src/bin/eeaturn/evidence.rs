@@ -214,10 +214,10 @@ fn verify(
     json: bool,
 ) -> anyhow::Result<Outcome> {
     let trust = read_trust(trust_files)?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            anyhow::bail!("--from is after --to");
-        }
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        anyhow::bail!("--from is after --to");
     }
     for dir in dirs {
         if !dir.join("segments").is_dir() {
@@ -531,7 +531,7 @@ fn prune(config_path: &Path, now: Option<SystemTime>) -> anyhow::Result<Outcome>
 /// `"90d"` for whole days, else seconds.
 fn days_or_seconds(d: Duration) -> String {
     let s = d.as_secs();
-    if s % 86_400 == 0 {
+    if s.is_multiple_of(86_400) {
         format!("{}d", s / 86_400)
     } else {
         format!("{s}s")
