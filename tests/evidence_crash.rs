@@ -18,6 +18,10 @@
 //! `chain-resumed` (naming the last intact record's seq and hash) and `node-started`; seqs
 //! run on without a gap. `verify` passes and names nothing but torn tails.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "deadlines and acknowledgement times of a child process, read from the clock"
+)]
 
 mod common;
 
@@ -280,14 +284,14 @@ impl Relay {
                 panic!("the relay did not get ready:\n{}", seen.join("\n"));
             };
             const PREFIX: &str = "udp://127.0.0.1:";
-            if line.contains("listening") {
-                if let Some(at) = line.find(PREFIX) {
-                    let port: String = line[at + PREFIX.len()..]
-                        .chars()
-                        .take_while(char::is_ascii_digit)
-                        .collect();
-                    listener = Some(SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())));
-                }
+            if line.contains("listening")
+                && let Some(at) = line.find(PREFIX)
+            {
+                let port: String = line[at + PREFIX.len()..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                listener = Some(SocketAddr::from(([127, 0, 0, 1], port.parse().unwrap())));
             }
             if line.contains("ready") {
                 break;

@@ -6,6 +6,10 @@
 //! a writer holds a node directory, `prune` refuses (naming the directory and saying that the
 //! relay prunes by itself) and a relay configured onto it fails at start.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::disallowed_methods,
+    reason = "a deadline for the child process, read from the clock"
+)]
 
 mod common;
 

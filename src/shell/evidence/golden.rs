@@ -125,7 +125,7 @@ fn an_allocation_ended_record_with_two_peers_stays_under_one_kib() {
     body.reason = "evidence-unavailable".into(); // the longest reason
     let worst = serde_json::to_vec(&record).unwrap().len() + 1;
     let session = ended.len() + 1;
-    println!(
+    eprintln!(
         "allocation-ended with two peers: {session} bytes as scripted, {typical} typical (one \
          hour), {worst} at worst (every counter at u64::MAX)"
     );
