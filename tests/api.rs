@@ -1275,23 +1275,23 @@ async fn read_response(io: &mut (impl AsyncRead + Unpin)) -> Result<(String, Str
     let mut chunk = [0u8; 4096];
     let mut want = None;
     loop {
-        if want.is_none() {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse::<usize>().ok())
-                    .unwrap_or(0);
-                want = Some((end + 4, len));
-            }
+        if want.is_none()
+            && let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .unwrap_or(0);
+            want = Some((end + 4, len));
         }
-        if let Some((start, len)) = want {
-            if buf.len() >= start + len {
-                let head = String::from_utf8_lossy(&buf[..start - 4]).into_owned();
-                let body = String::from_utf8_lossy(&buf[start..start + len]).into_owned();
-                return Ok((head, body));
-            }
+        if let Some((start, len)) = want
+            && buf.len() >= start + len
+        {
+            let head = String::from_utf8_lossy(&buf[..start - 4]).into_owned();
+            let body = String::from_utf8_lossy(&buf[start..start + len]).into_owned();
+            return Ok((head, body));
         }
         match tokio::time::timeout_at(deadline, io.read(&mut chunk)).await {
             Err(_) => return Err(format!("no complete answer in {TIMEOUT:?}")),
@@ -1486,10 +1486,10 @@ impl OpenApi {
                 self.check(s, value, at, errors);
             }
         }
-        if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-            if !allowed.contains(value) {
-                errors.push(format!("{at}: {value} is not one of {allowed:?}"));
-            }
+        if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+            && !allowed.contains(value)
+        {
+            errors.push(format!("{at}: {value} is not one of {allowed:?}"));
         }
         match schema.get("type").and_then(Value::as_str) {
             Some("object") => self.check_object(schema, value, at, errors),

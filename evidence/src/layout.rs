@@ -5,6 +5,7 @@
 //! <dir>/segments/<same stem>.manifest.json                                 closed segment
 //! <dir>/segments/<same stem>.checkpoint.json                               open segment
 //! <dir>/keys/<YYYY-MM-DD>.key                                              pseudonym day keys
+//! <dir>/lock                                                               the writer's lock
 //! ```
 
 use std::fs;
@@ -17,6 +18,8 @@ use crate::time::Timestamp;
 pub(crate) const SEGMENTS: &str = "segments";
 /// The directory holding day keys.
 pub(crate) const KEYS: &str = "keys";
+/// The empty file the one writer of a directory holds an exclusive lock on.
+pub(crate) const LOCK: &str = "lock";
 
 /// One segment's names, parsed from its stem.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -11,6 +11,13 @@
 //! on a timer, so a segment is closed even when no records come (a flush already starts a
 //! new segment for a record from a later interval); `prune` hourly; `close` at shutdown.
 //! No clock is read here.
+//!
+//! One writer per directory: [`Log::open`] takes an exclusive lock on `<dir>/lock` (an
+//! advisory `flock`, which the kernel releases when the process dies, so a crash leaves no
+//! stale lock) and holds it until [`Log::close`] succeeds or the `Log` is dropped. A second
+//! writer (a second relay on the same directory, `eeaturn evidence prune` against a running
+//! relay) fails at open with [`LOCKED`] as the kind of its I/O error. Readers (`verify`,
+//! `prove`) take no lock.
 
 use std::collections::VecDeque;
 use std::fs::{self, File};
@@ -27,6 +34,10 @@ use crate::record::{Body, ChainResumed, NodeStarted, NodeStopped, Pruned, Record
 use crate::sign::Signer;
 use crate::statement::{Statement, StatementKind, write_atomic};
 use crate::time::Timestamp;
+
+/// The [`std::io::ErrorKind`] of the [`Error::Io`] that [`Log::open`] returns when another
+/// writer holds the directory's lock. The error's path is the lock file.
+pub const LOCKED: std::io::ErrorKind = std::io::ErrorKind::WouldBlock;
 
 /// How the log is set up (from the `[evidence]` configuration and the node's identity).
 #[derive(Debug, Clone)]
@@ -88,6 +99,8 @@ pub struct PruneOutcome {
 /// The writer of one node directory.
 pub struct Log {
     dir: PathBuf,
+    /// The open lock file while this log is the directory's writer.
+    lock: Option<File>,
     opts: Options,
     signer: Signer,
     pseudonyms: Pseudonymizer,
@@ -167,6 +180,8 @@ impl Log {
 
     /// Opens (or creates) a node directory, taking new day keys from `keys`.
     ///
+    /// The directory's lock is taken first (see the module documentation).
+    ///
     /// If the directory holds records, the chain continues from the last intact one: a
     /// segment the previous run left open is scanned, closed with a manifest covering only its
     /// intact records (torn bytes after them are left in place for `verify` to report), and
@@ -175,8 +190,9 @@ impl Log {
     ///
     /// # Errors
     ///
-    /// Returns [`Error::Io`] if the directory cannot be read or the manifest not written,
-    /// [`Error::Corrupt`] if the last manifest does not parse.
+    /// Returns [`Error::Io`] if the directory cannot be read or the manifest not written (of
+    /// kind [`LOCKED`] if another writer holds the directory), [`Error::Corrupt`] if the last
+    /// manifest does not parse.
     pub fn open_with_keys(
         dir: &Path,
         opts: Options,
@@ -186,9 +202,11 @@ impl Log {
     ) -> Result<(Self, Recovery), Error> {
         let seg_dir = dir.join(layout::SEGMENTS);
         fs::create_dir_all(&seg_dir).map_err(|e| Error::io(&seg_dir, e))?;
+        let lock = lock(dir)?;
         let pseudonyms = Pseudonymizer::new(&dir.join(layout::KEYS), opts.addresses, keys)?;
         let mut log = Self {
             dir: dir.to_path_buf(),
+            lock: Some(lock),
             opts,
             signer,
             pseudonyms,
@@ -275,10 +293,11 @@ impl Log {
             let (front_seq, front_prev, front_time) = (front.seq, front.prev, front.time);
             // A record from a later interval (or beyond the size limit) starts a new segment,
             // unless part of a record is already in the file.
-            if let Some(cur) = &self.current {
-                if self.written == self.accounted && self.roll_due(cur, front_time) {
-                    self.seal_written(front_time.to_system_time())?;
-                }
+            if let Some(cur) = &self.current
+                && self.written == self.accounted
+                && self.roll_due(cur, front_time)
+            {
+                self.seal_written(front_time.to_system_time())?;
             }
             if self.current.is_none() {
                 let name = SegmentName::new(front_seq, front_time);
@@ -462,6 +481,8 @@ impl Log {
         }
         self.seal(now)?;
         self.closed = true;
+        // Dropping the file releases the lock: another writer may open the directory now.
+        self.lock = None;
         Ok(())
     }
 
@@ -791,14 +812,37 @@ impl Log {
         for entry in fs::read_dir(&keys).map_err(|e| Error::io(&keys, e))? {
             let entry = entry.map_err(|e| Error::io(&keys, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(day) = name.strip_suffix(".key") {
-                if day.len() == 10 && day < first_kept_day {
-                    days.push(day.to_owned());
-                }
+            if let Some(day) = name.strip_suffix(".key")
+                && day.len() == 10
+                && day < first_kept_day
+            {
+                days.push(day.to_owned());
             }
         }
         days.sort();
         Ok(days)
+    }
+}
+
+/// Takes the exclusive lock of `dir`, creating the lock file if needed.
+fn lock(dir: &Path) -> Result<File, Error> {
+    let path = dir.join(layout::LOCK);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(Error::io(
+            &path,
+            std::io::Error::new(
+                LOCKED,
+                "another process writes this evidence directory (it holds the lock)",
+            ),
+        )),
+        Err(fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
     }
 }
 
@@ -919,6 +963,29 @@ mod tests {
         let (segs, _) = layout::list(dir.path()).unwrap();
         assert_eq!(segs.len(), 2);
         assert!(segs.iter().all(|s| s.has_manifest));
+    }
+
+    #[test]
+    fn a_second_writer_is_refused_until_the_first_closes_or_drops() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut first, _) = open(dir.path(), t(0));
+        let opts = Options::new("fra-1", "Frankfurt", "0.1.0", Digest::of(b"config"));
+        let second =
+            Log::open_with_keys(dir.path(), opts, signer(), Box::new(CountingKeys(0)), t(1));
+        match second {
+            Err(Error::Io { path, source }) => {
+                assert_eq!(path, dir.path().join("lock"));
+                assert_eq!(source.kind(), LOCKED);
+            }
+            other => panic!("a second writer opened the directory: {other:?}"),
+        }
+        first.close(t(2), "shutdown").unwrap();
+        let (third, _) = open(dir.path(), t(3));
+        // A crash (drop without close) releases the lock as well.
+        drop(third);
+        let (mut fourth, recovery) = open(dir.path(), t(4));
+        assert!(recovery.resumed.is_some());
+        fourth.close(t(5), "shutdown").unwrap();
     }
 
     #[test]

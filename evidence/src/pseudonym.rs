@@ -158,10 +158,11 @@ impl Pseudonymizer {
         for entry in entries {
             let entry = entry.map_err(|e| Error::io(&self.keys_dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
-            if let Some(day) = name.strip_suffix(".key") {
-                if day.len() == 10 && day < first_kept_day {
-                    days.push(day.to_owned());
-                }
+            if let Some(day) = name.strip_suffix(".key")
+                && day.len() == 10
+                && day < first_kept_day
+            {
+                days.push(day.to_owned());
             }
         }
         days.sort();

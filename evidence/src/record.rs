@@ -310,7 +310,7 @@ pub struct Permission {
 pub struct ChannelBound {
     /// Allocation id.
     pub allocation: String,
-    /// The channel number (0x4000–0x4FFF).
+    /// The channel number (0x4000–0x7FFF: RFC 8656 allots 0x4000–0x4FFF, RFC 5766 clients use the rest).
     pub channel: u16,
     /// The peer address (IP only), as the address mode writes it.
     pub peer: String,

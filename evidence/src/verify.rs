@@ -467,10 +467,10 @@ impl<'a> NodeVerifier<'a> {
                 last.name.checkpoint(&self.dir),
                 last.name.manifest(&self.dir),
             ] {
-                if let Ok((s, _)) = Statement::read(&path) {
-                    if s.check_signature(self.trust).is_ok() {
-                        self.retained_from = self.retained_from.max(s.retained_from_seq);
-                    }
+                if let Ok((s, _)) = Statement::read(&path)
+                    && s.check_signature(self.trust).is_ok()
+                {
+                    self.retained_from = self.retained_from.max(s.retained_from_seq);
                 }
             }
         }
@@ -744,10 +744,10 @@ impl<'a> NodeVerifier<'a> {
         st.max_seq = Some(st.max_seq.map_or(seq, |m| m.max(seq)));
         self.report.first_seq = Some(self.report.first_seq.map_or(seq, |f| f.min(seq)));
         self.report.last_seq = Some(self.report.last_seq.map_or(seq, |l| l.max(seq)));
-        if let Some(c) = &st.checkpoint {
-            if st.count == c.count {
-                self.compare_checkpoint(st, c.clone(), seq, hash);
-            }
+        if let Some(c) = &st.checkpoint
+            && st.count == c.count
+        {
+            self.compare_checkpoint(st, c.clone(), seq, hash);
         }
     }
 
@@ -755,12 +755,12 @@ impl<'a> NodeVerifier<'a> {
     fn compare_checkpoint(&mut self, st: &SegState, c: Statement, seq: u64, hash: Digest) {
         if seq == c.last_seq && hash != c.head {
             // The checkpoint's head stands for the successor of its last record.
-            if let Some(e) = self.window.get_mut(&seq) {
-                if !e.flagged {
-                    e.flagged = true;
-                    let file = e.file.to_string();
-                    self.find(Finding::RecordEdited { file, seq });
-                }
+            if let Some(e) = self.window.get_mut(&seq)
+                && !e.flagged
+            {
+                e.flagged = true;
+                let file = e.file.to_string();
+                self.find(Finding::RecordEdited { file, seq });
             }
             return;
         }
@@ -959,12 +959,13 @@ impl<'a> NodeVerifier<'a> {
                     resolved: false,
                 });
             }
-            if let Some(e) = self.window.get_mut(&(m.first_seq - 1)) {
-                if e.hash != m.prev_head && !e.flagged {
-                    e.flagged = true;
-                    let (file, seq) = (e.file.to_string(), m.first_seq - 1);
-                    self.find(Finding::RecordEdited { file, seq });
-                }
+            if let Some(e) = self.window.get_mut(&(m.first_seq - 1))
+                && e.hash != m.prev_head
+                && !e.flagged
+            {
+                e.flagged = true;
+                let (file, seq) = (e.file.to_string(), m.first_seq - 1);
+                self.find(Finding::RecordEdited { file, seq });
             }
             self.pretend_seen(m.last_seq, m.head, &st.file);
         }
@@ -1008,13 +1009,14 @@ impl<'a> NodeVerifier<'a> {
             return;
         }
         // The manifest's head stands for the last record's successor.
-        if let Some(e) = self.window.get_mut(&m.last_seq) {
-            if e.hash != m.head && !e.flagged {
-                e.flagged = true;
-                let seq = m.last_seq;
-                self.find(Finding::RecordEdited { file, seq });
-                return;
-            }
+        if let Some(e) = self.window.get_mut(&m.last_seq)
+            && e.hash != m.head
+            && !e.flagged
+        {
+            e.flagged = true;
+            let seq = m.last_seq;
+            self.find(Finding::RecordEdited { file, seq });
+            return;
         }
         if !clean {
             return;
@@ -1055,16 +1057,16 @@ impl<'a> NodeVerifier<'a> {
         let Body::Pruned(p) = record.body else {
             return;
         };
-        if let Some(start) = &mut self.start {
-            if p.up_to_seq == start.to {
-                if p.up_to_head == start.prev {
-                    start.resolved = true;
-                } else {
-                    self.report.findings.push(Finding::PruneMismatch {
-                        file: file.to_string(),
-                        seq,
-                    });
-                }
+        if let Some(start) = &mut self.start
+            && p.up_to_seq == start.to
+        {
+            if p.up_to_head == start.prev {
+                start.resolved = true;
+            } else {
+                self.report.findings.push(Finding::PruneMismatch {
+                    file: file.to_string(),
+                    seq,
+                });
             }
         }
     }

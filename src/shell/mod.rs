@@ -32,6 +32,8 @@ use crate::config::{Config, ListenTransport};
 use crate::credentials::Secrets;
 use crate::relay::{Now, Server, Shared, Stats};
 
+pub use self::evidence::{DirectoryInUse, open_log};
+
 use self::coordinator::Coordinator;
 use self::sockets::{bind_udp, check_buffers, raise_fd_limit};
 use self::worker::WorkerHandle;

@@ -274,11 +274,11 @@ impl Worker {
             if !self.again.is_empty() {
                 timeout = Duration::ZERO;
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    tracing::error!(target: "eeaturn::shell", error = %e, "the worker's event loop failed");
-                    break;
-                }
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                tracing::error!(target: "eeaturn::shell", error = %e, "the worker's event loop failed");
+                break;
             }
             ready.clear();
             ready.append(&mut self.again);
@@ -378,10 +378,10 @@ impl Worker {
                         let Some(t) = self.server.handle_client_input(five, frame, now) else {
                             continue;
                         };
-                        if let Some(sock) = self.relays.get(t.relay) {
-                            if let Err(e) = send_udp(sock, &frame[t.range], t.peer) {
-                                tracing::trace!(target: "eeaturn::relay", error = %e, "send to peer failed");
-                            }
+                        if let Some(sock) = self.relays.get(t.relay)
+                            && let Err(e) = send_udp(sock, &frame[t.range], t.peer)
+                        {
+                            tracing::trace!(target: "eeaturn::relay", error = %e, "send to peer failed");
                         }
                         // Answers go out in order with the frames that caused them.
                         self.drain();
@@ -566,11 +566,10 @@ impl Worker {
                     self.server.handle_relay_bound(token, &addrs, result, now());
                 }
                 Command::CloseRelay { addr } => {
-                    if let Some(i) = self.relays.index(addr) {
-                        if let Some(mut sock) = self.relays.socks.get_mut(i).and_then(Option::take)
-                        {
-                            let _ = self.poll.registry().deregister(&mut sock);
-                        }
+                    if let Some(i) = self.relays.index(addr)
+                        && let Some(mut sock) = self.relays.socks.get_mut(i).and_then(Option::take)
+                    {
+                        let _ = self.poll.registry().deregister(&mut sock);
                     }
                 }
                 Command::ReleaseReserved { addr } => {
@@ -596,10 +595,10 @@ impl Worker {
                 // A full queue means the client does not read: drop, as UDP would.
                 let _ = w.try_send(bytes.to_vec());
             }
-        } else if let Some((_, sock)) = self.listeners.iter().find(|(a, _)| *a == to.server) {
-            if let Err(e) = send_udp(sock, bytes, to.client) {
-                tracing::trace!(target: "eeaturn::relay", error = %e, "send to client failed");
-            }
+        } else if let Some((_, sock)) = self.listeners.iter().find(|(a, _)| *a == to.server)
+            && let Err(e) = send_udp(sock, bytes, to.client)
+        {
+            tracing::trace!(target: "eeaturn::relay", error = %e, "send to client failed");
         }
     }
 

@@ -548,10 +548,11 @@ impl TurnClient {
     async fn recv_response(&mut self, tid: TransactionId) -> Response {
         loop {
             let d = self.recv_datagram("a response").await;
-            if let Ok(m) = Message::parse(&d) {
-                if matches!(m.class(), Class::Success | Class::Error) && m.transaction_id() == tid {
-                    return Response { bytes: d };
-                }
+            if let Ok(m) = Message::parse(&d)
+                && matches!(m.class(), Class::Success | Class::Error)
+                && m.transaction_id() == tid
+            {
+                return Response { bytes: d };
             }
             self.pending.push_back(d);
         }
@@ -645,15 +646,15 @@ pub(crate) async fn udp_port_closed(addr: SocketAddr) -> bool {
     let deadline = tokio::time::Instant::now() + TIMEOUT;
     let mut buf = [0u8; 64];
     while tokio::time::Instant::now() < deadline {
-        if let Err(e) = probe.send(b"probe").await {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
+        if let Err(e) = probe.send(b"probe").await
+            && e.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
         }
-        if let Ok(Err(e)) = timeout(Duration::from_millis(100), probe.recv(&mut buf)).await {
-            if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                return true;
-            }
+        if let Ok(Err(e)) = timeout(Duration::from_millis(100), probe.recv(&mut buf)).await
+            && e.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
         }
     }
     false

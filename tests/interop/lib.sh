@@ -177,7 +177,7 @@ strip_ansi() { sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
 # needs, and above the ranges the Rust integration tests use (21000-27999).
 #   turnutils 28780, relay 29000-29499   aioice    28880, relay 29500-29999
 #   residency 28980, relay 30000-30499   tls       28349, relay 30500-30599
-#   stream    28080-28091, relay 31000-31499
+#   stream    28080-28091, relay 31000-31499   evidence  28580, relay 30600-30999
 
 # Is a UDP port free on the loopback addresses? (best effort; ss is optional)
 udp_port_free() {
@@ -195,7 +195,8 @@ random_secret() {
 # write_server_config DIR PORT RELAY_RANGE
 # Writes DIR/secret (two lines: the first signs, the second is an older one
 # that must still be accepted) and DIR/eeaturn.toml, listening on
-# 127.0.0.1:PORT and [::1]:PORT. Sets SECRET, SECRET_OLD, CONFIG.
+# 127.0.0.1:PORT and [::1]:PORT, with $SERVER_CONFIG_EXTRA (more tables, e.g.
+# [evidence]) appended when set. Sets SECRET, SECRET_OLD, CONFIG.
 write_server_config() {
   local dir="$1" port="$2" range="$3"
   SECRET="$(random_secret)"
@@ -229,6 +230,7 @@ dangerous_allow = ["127.0.0.0/8", "::1/128"]
 
 [log]
 level = "${EEATURN_LOG_LEVEL:-info}"
+${SERVER_CONFIG_EXTRA:-}
 EOF
 }
 

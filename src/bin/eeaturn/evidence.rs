@@ -13,6 +13,8 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use clap::Subcommand;
+use eeaturn::config::Config;
+use eeaturn::shell::DirectoryInUse;
 use eeaturn_evidence::digest::Digest;
 use eeaturn_evidence::proof::{self, Proof};
 use eeaturn_evidence::record::{Body, Record};
@@ -93,6 +95,25 @@ pub(crate) enum EvidenceCmd {
         #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Delete the evidence older than `evidence.retention` now, as the running relay does
+    /// every hour by itself.
+    ///
+    /// Opens the node directory of the configuration's `[evidence]` table as its writer (with
+    /// the signing key), deletes the closed segments whose last record is older than the
+    /// retention, with their manifests and checkpoints, and destroys the pseudonym day keys
+    /// of the days no kept record is from. A signed `pruned` record says what was deleted
+    /// before anything is; `verify` then reports it as pruned by retention. The directory
+    /// must not be in use: while a relay runs on it, this refuses (exit 2). Exit 0 when done,
+    /// also when nothing was old enough.
+    Prune {
+        /// The relay's configuration file (its `[evidence]` table).
+        #[arg(long, short, value_name = "FILE")]
+        config: PathBuf,
+        /// Take this as the current time instead of the clock (for tests and rehearsals;
+        /// never earlier than the newest record). Same forms as `verify --from`.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        now: Option<SystemTime>,
+    },
     /// Check a proof from `prove` offline and print what it proves.
     ///
     /// Checks each statement's signature by a trusted key, each record's audit path to the
@@ -129,6 +150,7 @@ pub(crate) fn run(cmd: EvidenceCmd) -> ExitCode {
             out,
         } => prove(&allocation, &dir, out.as_deref()),
         EvidenceCmd::VerifyProof { file, trust } => verify_proof(&file, &trust),
+        EvidenceCmd::Prune { config, now } => prune(&config, now),
     };
     match result {
         Ok(Outcome::Good) => ExitCode::SUCCESS,
@@ -192,10 +214,10 @@ fn verify(
     json: bool,
 ) -> anyhow::Result<Outcome> {
     let trust = read_trust(trust_files)?;
-    if let (Some(f), Some(t)) = (from, to) {
-        if f > t {
-            anyhow::bail!("--from is after --to");
-        }
+    if let (Some(f), Some(t)) = (from, to)
+        && f > t
+    {
+        anyhow::bail!("--from is after --to");
     }
     for dir in dirs {
         if !dir.join("segments").is_dir() {
@@ -443,6 +465,85 @@ fn describe(f: &Finding) -> String {
             format!("{file}: unexpected file in segments/ (not part of the layout)")
         }
     }
+}
+
+fn prune(config_path: &Path, now: Option<SystemTime>) -> anyhow::Result<Outcome> {
+    let config = Config::load(config_path)?;
+    let Some(ev) = &config.evidence else {
+        anyhow::bail!(
+            "{}: evidence is not enabled ([evidence] enabled = true): nothing to prune",
+            config_path.display()
+        );
+    };
+    let now = now.unwrap_or_else(wall_clock);
+    let (mut log, _) = match eeaturn::shell::open_log(&config, ev, now) {
+        Err(e) if e.downcast_ref::<DirectoryInUse>().is_some() => {
+            return Err(e.context(
+                "a relay is running on this directory; it prunes by evidence.retention every \
+                 hour by itself, so there is nothing to do (to prune right now, stop it first)",
+            ));
+        }
+        other => other?,
+    };
+    let outcome = log
+        .prune(ev.retention, now)
+        .with_context(|| format!("pruning {}", ev.directory.display()));
+    // The log is closed (node-stopped, manifest) whether or not the pruning went through.
+    let closed = log
+        .close(now, "prune")
+        .with_context(|| format!("closing {}", ev.directory.display()));
+    let outcome = outcome?;
+    closed?;
+    let retention = days_or_seconds(ev.retention);
+    let mut out = format!(
+        "{}: retention {retention}, now {}\n",
+        ev.directory.display(),
+        Timestamp::from_system_time(now)
+    );
+    match outcome.up_to_seq {
+        Some(seq) => {
+            out += &format!(
+                "Deleted {} segment(s), every record up to seq {seq}:\n",
+                outcome.segments.len()
+            );
+            for s in &outcome.segments {
+                out += &format!("  {s}\n");
+            }
+        }
+        None => out += "No segment is older than the retention; none deleted.\n",
+    }
+    if outcome.key_days.is_empty() {
+        out += "No pseudonym day key destroyed.\n";
+    } else {
+        out += &format!(
+            "Destroyed the pseudonym keys of {} day(s): {}\n",
+            outcome.key_days.len(),
+            outcome.key_days.join(", ")
+        );
+    }
+    if let Some(seq) = outcome.record_seq {
+        out += &format!("The signed `pruned` record is seq {seq}.\n");
+    }
+    write_stdout(&out)?;
+    Ok(Outcome::Good)
+}
+
+/// `"90d"` for whole days, else seconds.
+fn days_or_seconds(d: Duration) -> String {
+    let s = d.as_secs();
+    if s.is_multiple_of(86_400) {
+        format!("{}d", s / 86_400)
+    } else {
+        format!("{s}s")
+    }
+}
+
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the CLI reads the wall clock when no --now is given"
+)]
+fn wall_clock() -> SystemTime {
+    SystemTime::now()
 }
 
 fn prove(allocation: &str, dir: &Path, out: Option<&Path>) -> anyhow::Result<Outcome> {

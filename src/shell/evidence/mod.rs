@@ -10,9 +10,12 @@
 //! reopens); beyond that bound it asks every worker to end its allocations with
 //! `evidence-unavailable`, which is recorded once writing works again.
 
+#[cfg(test)]
+mod golden;
 mod records;
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::{Arc, mpsc};
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use eeaturn_evidence::digest::Digest;
-use eeaturn_evidence::log::{Log, Options};
+use eeaturn_evidence::log::{LOCKED, Log, Options, Recovery};
 use eeaturn_evidence::record::Body;
 use eeaturn_evidence::sign::Signer;
 
@@ -91,30 +94,14 @@ impl Writer {
         ev: &EvidenceConfig,
         policy: &Policy,
     ) -> anyhow::Result<Self> {
-        let signer = Signer::from_pkcs8_file(&ev.signing_key_file).with_context(|| {
-            format!(
-                "evidence.signing_key_file {}: make a key with `eeaturn evidence keygen`",
-                ev.signing_key_file.display()
-            )
-        })?;
-        let config_digest = match &config.source {
-            Some(path) => Digest::of(
-                &std::fs::read(path)
-                    .with_context(|| format!("reading {} for its digest", path.display()))?,
-            ),
-            None => Digest::ZERO,
+        let (mut log, recovery) = match open_log(config, ev, now().wall) {
+            Err(e) if e.downcast_ref::<DirectoryInUse>().is_some() => {
+                return Err(e.context(
+                    "two relays must never share an evidence directory: give each node its own",
+                ));
+            }
+            other => other?,
         };
-        let mut opts = Options::new(
-            &ev.node_id,
-            &ev.site,
-            env!("CARGO_PKG_VERSION"),
-            config_digest,
-        );
-        opts.addresses = ev.addresses;
-        opts.roll_interval = ev.segment_interval;
-        opts.max_segment_bytes = ev.segment_max_size;
-        let (mut log, recovery) = Log::open(&ev.directory, opts, signer, now().wall)
-            .with_context(|| format!("opening evidence.directory {}", ev.directory.display()))?;
         if let Some(r) = &recovery.resumed {
             tracing::warn!(target: "eeaturn::evidence", last_seq = r.last_seq, torn = r.torn_tail.is_some(), "evidence chain resumed after an unclean stop");
         }
@@ -190,6 +177,70 @@ impl Writer {
         let Some(t) = self.thread.take() else { return };
         drop(self.tx);
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
+}
+
+/// Another process (a relay, or `eeaturn evidence prune`) holds the directory's lock.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "evidence.directory {} is in use by another eeaturn process (it holds {}): a directory has \
+     one writer at a time",
+    directory.display(),
+    directory.join("lock").display()
+)]
+pub struct DirectoryInUse {
+    /// The node evidence directory.
+    pub directory: PathBuf,
+}
+
+/// Opens the node evidence directory of `ev` as its one writer: reads the signing key, takes
+/// the directory's lock, continues the chain and appends `node-started` (with the digest of
+/// the configuration file), all buffered until the first flush. The relay's writer thread and
+/// `eeaturn evidence prune` open it alike.
+///
+/// # Errors
+///
+/// Fails when the signing key or the configuration file cannot be read, with
+/// [`DirectoryInUse`] when another process writes the directory, and when the directory
+/// cannot be opened.
+pub fn open_log(
+    config: &Config,
+    ev: &EvidenceConfig,
+    now: SystemTime,
+) -> anyhow::Result<(Log, Recovery)> {
+    let signer = Signer::from_pkcs8_file(&ev.signing_key_file).with_context(|| {
+        format!(
+            "evidence.signing_key_file {}: make a key with `eeaturn evidence keygen`",
+            ev.signing_key_file.display()
+        )
+    })?;
+    let config_digest = match &config.source {
+        Some(path) => Digest::of(
+            &std::fs::read(path)
+                .with_context(|| format!("reading {} for its digest", path.display()))?,
+        ),
+        None => Digest::ZERO,
+    };
+    let mut opts = Options::new(
+        &ev.node_id,
+        &ev.site,
+        env!("CARGO_PKG_VERSION"),
+        config_digest,
+    );
+    opts.addresses = ev.addresses;
+    opts.roll_interval = ev.segment_interval;
+    opts.max_segment_bytes = ev.segment_max_size;
+    match Log::open(&ev.directory, opts, signer, now) {
+        Ok(opened) => Ok(opened),
+        Err(eeaturn_evidence::Error::Io { source, .. }) if source.kind() == LOCKED => {
+            Err(DirectoryInUse {
+                directory: ev.directory.clone(),
+            }
+            .into())
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("opening evidence.directory {}", ev.directory.display()))
+        }
     }
 }
 
