@@ -57,6 +57,9 @@ pub struct Options {
     pub roll_interval: Duration,
     /// Segments roll once they hold this many bytes. Default 64 MiB.
     pub max_segment_bytes: u64,
+    /// The configured retention, stated in `node-started` (`retention_s`); `None` leaves it
+    /// out.
+    pub retention: Option<Duration>,
 }
 
 impl Options {
@@ -70,6 +73,7 @@ impl Options {
             addresses: AddressMode::Pseudonym,
             roll_interval: Duration::from_secs(3600),
             max_segment_bytes: 64 << 20,
+            retention: None,
         }
     }
 }
@@ -234,6 +238,7 @@ impl Log {
             version: log.opts.version.clone(),
             config_digest: log.opts.config_digest,
             key_fingerprint: log.signer.fingerprint(),
+            retention_s: log.opts.retention.map(|r| r.as_secs()),
         });
         log.append(started, now)?;
         Ok((log, recovery))

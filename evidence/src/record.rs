@@ -121,6 +121,10 @@ pub struct NodeStarted {
     pub config_digest: Digest,
     /// Fingerprint of the evidence signing key (SHA-256 of the raw public key).
     pub key_fingerprint: Digest,
+    /// The configured retention in seconds, so that the evidence states it before any
+    /// pruning has; absent when the writer was not told (older writers, tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_s: Option<u64>,
 }
 
 /// `node-stopped`: as [`NodeStarted`], plus why.

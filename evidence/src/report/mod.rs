@@ -229,6 +229,11 @@ impl Builder {
             Body::NodeStarted(b) => {
                 acc.row.site.clone_from(&b.site);
                 acc.row.versions.insert(b.version.clone());
+                // The configured retention as the node last started with it; a later
+                // `pruned` record states the one in force when it pruned.
+                if let Some(r) = b.retention_s {
+                    acc.row.retention_s = Some(r);
+                }
                 if in_period {
                     self.node_events.push(NodeEventRow {
                         node: node_id,
@@ -814,7 +819,8 @@ pub struct Summary {
     pub oldest_record: Option<Timestamp>,
     /// When retention last deleted records (over all nodes), if ever.
     pub pruned_up_to: Option<Timestamp>,
-    /// The configured retention in days, as the last `pruned` record states it.
+    /// The configured retention in days, as the last `node-started` or `pruned` record states
+    /// it.
     pub retention_days: Option<u64>,
     /// No record is older than the retention allows (one day of tolerance for hourly
     /// pruning); `None` if the evidence does not state the retention.

@@ -230,6 +230,7 @@ pub fn open_log(
     opts.addresses = ev.addresses;
     opts.roll_interval = ev.segment_interval;
     opts.max_segment_bytes = ev.segment_max_size;
+    opts.retention = Some(ev.retention);
     match Log::open(&ev.directory, opts, signer, now) {
         Ok(opened) => Ok(opened),
         Err(eeaturn_evidence::Error::Io { source, .. }) if source.kind() == LOCKED => {
