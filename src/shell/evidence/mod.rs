@@ -119,6 +119,7 @@ impl Writer {
             ended: false,
             last_time: UNIX_EPOCH,
             unsynced_since: None,
+            policy: None,
         };
         // Write node-started and policy-in-force now, so a directory that cannot be written
         // closes admission before the first client arrives.
@@ -340,6 +341,9 @@ struct Thread {
     last_time: SystemTime,
     /// When records were first written without fsync (interval mode).
     unsynced_since: Option<Instant>,
+    /// The last `policy-in-force` written: stated again after a prune, so that retention
+    /// never deletes the record of the policy and databases still in force.
+    policy: Option<Body>,
 }
 
 impl Thread {
@@ -401,7 +405,11 @@ impl Thread {
                 Ok(None) => Ok(()),
                 Err(e) => Err(e),
             },
-            Msg::Policy(p) => self.append(records::policy_in_force(&p), now().wall),
+            Msg::Policy(p) => {
+                let body = records::policy_in_force(&p);
+                self.policy = Some(body.clone());
+                self.append(body, now().wall)
+            }
         };
         if let Err(e) = appended {
             self.failed(&e);
@@ -489,6 +497,13 @@ impl Thread {
         match self.log.prune(self.cfg.retention, at) {
             Ok(out) if out.record_seq.is_some() => {
                 tracing::info!(target: "eeaturn::evidence", segments = out.segments.len(), key_days = out.key_days.len(), "evidence pruned by retention");
+                // The pruned segments may have held the only statement of the policy in
+                // force: state it again.
+                if let Some(body) = self.policy.clone()
+                    && let Err(e) = self.append(body, at)
+                {
+                    self.failed(&e);
+                }
             }
             Ok(_) => {}
             Err(e) => self.failed(&e),
