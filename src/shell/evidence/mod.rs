@@ -15,14 +15,14 @@ mod records;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use eeaturn_evidence::digest::Digest;
 use eeaturn_evidence::log::{Log, Options};
 use eeaturn_evidence::record::Body;
-use eeaturn_evidence::sign::Signer;
+use eeaturn_evidence::sign::{PublicKey, Signer};
 
 use super::now;
 use crate::config::{Config, EvidenceConfig, Fsync};
@@ -62,6 +62,22 @@ pub(crate) struct Status {
     pub(crate) last_checkpoint_ms: AtomicU64,
     /// Bytes of records held in memory, not yet written.
     pub(crate) pending_bytes: AtomicU64,
+    /// The chain head written so far, for `/v1/evidence/status`: set after each flush and
+    /// checkpoint (a lock once per batch, on the writer thread only).
+    pub(crate) head: Mutex<Option<Head>>,
+    /// Records up to this seq were deleted by retention in this run (0: not yet).
+    pub(crate) pruned_up_to_seq: AtomicU64,
+    /// When retention last deleted records in this run, Unix milliseconds (0: not yet).
+    pub(crate) last_prune_ms: AtomicU64,
+}
+
+/// The newest record written: its seq and the SHA-256 of its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// The record's seq.
+    pub(crate) seq: u64,
+    /// SHA-256 of its line.
+    pub(crate) hash: Digest,
 }
 
 /// A message to the writer.
@@ -76,6 +92,8 @@ pub(super) enum Msg {
 pub(super) struct Writer {
     tx: SyncSender<Msg>,
     pub(super) status: Arc<Status>,
+    /// The public half of the signing key.
+    pub(super) public_key: PublicKey,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -97,6 +115,7 @@ impl Writer {
                 ev.signing_key_file.display()
             )
         })?;
+        let public_key = signer.public_key();
         let config_digest = match &config.source {
             Some(path) => Digest::of(
                 &std::fs::read(path)
@@ -144,6 +163,7 @@ impl Writer {
         Ok(Self {
             tx,
             status,
+            public_key,
             thread: Some(thread),
         })
     }
@@ -377,6 +397,7 @@ impl Thread {
         let started = now().mono;
         match self.log.flush(always) {
             Ok(()) => {
+                self.publish_head();
                 if always && had {
                     self.fsync_took(started);
                 } else if had && self.unsynced_since.is_none() {
@@ -422,11 +443,11 @@ impl Thread {
         let at = self.time(wall);
         match self.log.checkpoint(at) {
             Ok(()) => {
+                self.publish_head();
                 self.unsynced_since = None;
-                let ms = wall
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                self.status.last_checkpoint_ms.store(ms, Ordering::Relaxed);
+                self.status
+                    .last_checkpoint_ms
+                    .store(unix_ms(wall), Ordering::Relaxed);
             }
             Err(e) => self.failed(&e),
         }
@@ -436,11 +457,36 @@ impl Thread {
         let at = self.time(now().wall);
         match self.log.prune(self.cfg.retention, at) {
             Ok(out) if out.record_seq.is_some() => {
+                if let Some(seq) = out.up_to_seq {
+                    self.status.pruned_up_to_seq.store(seq, Ordering::Relaxed);
+                    self.status
+                        .last_prune_ms
+                        .store(unix_ms(at), Ordering::Relaxed);
+                }
                 tracing::info!(target: "eeaturn::evidence", segments = out.segments.len(), key_days = out.key_days.len(), "evidence pruned by retention");
             }
             Ok(_) => {}
             Err(e) => self.failed(&e),
         }
+    }
+
+    /// Publishes the chain head once nothing is buffered (what is on disk).
+    fn publish_head(&self) {
+        if self.log.pending_records() > 0 {
+            return;
+        }
+        let Some(seq) = self.log.next_seq().checked_sub(1).filter(|s| *s > 0) else {
+            return;
+        };
+        let head = Head {
+            seq,
+            hash: self.log.head(),
+        };
+        *self
+            .status
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(head);
     }
 
     /// Writing failed: close admission everywhere, and beyond the memory bound end every
@@ -484,4 +530,10 @@ impl Thread {
             }
         }
     }
+}
+
+/// `t` as Unix milliseconds (0 before 1970).
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
