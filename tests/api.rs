@@ -11,6 +11,8 @@
 //! Signing-secret rotation needs SIGHUP and is covered by tests/interop/api.sh against the real
 //! binary.
 
+#![allow(clippy::unwrap_used, reason = "a failed step fails the test")]
+
 mod common;
 
 use std::collections::BTreeSet;
@@ -769,6 +771,310 @@ fn plain_http_is_a_config_error_off_loopback() {
     }
 }
 
+// --- the evidence endpoints ---------------------------------------------------------------------
+
+/// The evidence endpoints, with a period that holds today.
+const EVIDENCE_PATHS: [&str; 3] = [
+    "/v1/evidence/report?from=2020-01-01&to=2099-12-31&format=json",
+    "/v1/evidence/export?from=2020-01-01&to=2099-12-31",
+    "/v1/evidence/status",
+];
+
+#[tokio::test]
+async fn evidence_endpoints_take_evidence_keys_only_and_credential_endpoints_refuse_them() {
+    let ev = tempfile::tempdir().unwrap();
+    let s = start_with_evidence(ev.path()).await;
+    for path in EVIDENCE_PATHS {
+        let r = s.get(path).await;
+        r.assert_error(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            &format!("a credentials key on {path}"),
+        );
+        let r = s.get_unauthenticated(path).await;
+        r.assert_error(StatusCode::UNAUTHORIZED, "missing_api_key", path);
+        let r = send(s.raw(reqwest::Method::GET, path).bearer_auth("wrong")).await;
+        r.assert_error(StatusCode::UNAUTHORIZED, "invalid_api_key", path);
+        let r = send(s.raw(reqwest::Method::GET, path).bearer_auth(EVIDENCE_KEY)).await;
+        assert_eq!(r.status, StatusCode::OK, "an evidence key on {path}: {r:?}");
+    }
+    for path in ["/v1/credentials", "/v1/ice-servers"] {
+        for method in [reqwest::Method::GET, reqwest::Method::POST] {
+            let r = send(s.raw(method.clone(), path).bearer_auth(EVIDENCE_KEY)).await;
+            r.assert_error(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                &format!("an evidence key on {method} {path}"),
+            );
+        }
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_report_comes_as_html_json_and_csv_tables() {
+    let ev = tempfile::tempdir().unwrap();
+    let s = start_with_evidence(ev.path()).await;
+    allocate_de_to_fr(&s).await;
+    let period = "from=2020-01-01&to=2099-12-31";
+
+    let r = s
+        .evidence(&format!("/v1/evidence/report?{period}&format=json"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/json")
+    );
+    let report = r.json();
+    assert_eq!(report["schema"], "eeaturn-report/1");
+    assert_eq!(report["summary"]["verified"], true, "{report}");
+    assert_eq!(report["summary"]["allocations"], 1, "{report}");
+    assert_eq!(report["summary"]["all_inside"], true, "{report}");
+    assert_eq!(report["nodes"].as_array().map(Vec::len), Some(1));
+    assert_eq!(report["nodes"][0]["node"], "api-node");
+    assert_eq!(report["clients_by_country"][0]["country"], "DE", "{report}");
+
+    let r = s.evidence(&format!("/v1/evidence/report?{period}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/html; charset=utf-8")
+    );
+    assert!(r.body.starts_with("<!DOCTYPE html>"), "{}", &r.body[..100]);
+    assert!(r.body.contains("<html lang=\"en\""), "English by default");
+    let de = s
+        .evidence(&format!("/v1/evidence/report?{period}&format=html&lang=de"))
+        .await;
+    assert!(de.body.contains("<html lang=\"de\""), "German on request");
+    assert!(
+        de.body
+            .contains("eeaturn evidence verify --trust api-node.pub --from"),
+        "the verify box names the export's layout"
+    );
+
+    let r = s
+        .evidence(&format!("/v1/evidence/report?{period}&format=csv"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("text/csv; charset=utf-8")
+    );
+    assert!(
+        r.body.starts_with("key,value\r\n"),
+        "the summary table by default: {r:?}"
+    );
+    let r = s
+        .evidence(&format!(
+            "/v1/evidence/report?{period}&format=csv&table=nodes"
+        ))
+        .await;
+    assert!(r.body.starts_with("node,"), "{r:?}");
+    assert_eq!(r.body.lines().count(), 2, "a header and one node: {r:?}");
+
+    for (query, code) in [
+        ("from=2026-12-02&to=2026-12-01", "invalid_period"),
+        ("from=2026-13-01&to=2026-12-01", "invalid_period"),
+        ("from=1969-12-31&to=2026-12-01", "invalid_period"),
+        ("to=2026-12-01", "invalid_request"),
+        (
+            "from=2026-12-01&to=2026-12-01&format=pdf",
+            "invalid_request",
+        ),
+        ("from=2026-12-01&to=2026-12-01&lang=fr", "invalid_request"),
+        (
+            "from=2026-12-01&to=2026-12-01&table=nodes",
+            "invalid_request",
+        ),
+        (
+            "from=2026-12-01&to=2026-12-01&format=csv&table=x",
+            "invalid_request",
+        ),
+        (
+            "from=2026-12-01&to=2026-12-01&from=2026-12-01",
+            "invalid_request",
+        ),
+        ("from=2026-12-01&to=2026-12-01&user=x", "invalid_request"),
+    ] {
+        let r = s.evidence(&format!("/v1/evidence/report?{query}")).await;
+        r.assert_error(StatusCode::BAD_REQUEST, code, query);
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn status_tells_the_chain_head_checkpoint_admission_and_retention() {
+    let spec = OpenApi::load();
+    let ev = tempfile::tempdir().unwrap();
+    let s = start_with_evidence(ev.path()).await;
+    allocate_de_to_fr(&s).await;
+    // A checkpoint every second: wait for one after the allocation.
+    sleep(Duration::from_millis(1500)).await;
+    let r = s.evidence("/v1/evidence/status").await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let status = r.json();
+    let mut errors = Vec::new();
+    let schema = spec.response_schema("/v1/evidence/status", "GET", 200);
+    spec.check(&schema, &status, "$", &mut errors);
+    assert!(errors.is_empty(), "{errors:?}: {status}");
+    assert_eq!(status["node"], "api-node");
+    assert_eq!(status["site"], "test-site");
+    let dev_pub = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/dev-evidence.pub"
+    ))
+    .unwrap();
+    let fingerprint = status["key_fingerprint"].as_str().unwrap();
+    assert!(
+        dev_pub.contains(&format!("# fingerprint: {fingerprint}")),
+        "{status}"
+    );
+    // node-started, policy-in-force, allocation-created, permission at least.
+    let seq = status["head"]["seq"].as_u64().unwrap();
+    assert!(seq >= 4, "{status}");
+    let last_line = last_record_line(ev.path());
+    assert_eq!(
+        status["head"]["hash"].as_str().unwrap(),
+        hex::encode(ring::digest::digest(
+            &ring::digest::SHA256,
+            last_line.as_bytes()
+        )),
+        "the head is the hash of the last line written: {status}"
+    );
+    assert!(status["last_checkpoint"].is_string(), "{status}");
+    assert_eq!(status["admission_closed"], false);
+    assert_eq!(status["retention"]["configured_s"], 30 * 86_400);
+    assert_eq!(status["retention"]["oldest_seq"], 1);
+    assert!(status["retention"]["oldest_record"].is_string(), "{status}");
+    assert_eq!(status["retention"]["pruned_up_to_seq"], Value::Null);
+    s.stop().await;
+
+    // A relay without [evidence] has none to tell.
+    let s = start(GENEROUS_LIMIT).await;
+    for path in EVIDENCE_PATHS {
+        let r = send(s.raw(reqwest::Method::GET, path).bearer_auth(EVIDENCE_KEY)).await;
+        r.assert_error(StatusCode::NOT_FOUND, "no_evidence", path);
+        let schema = spec.response_schema(path.split('?').next().unwrap(), "GET", 404);
+        let mut errors = Vec::new();
+        spec.check(&schema, &r.json(), "$", &mut errors);
+        assert!(errors.is_empty(), "{errors:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn an_export_unpacked_passes_evidence_verify_offline() {
+    let ev = tempfile::tempdir().unwrap();
+    // A first run, stopped: its segment is closed with a manifest.
+    let s = start_with_evidence(ev.path()).await;
+    allocate_de_to_fr(&s).await;
+    s.stop().await;
+    sleep(Duration::from_millis(1100)).await;
+    let between = eeaturn_evidence::time::Timestamp::from_system_time(wall_now());
+    sleep(Duration::from_millis(1100)).await;
+    let s = start_with_evidence(ev.path()).await;
+    allocate_de_to_fr(&s).await;
+    sleep(Duration::from_millis(1500)).await;
+
+    // The whole time: both segments with their records.
+    let whole = s.export("from=2020-01-01&to=2099-12-31").await;
+    let names = tar_names(&whole);
+    assert!(names.contains(&"api-node.pub".to_owned()), "{names:?}");
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".jsonl")).count(),
+        2,
+        "{names:?}"
+    );
+    assert!(
+        !names.iter().any(|n| n.contains("/keys/")),
+        "day keys stay: {names:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    tar::Archive::new(&whole[..]).unpack(out.path()).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("api-node.pub")).unwrap(),
+        eeaturn_evidence::sign::PublicKey::from_file(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/dev-evidence.pub"
+        )))
+        .unwrap()
+        .to_text(),
+        "the public key of the signing key the relay holds"
+    );
+    verify_offline(out.path(), &["--from", "2020-01-01", "--to", "2099-12-31"]);
+
+    // The second run only: the first segment comes as its manifest alone.
+    let from = between.to_string();
+    let part = s.export(&format!("from={from}&to=2099-12-31")).await;
+    let names = tar_names(&part);
+    assert_eq!(
+        names.iter().filter(|n| n.ends_with(".jsonl")).count(),
+        1,
+        "{names:?}"
+    );
+    assert_eq!(
+        names
+            .iter()
+            .filter(|n| n.ends_with(".manifest.json"))
+            .count(),
+        1,
+        "the first segment's manifest keeps the chain: {names:?}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    tar::Archive::new(&part[..]).unpack(out.path()).unwrap();
+    verify_offline(out.path(), &["--from", &from, "--to", "2099-12-31"]);
+    s.stop().await;
+}
+
+/// Runs `eeaturn evidence verify api-node --trust api-node.pub ARGS` in `dir`; it must pass.
+fn verify_offline(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_eeaturn"))
+        .current_dir(dir)
+        .args(["evidence", "verify", "api-node", "--trust", "api-node.pub"])
+        .args(args)
+        .output()
+        .expect("running eeaturn evidence verify");
+    assert!(
+        out.status.success(),
+        "verify {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("VERIFIED"));
+}
+
+/// One allocation of a German client with a permission for a French peer.
+async fn allocate_de_to_fr(s: &ApiServer) {
+    let r = s.get("/v1/credentials?user=u-ev").await;
+    let credential = check_credential(&r.json(), Some("u-ev"), DEFAULT_TTL);
+    let peer = spawn_echo_peer("127.0.2.1").await;
+    let mut c = TurnClient::bind("127.0.1.1", s.udp, credential).await;
+    c.allocate().await.expect("a DE client allocates");
+    c.create_permission(&[peer]).await.expect("a FR peer");
+    c.refresh(0).await.expect("the allocation ends");
+}
+
+/// The last line of the newest records file.
+fn last_record_line(dir: &std::path::Path) -> String {
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("segments"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    let text = std::fs::read_to_string(files.last().unwrap()).unwrap();
+    text.lines().last().unwrap().to_owned()
+}
+
+fn tar_names(tar: &[u8]) -> Vec<String> {
+    tar::Archive::new(tar)
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 // --- docs/api/openapi.yaml -------------------------------------------------------------------
 
 #[test]
@@ -924,10 +1230,25 @@ struct ApiServer {
 /// Starts a relay on [`relay_toml`] with `api_extra` in its `[api]` table, the API on
 /// `https://127.0.0.1:0`.
 async fn start(api_extra: &str) -> ApiServer {
+    start_toml(relay_toml("listen = \"https://127.0.0.1:0\"", api_extra)).await
+}
+
+/// Starts a relay as [`start`] does, keeping its evidence in `evidence` (node `api-node`,
+/// the development signing key, a checkpoint every second).
+async fn start_with_evidence(evidence: &std::path::Path) -> ApiServer {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let toml = format!(
+        "{}\n[evidence]\nenabled = true\ndirectory = \"{}\"\nsigning_key_file = \"{root}/config/dev-evidence.key\"\nnode_id = \"api-node\"\nsite = \"test-site\"\nfsync = \"always\"\ncheckpoint_interval = \"1s\"\nretention = \"30d\"\n",
+        relay_toml("listen = \"https://127.0.0.1:0\"", GENEROUS_LIMIT),
+        evidence.display()
+    );
+    start_toml(toml).await
+}
+
+async fn start_toml(toml: String) -> ApiServer {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     std::fs::write(dir.path().join("secret"), format!("{}\n", common::SECRET))
         .expect("writing the secret");
-    let toml = relay_toml("listen = \"https://127.0.0.1:0\"", api_extra);
     let config = match Config::parse(&toml, dir.path()) {
         Ok(c) => c,
         Err(e) => panic!("the test config is valid: {e}\n{toml}"),
@@ -979,6 +1300,38 @@ impl ApiServer {
     /// GETs `path` with the signaling key.
     async fn get(&self, path: &str) -> Reply {
         send(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// GETs `path` with the evidence key.
+    async fn evidence(&self, path: &str) -> Reply {
+        send(
+            self.raw(reqwest::Method::GET, path)
+                .bearer_auth(EVIDENCE_KEY),
+        )
+        .await
+    }
+
+    /// The body of `/v1/evidence/export?QUERY` (the test fails unless it is a tar).
+    async fn export(&self, query: &str) -> Vec<u8> {
+        let url = format!(
+            "https://localhost:{}/v1/evidence/export?{query}",
+            self.api.port()
+        );
+        let r = self
+            .http
+            .get(url)
+            .bearer_auth(EVIDENCE_KEY)
+            .send()
+            .await
+            .expect("the export answers");
+        assert_eq!(r.status(), StatusCode::OK, "{r:?}");
+        assert_eq!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok()),
+            Some("application/x-tar")
+        );
+        r.bytes().await.expect("the whole export").to_vec()
     }
 
     /// GETs `path` without a key.
@@ -1478,9 +1831,13 @@ impl OpenApi {
     }
 
     /// Checks `value` against `schema` (types, required, additionalProperties: false, enum,
-    /// string lengths, integer bounds, array items, allOf), collecting the mismatches.
+    /// string lengths, integer bounds, booleans, nullable, array items, allOf), collecting the
+    /// mismatches.
     fn check(&self, schema: &Value, value: &Value, at: &str, errors: &mut Vec<String>) {
         let schema = self.resolve(schema);
+        if value.is_null() && schema.get("nullable") == Some(&Value::Bool(true)) {
+            return;
+        }
         if let Some(all) = schema.get("allOf").and_then(Value::as_array) {
             for s in all {
                 self.check(s, value, at, errors);
@@ -1529,6 +1886,10 @@ impl OpenApi {
                     errors.push(format!("{at}: {n} out of bounds"));
                 }
             }
+            Some("boolean") if !value.is_boolean() => {
+                errors.push(format!("{at}: {value} is not a boolean"));
+            }
+            Some("boolean") => {}
             Some(other) => errors.push(format!("{at}: the checker does not know type {other}")),
             None if schema.get("properties").is_some() => {
                 self.check_object(schema, value, at, errors);

@@ -15,6 +15,7 @@
 //! - [`merkle`]: the RFC 9162 Merkle tree, incremental root and inclusion proofs.
 //! - [`verify`]: streaming verification of node directories into a [`verify::VerifyReport`].
 //! - [`proof`]: an allocation's records with inclusion proofs, checked offline.
+//! - [`export`]: the files of an export for a period, and the retention state.
 //! - [`report`]: residency reports (HTML, JSON, CSV) folded from verified records.
 //! - [`time`], [`digest`]: millisecond RFC 3339 timestamps and hex SHA-256 digests.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
@@ -22,6 +23,7 @@
 use std::path::{Path, PathBuf};
 
 pub mod digest;
+pub mod export;
 mod layout;
 pub mod log;
 pub mod merkle;

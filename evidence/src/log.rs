@@ -31,7 +31,7 @@ use crate::layout::{self, SegmentName};
 use crate::merkle::{MerkleBuilder, leaf_hash};
 use crate::pseudonym::{AddressMode, KeySource, Pseudonymizer, SystemKeySource};
 use crate::record::{Body, ChainResumed, NodeStarted, NodeStopped, Pruned, Record, TornTail};
-use crate::sign::Signer;
+use crate::sign::{PublicKey, Signer};
 use crate::statement::{Statement, StatementKind, write_atomic};
 use crate::time::Timestamp;
 
@@ -514,6 +514,11 @@ impl Log {
     /// Returns how many bytes are buffered and not yet written.
     pub fn pending_bytes(&self) -> usize {
         self.pending.len() - self.written
+    }
+
+    /// Returns the public key of the signing key (what an auditor trusts).
+    pub fn public_key(&self) -> PublicKey {
+        self.signer.public_key()
     }
 
     /// Returns the node directory.

@@ -539,6 +539,16 @@ impl<'a> NodeVerifier<'a> {
             None
         };
         if !seg.has_records {
+            // A sealed segment wholly outside the period may be present as its signed
+            // manifest alone (an export holds no more): it is checked as a skipped segment.
+            if let Some((m, hash, true)) = &manifest
+                && self.outside_period(m)
+                && m.last_seq >= self.retained_from
+            {
+                self.skip(&file, m);
+                self.prev_manifest = Some((*hash, true));
+                return;
+            }
             self.orphan(&file, manifest.as_ref().or(checkpoint.as_ref()));
             return;
         }
@@ -555,14 +565,12 @@ impl<'a> NodeVerifier<'a> {
             .as_ref()
             .filter(|(_, _, ok)| *ok)
             .map(|(m, _, _)| m.clone());
-        if let Some(m) = &sealed {
-            let skip = self.from.is_some_and(|f| m.last_time < f)
-                || self.to.is_some_and(|t| m.first_time > t);
-            if skip {
-                self.skip(&file, m);
-                self.prev_manifest = manifest.as_ref().map(|(_, h, ok)| (*h, *ok));
-                return;
-            }
+        if let Some(m) = &sealed
+            && self.outside_period(m)
+        {
+            self.skip(&file, m);
+            self.prev_manifest = manifest.as_ref().map(|(_, h, ok)| (*h, *ok));
+            return;
         }
         let valid_checkpoint = checkpoint
             .as_ref()
@@ -920,6 +928,11 @@ impl<'a> NodeVerifier<'a> {
         );
         self.check_link(seq, seq + 1);
         self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
+    }
+
+    /// Whether a sealed segment lies wholly outside the period (its records are not read).
+    fn outside_period(&self, m: &Statement) -> bool {
+        self.from.is_some_and(|f| m.last_time < f) || self.to.is_some_and(|t| m.first_time > t)
     }
 
     fn skip(&mut self, file: &Rc<str>, m: &Statement) {

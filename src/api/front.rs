@@ -104,6 +104,9 @@ fn endpoint_of(path: &str) -> Option<&'static str> {
     match path {
         "/v1/credentials" => Some("credentials"),
         "/v1/ice-servers" => Some("ice-servers"),
+        "/v1/evidence/report" => Some("evidence-report"),
+        "/v1/evidence/export" => Some("evidence-export"),
+        "/v1/evidence/status" => Some("evidence-status"),
         _ => None,
     }
 }

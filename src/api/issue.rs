@@ -166,7 +166,10 @@ async fn issue(s: &AppState, req: Request, shape: Shape) -> Response {
 }
 
 /// The configured key presented in `Authorization: Bearer <key>`.
-fn authenticate<'a>(keys: &'a [ApiKey], headers: &HeaderMap) -> Result<&'a ApiKey, ApiError> {
+pub(super) fn authenticate<'a>(
+    keys: &'a [ApiKey],
+    headers: &HeaderMap,
+) -> Result<&'a ApiKey, ApiError> {
     let missing = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -292,7 +295,7 @@ fn valid_user(u: &str) -> bool {
     clippy::disallowed_methods,
     reason = "the API is shell code, where clocks are read"
 )]
-fn now_mono() -> Instant {
+pub(super) fn now_mono() -> Instant {
     Instant::now()
 }
 

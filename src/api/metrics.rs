@@ -14,7 +14,7 @@ pub(super) fn render(
 ) {
     let _ = writeln!(
         out,
-        "# HELP eeaturn_api_requests_total Requests to the credential API's /v1/ endpoints, by key name (none: no valid key), endpoint and result (issued or the error code)."
+        "# HELP eeaturn_api_requests_total Requests to the API's /v1/ endpoints, by key name (none: no valid key), endpoint and result (issued, ok or the error code)."
     );
     let _ = writeln!(out, "# TYPE eeaturn_api_requests_total counter");
     for ((key, endpoint, result), n) in counters {

@@ -5,11 +5,13 @@
 //! The API shares the signing secrets with the relay (the shell passes every reload on), and
 //! its own settings (keys, limits, URIs) are replaced on SIGHUP. Requests pass through
 //! `front` (refuses keys in the query string, CORS, the request timeout, security headers)
-//! and then a route of `router`; `issue` issues the credentials, `keys` finds the
-//! caller's key, `limit` rate-limits it, and `metrics` counts the answers for Prometheus.
+//! and then a route of `router`; `issue` issues the credentials, `evidence` answers the
+//! evidence endpoints (report, export, status), `keys` finds the caller's key, `limit`
+//! rate-limits it, and `metrics` counts the answers for Prometheus.
 //! This file holds the running [`Api`] and the state its routes share.
 
 mod error;
+mod evidence;
 mod front;
 mod issue;
 mod keys;
@@ -32,6 +34,7 @@ use crate::config::{ApiConfig, TlsConfig};
 use crate::credentials::Secrets;
 use crate::http::{self, SharedAcceptor};
 
+pub use evidence::EvidenceSource;
 pub use keys::{KEY_PREFIX, generate as generate_key, hash as hash_key};
 
 /// Every route the API serves, as (method, path). The OpenAPI description must list exactly
@@ -41,6 +44,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/credentials"),
     ("POST", "/v1/ice-servers"),
     ("GET", "/v1/ice-servers"),
+    ("GET", "/v1/evidence/report"),
+    ("GET", "/v1/evidence/export"),
+    ("GET", "/v1/evidence/status"),
     ("GET", "/healthz"),
     ("GET", "/readyz"),
 ];
@@ -69,6 +75,8 @@ struct AppState {
     limiter: Arc<Mutex<limit::RateLimiter>>,
     counters: metrics::Counters,
     https: bool,
+    /// The node's evidence, when `[evidence]` is on.
+    evidence: Option<Arc<evidence::Evidence>>,
 }
 
 impl AppState {
@@ -98,7 +106,8 @@ pub struct Api {
 }
 
 impl Api {
-    /// Binds the listener and serves. `tls` is the `[tls]` table (needed for https://).
+    /// Binds the listener and serves. `tls` is the `[tls]` table (needed for https://);
+    /// `evidence` the node's evidence for the `/v1/evidence/` endpoints.
     ///
     /// # Errors
     ///
@@ -108,6 +117,7 @@ impl Api {
         config: &ApiConfig,
         tls: Option<&TlsConfig>,
         secrets: Secrets,
+        evidence: Option<EvidenceSource>,
     ) -> anyhow::Result<Self> {
         let acceptor = if config.https {
             let t = tls.context("config key `api.listen`: https:// needs the [tls] table")?;
@@ -130,6 +140,7 @@ impl Api {
             limiter: Arc::default(),
             counters: Arc::default(),
             https: config.https,
+            evidence: evidence.map(|e| Arc::new(evidence::Evidence::new(e))),
         };
         let api = Self {
             local_addr,

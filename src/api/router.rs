@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::error::ApiError;
+use super::evidence;
 use super::issue::{credentials, ice_servers};
 use super::{AppState, front};
 
@@ -17,6 +18,9 @@ pub(super) fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/credentials", get(credentials).post(credentials))
         .route("/v1/ice-servers", get(ice_servers).post(ice_servers))
+        .route("/v1/evidence/report", get(evidence::report))
+        .route("/v1/evidence/export", get(evidence::export))
+        .route("/v1/evidence/status", get(evidence::status))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(not_found)

@@ -79,8 +79,8 @@ fn default_request_timeout() -> Duration {
 pub enum Scope {
     /// `/v1/credentials` and `/v1/ice-servers`: signaling servers.
     Credentials,
-    /// The residency evidence endpoints: compliance officers. Those endpoints come with the
-    /// reports; until then a key of this scope may call nothing (every route refuses it).
+    /// `/v1/evidence/report`, `/v1/evidence/export` and `/v1/evidence/status`: compliance
+    /// officers, auditors and the operator's collection timer.
     Evidence,
 }
 

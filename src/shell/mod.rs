@@ -119,7 +119,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
     let api = match &config.api {
         Some(a) => {
-            let api = crate::api::Api::start(a, config.tls.as_ref(), secrets).await?;
+            let source = evidence
+                .as_ref()
+                .zip(config.evidence.as_ref())
+                .map(|(w, ev)| crate::api::EvidenceSource {
+                    directory: ev.directory.clone(),
+                    node_id: ev.node_id.clone(),
+                    site: ev.site.clone(),
+                    retention: ev.retention,
+                    public_key: w.public_key,
+                    status: w.status.clone(),
+                });
+            let api = crate::api::Api::start(a, config.tls.as_ref(), secrets, source).await?;
             let scheme = if a.https { "https" } else { "http" };
             tracing::info!(target: "eeaturn::api", api = %format!("{scheme}://{}", api.local_addr), keys = a.keys.len(), "serving the credential API");
             Some(api)

@@ -18,14 +18,14 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use eeaturn_evidence::digest::Digest;
 use eeaturn_evidence::log::{LOCKED, Log, Options, Recovery};
 use eeaturn_evidence::record::Body;
-use eeaturn_evidence::sign::Signer;
+use eeaturn_evidence::sign::{PublicKey, Signer};
 
 use super::now;
 use crate::config::{Config, EvidenceConfig, Fsync};
@@ -65,6 +65,22 @@ pub(crate) struct Status {
     pub(crate) last_checkpoint_ms: AtomicU64,
     /// Bytes of records held in memory, not yet written.
     pub(crate) pending_bytes: AtomicU64,
+    /// The chain head written so far, for `/v1/evidence/status`: set after each flush and
+    /// checkpoint (a lock once per batch, on the writer thread only).
+    pub(crate) head: Mutex<Option<Head>>,
+    /// Records up to this seq were deleted by retention in this run (0: not yet).
+    pub(crate) pruned_up_to_seq: AtomicU64,
+    /// When retention last deleted records in this run, Unix milliseconds (0: not yet).
+    pub(crate) last_prune_ms: AtomicU64,
+}
+
+/// The newest record written: its seq and the SHA-256 of its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Head {
+    /// The record's seq.
+    pub(crate) seq: u64,
+    /// SHA-256 of its line.
+    pub(crate) hash: Digest,
 }
 
 /// A message to the writer.
@@ -79,6 +95,8 @@ pub(super) enum Msg {
 pub(super) struct Writer {
     tx: SyncSender<Msg>,
     pub(super) status: Arc<Status>,
+    /// The public half of the signing key.
+    pub(super) public_key: PublicKey,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -105,8 +123,10 @@ impl Writer {
         if let Some(r) = &recovery.resumed {
             tracing::warn!(target: "eeaturn::evidence", last_seq = r.last_seq, torn = r.torn_tail.is_some(), "evidence chain resumed after an unclean stop");
         }
-        log.append(records::policy_in_force(policy), now().wall)
+        let in_force = records::policy_in_force(policy);
+        log.append(in_force.clone(), now().wall)
             .context("appending policy-in-force")?;
+        let public_key = log.public_key();
         let status = Arc::new(Status::default());
         let (tx, rx) = mpsc::sync_channel(ev.queue_capacity);
         let mut thread = Thread {
@@ -119,7 +139,7 @@ impl Writer {
             ended: false,
             last_time: UNIX_EPOCH,
             unsynced_since: None,
-            policy: None,
+            policy: Some(in_force),
         };
         // Write node-started and policy-in-force now, so a directory that cannot be written
         // closes admission before the first client arrives.
@@ -132,6 +152,7 @@ impl Writer {
         Ok(Self {
             tx,
             status,
+            public_key,
             thread: Some(thread),
         })
     }
@@ -437,6 +458,7 @@ impl Thread {
         let started = now().mono;
         match self.log.flush(always) {
             Ok(()) => {
+                self.publish_head();
                 if always && had {
                     self.fsync_took(started);
                 } else if had && self.unsynced_since.is_none() {
@@ -482,11 +504,11 @@ impl Thread {
         let at = self.time(wall);
         match self.log.checkpoint(at) {
             Ok(()) => {
+                self.publish_head();
                 self.unsynced_since = None;
-                let ms = wall
-                    .duration_since(UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                self.status.last_checkpoint_ms.store(ms, Ordering::Relaxed);
+                self.status
+                    .last_checkpoint_ms
+                    .store(unix_ms(wall), Ordering::Relaxed);
             }
             Err(e) => self.failed(&e),
         }
@@ -496,6 +518,12 @@ impl Thread {
         let at = self.time(now().wall);
         match self.log.prune(self.cfg.retention, at) {
             Ok(out) if out.record_seq.is_some() => {
+                if let Some(seq) = out.up_to_seq {
+                    self.status.pruned_up_to_seq.store(seq, Ordering::Relaxed);
+                    self.status
+                        .last_prune_ms
+                        .store(unix_ms(at), Ordering::Relaxed);
+                }
                 tracing::info!(target: "eeaturn::evidence", segments = out.segments.len(), key_days = out.key_days.len(), "evidence pruned by retention");
                 // The pruned segments may have held the only statement of the policy in
                 // force: state it again.
@@ -508,6 +536,25 @@ impl Thread {
             Ok(_) => {}
             Err(e) => self.failed(&e),
         }
+    }
+
+    /// Publishes the chain head once nothing is buffered (what is on disk).
+    fn publish_head(&self) {
+        if self.log.pending_records() > 0 {
+            return;
+        }
+        let Some(seq) = self.log.next_seq().checked_sub(1).filter(|s| *s > 0) else {
+            return;
+        };
+        let head = Head {
+            seq,
+            hash: self.log.head(),
+        };
+        *self
+            .status
+            .head
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(head);
     }
 
     /// Writing failed: close admission everywhere, and beyond the memory bound end every
@@ -551,4 +598,10 @@ impl Thread {
             }
         }
     }
+}
+
+/// `t` as Unix milliseconds (0 before 1970).
+fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
