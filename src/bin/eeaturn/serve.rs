@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use eeaturn::config::Config;
 
 /// Loads the configuration, starts logging and the async runtime, and runs the shell until
-/// SIGINT or SIGTERM.
+/// SIGINT or SIGTERM (which drains first when `server.drain_timeout` is set).
 pub(crate) fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     eeaturn::pii::set_show_personal_data(config.log.log_ips);
@@ -18,21 +18,27 @@ pub(crate) fn serve(path: &Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Install the handlers before anything is bound: a SIGTERM right after "ready" must
         // take the shutdown path, not the default action.
-        let shutdown = shutdown_signal().context("installing signal handlers")?;
-        eeaturn::shell::run(config, shutdown).await
-    })
-}
-
-/// Returns a future that completes on SIGINT or SIGTERM; the handlers are installed now.
-fn shutdown_signal() -> std::io::Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut term = signal(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        eeaturn::shell::run(config, |relay| async move {
+            // SIGTERM drains first (server.drain_timeout), a second one stops at once; SIGINT
+            // stops at once.
+            loop {
+                tokio::select! {
+                    Some(()) = int.recv() => {
+                        tracing::info!(target: "eeaturn::shell", "SIGINT: stopping");
+                        relay.stop();
+                    }
+                    Some(()) = term.recv() => {
+                        tracing::info!(target: "eeaturn::shell", "SIGTERM: stopping");
+                        relay.terminate();
+                    }
+                    else => break,
+                }
+            }
+        })
+        .await
     })
 }
 

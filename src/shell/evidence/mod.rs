@@ -70,6 +70,8 @@ pub(super) enum Msg {
     Event(Event),
     /// The policy now in force (at start and after every successful reload).
     Policy(Policy),
+    /// Why the relay stops, for `node-stopped` (`shutdown` unless told otherwise).
+    StopReason(&'static str),
 }
 
 /// The running writer, held by the coordinator.
@@ -129,6 +131,7 @@ impl Writer {
             cfg: ev.clone(),
             live: records::Live::default(),
             failing: false,
+            stop_reason: "shutdown",
             ended: false,
             last_time: UNIX_EPOCH,
             unsynced_since: None,
@@ -185,9 +188,13 @@ impl Writer {
     }
 
     /// Stops the writer after every worker has stopped: it writes what is queued, then
-    /// `node-stopped`, and closes the segment with its manifest.
-    pub(super) async fn stop(mut self) {
+    /// `node-stopped` with `reason` (`shutdown`, `drained`, ...), and closes the segment with
+    /// its manifest.
+    pub(super) async fn stop(mut self, reason: &'static str) {
         let Some(t) = self.thread.take() else { return };
+        self.status.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || tx.send(Msg::StopReason(reason)).is_ok()).await;
         drop(self.tx);
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
@@ -224,7 +231,8 @@ impl Sink {
                     self.buffer.push_back(ev);
                 }
                 Err(
-                    TrySendError::Full(Msg::Policy(_)) | TrySendError::Disconnected(Msg::Policy(_)),
+                    TrySendError::Full(Msg::Policy(_) | Msg::StopReason(_))
+                    | TrySendError::Disconnected(Msg::Policy(_) | Msg::StopReason(_)),
                 ) => {}
             }
         } else {
@@ -246,7 +254,8 @@ impl Sink {
                     break;
                 }
                 Err(
-                    TrySendError::Full(Msg::Policy(_)) | TrySendError::Disconnected(Msg::Policy(_)),
+                    TrySendError::Full(Msg::Policy(_) | Msg::StopReason(_))
+                    | TrySendError::Disconnected(Msg::Policy(_) | Msg::StopReason(_)),
                 ) => {}
             }
         }
@@ -281,6 +290,8 @@ struct Thread {
     live: records::Live,
     /// Writing failed and has not worked since.
     failing: bool,
+    /// The `reason` of `node-stopped`.
+    stop_reason: &'static str,
     /// Every allocation was asked to end during this failure.
     ended: bool,
     /// The time of the last record: records never go back in time (events of different
@@ -350,6 +361,10 @@ impl Thread {
                 Err(e) => Err(e),
             },
             Msg::Policy(p) => self.append(records::policy_in_force(&p), now().wall),
+            Msg::StopReason(reason) => {
+                self.stop_reason = reason;
+                Ok(())
+            }
         };
         if let Err(e) = appended {
             self.failed(&e);
@@ -469,7 +484,7 @@ impl Thread {
     /// Clean shutdown: `node-stopped`, flush with fsync, manifest.
     fn close(mut self) {
         let at = self.time(now().wall);
-        match self.log.close(at, "shutdown") {
+        match self.log.close(at, self.stop_reason) {
             Ok(()) => {
                 tracing::info!(target: "eeaturn::evidence", "evidence closed");
             }
