@@ -147,6 +147,39 @@ async fn serve_logs_ready_answers_stun_and_exits_on_sigterm() {
 }
 
 #[tokio::test]
+async fn serve_drains_on_sigterm_and_exits_0_when_the_last_allocation_ends() {
+    let (dir, config) = write_config_dir("");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[server]\n",
+        "[server]\ndrain_timeout = \"1m\"\nalternate_servers = [\"127.0.3.1:3478\"]\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let mut serve = Serve::spawn(&config);
+    serve.wait_for("ready");
+    let server = serve.listener_v4();
+    let mut client = TurnClient::bind(
+        "127.0.1.1",
+        server,
+        issue_credential("cli", Duration::from_secs(600), wall_now()),
+    )
+    .await;
+    client.allocate().await.expect("allocates before the drain");
+
+    serve.signal("-TERM");
+    serve.wait_for("draining");
+    client.refresh(0).await.expect("releases during the drain");
+    let (status, stderr) = serve.wait_exit();
+
+    assert!(
+        status.success(),
+        "exit 0 after the drain, got {status}:\n{stderr}"
+    );
+    assert!(stderr.contains("drained"), "{stderr}");
+    drop(dir);
+}
+
+#[tokio::test]
 async fn serve_log_has_no_ip_addresses_by_default() {
     let log = serve_full_cycle(false).await;
     for ip in ["127.0.1.1", "127.0.2.1", "127.0.5.1"] {
@@ -351,10 +384,20 @@ impl Serve {
     }
 
     /// Sends SIGTERM, waits for the exit and returns its status with all of stderr.
-    fn terminate(mut self) -> (ExitStatus, String) {
+    fn terminate(self) -> (ExitStatus, String) {
+        self.signal("-TERM");
+        self.wait_exit()
+    }
+
+    /// Sends `sig` (e.g. `"-TERM"`) without waiting.
+    fn signal(&self, sig: &str) {
+        signal(self.child.as_ref().expect("running").id(), sig);
+    }
+
+    /// Waits for the exit and returns its status with all of stderr.
+    fn wait_exit(mut self) -> (ExitStatus, String) {
         let mut child = self.child.take().expect("running");
         let pid = child.id();
-        signal(pid, "-TERM");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             let _ = tx.send(child.wait());

@@ -246,6 +246,7 @@ impl Harness {
             },
             nonce_lifetime: Duration::from_secs(3600),
             max_credential_ttl: Duration::from_secs(86_400),
+            alternate_servers: Vec::new(),
         };
         let net = |s: &str| s.parse::<IpNet>().expect("fixed network");
         let policy = Policy::dangerous_without_geo(

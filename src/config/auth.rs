@@ -7,12 +7,18 @@ use serde::Deserialize;
 
 use super::{Error, duration, invalid};
 
+/// The file name looked for in `$CREDENTIALS_DIRECTORY` when `secret_file` is not set.
+pub(super) const SECRET_CREDENTIAL: &str = "hmac-secret";
+
 /// `[auth]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAuth {
-    /// File with the REST secrets, one per line; relative to the config file.
-    pub secret_file: String,
+    /// File with the REST secrets, one per line; relative to the config file. Default:
+    /// `$CREDENTIALS_DIRECTORY/hmac-secret` when systemd passes credentials (a credential is
+    /// copied at start, so rotating it takes a restart rather than a reload).
+    #[serde(default)]
+    pub secret_file: Option<String>,
     /// How long a nonce stays valid, e.g. `"10m"`.
     #[serde(
         default = "default_nonce_lifetime",
@@ -43,12 +49,16 @@ pub(super) struct Auth {
 
 /// Validates `[auth]`; the secret file resolves against `base`.
 pub(super) fn validate(raw: &RawAuth, base: &Path) -> Result<Auth, Error> {
-    if raw.secret_file.trim().is_empty() {
-        return Err(invalid(
-            "auth.secret_file",
-            "must name a file holding the REST secret(s)",
-        ));
-    }
+    let secret_file = match raw.secret_file.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(invalid(
+                "auth.secret_file",
+                "must name a file holding the REST secret(s)",
+            ));
+        }
+        Some(f) => base.join(f),
+        None => super::credential("auth.secret_file", SECRET_CREDENTIAL)?,
+    };
     let nonce_lifetime = raw.nonce_lifetime;
     if nonce_lifetime < Duration::from_secs(30) || nonce_lifetime > Duration::from_secs(3600) {
         return Err(invalid("auth.nonce_lifetime", "must be between 30s and 1h"));
@@ -61,7 +71,7 @@ pub(super) fn validate(raw: &RawAuth, base: &Path) -> Result<Auth, Error> {
         ));
     }
     Ok(Auth {
-        secret_file: base.join(raw.secret_file.trim()),
+        secret_file,
         nonce_lifetime,
         max_credential_ttl,
     })

@@ -139,6 +139,10 @@ pub struct Config {
     pub listen: Vec<Listen>,
     /// Data-path worker threads (at least 1).
     pub workers: usize,
+    /// How long the first SIGTERM drains before the relay stops (zero: it stops at once).
+    pub drain_timeout: Duration,
+    /// Where new allocations are sent while draining.
+    pub alternate_servers: Vec<SocketAddr>,
     /// Absolute path of the secret file.
     pub secret_file: PathBuf,
     /// Nonce validity.
@@ -183,6 +187,7 @@ impl Config {
             limits: self.limits.clone(),
             nonce_lifetime: self.nonce_lifetime,
             max_credential_ttl: self.max_credential_ttl,
+            alternate_servers: self.alternate_servers.clone(),
         }
     }
 
@@ -251,6 +256,8 @@ impl Config {
             software: server.software,
             listen: server.listen,
             workers: server.workers,
+            drain_timeout: server.drain_timeout,
+            alternate_servers: server.alternate_servers,
             secret_file: auth.secret_file,
             nonce_lifetime: auth.nonce_lifetime,
             max_credential_ttl: auth.max_credential_ttl,
@@ -268,6 +275,25 @@ impl Config {
             api,
             evidence,
         })
+    }
+}
+
+/// Returns `$CREDENTIALS_DIRECTORY/name`, the systemd credential (`LoadCredential=`) that
+/// stands in for the file `key` when the config names none.
+///
+/// # Errors
+///
+/// Returns [`Error::Invalid`] for `key` when systemd passes no credentials.
+fn credential(key: &'static str, name: &str) -> Result<PathBuf, Error> {
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(dir) => Ok(Path::new(&dir).join(name)),
+        None => Err(invalid(
+            key,
+            format!(
+                "is required unless systemd passes the file as the credential {name:?} \
+                 (LoadCredential={name}:/etc/eeaturn/...)"
+            ),
+        )),
     }
 }
 

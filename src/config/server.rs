@@ -3,10 +3,11 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{Error, invalid};
+use super::{Error, duration, invalid};
 
 /// `[server]` as written.
 #[derive(Debug, Deserialize)]
@@ -22,7 +23,19 @@ pub struct RawServer {
     /// Data-path worker threads; 0 means one per CPU core.
     #[serde(default)]
     pub workers: usize,
+    /// How long the first SIGTERM drains before the relay stops: new Allocates are sent to
+    /// `alternate_servers` (300) or refused (508), running allocations keep relaying until
+    /// they end or this passes. `"0s"` (the default) stops at once, ending every allocation.
+    #[serde(default, deserialize_with = "duration::deserialize")]
+    pub drain_timeout: Duration,
+    /// Where Allocates are sent while draining (`"IP:PORT"`, IPv6 in brackets): a client gets
+    /// the first one of its own address family in ALTERNATE-SERVER.
+    #[serde(default)]
+    pub alternate_servers: Vec<String>,
 }
+
+/// The longest drain accepted: a stop must end in bounded time.
+pub(super) const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 fn default_software() -> String {
     "eeaturn".to_owned()
@@ -71,6 +84,8 @@ pub(super) struct Server {
     pub(super) software: Option<String>,
     pub(super) listen: Vec<Listen>,
     pub(super) workers: usize,
+    pub(super) drain_timeout: Duration,
+    pub(super) alternate_servers: Vec<SocketAddr>,
 }
 
 /// Validates `[server]`.
@@ -112,11 +127,35 @@ pub(super) fn validate(raw: RawServer) -> Result<Server, Error> {
     if software.as_ref().is_some_and(|s| s.len() > 127) {
         return Err(invalid("server.software", "must be at most 127 characters"));
     }
+    if raw.drain_timeout > MAX_DRAIN_TIMEOUT {
+        return Err(invalid(
+            "server.drain_timeout",
+            "must be at most 24h (\"0s\" stops at once)",
+        ));
+    }
+    let mut alternate_servers = Vec::with_capacity(raw.alternate_servers.len());
+    for s in &raw.alternate_servers {
+        let a = SocketAddr::from_str(s.trim()).map_err(|_| {
+            invalid(
+                "server.alternate_servers",
+                format!("{s:?} is not IP:PORT, e.g. \"192.0.2.2:3478\" or \"[2001:db8::2]:3478\""),
+            )
+        })?;
+        if a.ip().is_unspecified() || a.port() == 0 {
+            return Err(invalid(
+                "server.alternate_servers",
+                format!("{s:?}: name the other relay's public address and port"),
+            ));
+        }
+        alternate_servers.push(a);
+    }
     Ok(Server {
         realm,
         software,
         listen,
         workers,
+        drain_timeout: raw.drain_timeout,
+        alternate_servers,
     })
 }
 

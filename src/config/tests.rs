@@ -55,6 +55,28 @@ fn minimal_config_gets_defaults() {
 }
 
 #[test]
+fn drain_is_off_by_default_and_reads_its_alternates() {
+    let off = parse(MINIMAL).unwrap();
+    let on = parse(&MINIMAL.replace(
+        "listen = [\"udp://127.0.0.1:3478\"]",
+        "listen = [\"udp://127.0.0.1:3478\"]\ndrain_timeout = \"15m\"\n\
+         alternate_servers = [\"192.0.2.2:3478\", \"[2001:db8::2]:3478\"]",
+    ))
+    .unwrap();
+
+    assert_eq!(off.drain_timeout, Duration::ZERO);
+    assert!(off.server_config().alternate_servers.is_empty());
+    assert_eq!(on.drain_timeout, Duration::from_secs(900));
+    assert_eq!(
+        on.server_config().alternate_servers,
+        vec![
+            "192.0.2.2:3478".parse::<SocketAddr>().unwrap(),
+            "[2001:db8::2]:3478".parse().unwrap()
+        ]
+    );
+}
+
+#[test]
 fn shipped_configs_parse() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut n = 0;
@@ -152,6 +174,21 @@ fn validation_errors_name_the_key() {
             "secret_file = \"secret\"",
             "secret_file = \" \"",
             "auth.secret_file",
+        ),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"udp://127.0.0.1:3478\"]\ndrain_timeout = \"25h\"",
+            "server.drain_timeout",
+        ),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"udp://127.0.0.1:3478\"]\nalternate_servers = [\"relay-b:3478\"]",
+            "server.alternate_servers",
+        ),
+        (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"udp://127.0.0.1:3478\"]\nalternate_servers = [\"0.0.0.0:3478\"]",
+            "server.alternate_servers",
         ),
         (
             "addresses = [\"127.0.0.1\"]",

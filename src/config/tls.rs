@@ -8,14 +8,20 @@ use serde::Deserialize;
 use super::server::{Listen, ListenTransport};
 use super::{Error, invalid};
 
+/// The file name looked for in `$CREDENTIALS_DIRECTORY` when `private_key` is not set.
+pub(super) const KEY_CREDENTIAL: &str = "tls-key";
+
 /// `[tls]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// PEM file with the certificate chain (leaf first); relative to the config file.
     pub certificate: String,
-    /// PEM file with the private key (PKCS#8, SEC1 or PKCS#1).
-    pub private_key: String,
+    /// PEM file with the private key (PKCS#8, SEC1 or PKCS#1). Default:
+    /// `$CREDENTIALS_DIRECTORY/tls-key` when systemd passes credentials (copied at start: a
+    /// renewed key then takes a restart).
+    #[serde(default)]
+    pub private_key: Option<String>,
     /// The TLS profile; only `"bsi"` (BSI TR-02102-2) exists.
     #[serde(default)]
     pub profile: TlsProfile,
@@ -89,17 +95,17 @@ pub(super) fn validate(
             groups.push(group);
         }
     }
-    for (key, v) in [
-        ("tls.certificate", &raw.certificate),
-        ("tls.private_key", &raw.private_key),
-    ] {
-        if v.trim().is_empty() {
-            return Err(invalid(key, "must name a PEM file"));
-        }
+    if raw.certificate.trim().is_empty() {
+        return Err(invalid("tls.certificate", "must name a PEM file"));
     }
+    let private_key = match raw.private_key.as_deref().map(str::trim) {
+        Some("") => return Err(invalid("tls.private_key", "must name a PEM file")),
+        Some(f) => base.join(f),
+        None => super::credential("tls.private_key", KEY_CREDENTIAL)?,
+    };
     Ok(Some(TlsConfig {
         certificate: base.join(raw.certificate.trim()),
-        private_key: base.join(raw.private_key.trim()),
+        private_key,
         groups,
     }))
 }

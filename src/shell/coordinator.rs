@@ -5,9 +5,12 @@
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::lifecycle::Systemd;
 use super::worker::{Input, WorkerHandle};
 use super::{geo, load_secrets, now, stream};
 use crate::config::Config;
@@ -29,31 +32,78 @@ pub(super) struct Coordinator {
     pub(super) readers: Vec<JoinHandle<()>>,
     /// The evidence writer, when `[evidence]` is on.
     pub(super) evidence: Option<super::evidence::Writer>,
+    /// Readiness, status and watchdog notifications to systemd.
+    pub(super) systemd: Systemd,
+}
+
+/// What the rest of the process asks of the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Control {
+    /// SIGTERM: drain first when `server.drain_timeout` is set, stop at the second.
+    Terminate,
+    /// SIGINT, or a stop from the embedding code: stop at once.
+    Stop,
+}
+
+/// How often `STATUS=` is updated.
+const STATUS_EVERY: Duration = Duration::from_secs(5);
+/// How often a drain looks whether the last allocation has ended.
+const DRAIN_CHECK_EVERY: Duration = Duration::from_millis(250);
+/// The `node-stopped` reasons.
+const STOP_SHUTDOWN: &str = "shutdown";
+const STOP_DRAINED: &str = "drained";
+const STOP_DRAIN_TIMEOUT: &str = "drain-timeout";
+
+/// Formats whole seconds the way the config writes durations (`"15m"`).
+fn humantime_secs(d: Duration) -> String {
+    humantime_serde::re::humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
 }
 
 impl Coordinator {
     pub(super) async fn run(
         mut self,
-        mut stop: oneshot::Receiver<()>,
+        mut control: mpsc::UnboundedReceiver<Control>,
         mut hup: tokio::signal::unix::Signal,
     ) -> anyhow::Result<Stats> {
         let watch_every = self.config.geo.watch_interval;
         let mut watch_tick = tokio::time::interval(if watch_every.is_zero() {
-            std::time::Duration::from_secs(86_400 * 365)
+            Duration::from_secs(86_400 * 365)
         } else {
             watch_every
         });
         watch_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         watch_tick.tick().await;
-        let mut metrics_tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        let mut metrics_tick = tokio::time::interval(Duration::from_secs(1));
         metrics_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        let mut status_tick = tokio::time::interval(STATUS_EVERY);
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let watchdog_every = self.systemd.watchdog_interval();
+        let mut watchdog_tick =
+            tokio::time::interval(watchdog_every.unwrap_or(Duration::from_secs(86_400 * 365)));
+        watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut drain_tick = tokio::time::interval(DRAIN_CHECK_EVERY);
+        drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set when the drain starts: until when it may last.
+        let mut drain_until: Option<tokio::time::Instant> = None;
+        self.systemd.ready(&self.status_line(false));
+        let reason = loop {
             tokio::select! {
                 _ = hup.recv() => {
+                    self.systemd.reloading();
                     self.reload().await;
+                    self.systemd.ready(&self.status_line(drain_until.is_some()));
                 }
                 _ = metrics_tick.tick() => {
                     self.publish_metrics();
+                }
+                _ = status_tick.tick() => {
+                    self.systemd.status(&self.status_line(drain_until.is_some()));
+                }
+                _ = watchdog_tick.tick(), if watchdog_every.is_some() => {
+                    let beats: Vec<_> = self.workers.iter().map(|w| w.heartbeat.clone()).collect();
+                    if let Err(i) = self.systemd.watchdog(&beats) {
+                        tracing::error!(target: "eeaturn::shell", worker = i, "a data-path worker has not turned its loop since the last check; the watchdog is not pinged");
+                    }
                 }
                 _ = watch_tick.tick(), if !watch_every.is_zero() => {
                     if self.watch.changed() {
@@ -61,9 +111,41 @@ impl Coordinator {
                         self.reload_policy(&self.config.clone()).await;
                     }
                 }
-                _ = &mut stop => break,
+                _ = drain_tick.tick(), if drain_until.is_some() => {
+                    let left = self.shared.total();
+                    if left == 0 {
+                        tracing::info!(target: "eeaturn::shell", "drained: the last allocation has ended");
+                        break STOP_DRAINED;
+                    }
+                    if drain_until.is_some_and(|t| tokio::time::Instant::now() >= t) {
+                        tracing::warn!(target: "eeaturn::shell", allocations = left, "server.drain_timeout passed; ending the remaining allocations");
+                        break STOP_DRAIN_TIMEOUT;
+                    }
+                }
+                c = control.recv() => match c {
+                    Some(Control::Terminate) if drain_until.is_none() && !self.config.drain_timeout.is_zero() => {
+                        let timeout = self.config.drain_timeout;
+                        drain_until = Some(tokio::time::Instant::now() + timeout);
+                        self.to_workers(|| Input::Drain).await;
+                        if let Some(api) = &self.api {
+                            api.set_ready(false);
+                        }
+                        self.systemd.extend_timeout(timeout + Duration::from_secs(30));
+                        let status = self.status_line(true);
+                        self.systemd.stopping(&status);
+                        tracing::info!(
+                            target: "eeaturn::shell",
+                            allocations = self.shared.total(),
+                            timeout = %humantime_secs(timeout),
+                            alternates = self.config.alternate_servers.len(),
+                            "draining: new allocations are sent elsewhere, running ones continue until they end (SIGTERM again or SIGINT stops at once)"
+                        );
+                    }
+                    Some(Control::Terminate | Control::Stop) | None => break STOP_SHUTDOWN,
+                },
             }
-        }
+        };
+        self.systemd.stopping("stopping");
         if let Some(api) = self.api.take() {
             api.set_ready(false);
             api.stop();
@@ -77,9 +159,27 @@ impl Coordinator {
         }
         // After the workers: their last events (allocations ended at shutdown) are queued.
         if let Some(evidence) = self.evidence.take() {
-            evidence.stop().await;
+            evidence.stop(reason).await;
         }
         Ok(stats)
+    }
+
+    /// The `STATUS=` line: allocations now and the age of the country database.
+    fn status_line(&self, draining: bool) -> String {
+        let now_s = now()
+            .wall
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let age = self.policy.geo().country.as_ref().map_or_else(
+            || "no country database".to_owned(),
+            |db| {
+                let age = Duration::from_secs(now_s.saturating_sub(db.info().build_epoch));
+                // Days are enough, and keep the line short.
+                format!("country database {}d old", age.as_secs() / 86_400)
+            },
+        );
+        let state = if draining { "draining: " } else { "" };
+        format!("{state}{} allocations, {age}", self.shared.total())
     }
 
     /// Sends `make()` to every worker.

@@ -11,6 +11,7 @@ mod batch;
 mod coordinator;
 pub(crate) mod evidence;
 pub mod geo;
+mod lifecycle;
 mod log;
 mod metrics;
 mod sockets;
@@ -25,7 +26,7 @@ use std::time::{Instant, SystemTime};
 use anyhow::Context as _;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use tokio::sync::oneshot;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::config::{Config, ListenTransport};
@@ -34,7 +35,7 @@ use crate::relay::{Now, Server, Shared, Stats};
 
 pub use self::evidence::{DirectoryInUse, open_log};
 
-use self::coordinator::Coordinator;
+use self::coordinator::{Control, Coordinator};
 use self::sockets::{bind_udp, check_buffers, raise_fd_limit};
 use self::worker::WorkerHandle;
 use crate::policy::Policy;
@@ -47,21 +48,54 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     /// The bound credential API address, when `[api]` is set.
     pub api_addr: Option<SocketAddr>,
-    stop: Option<oneshot::Sender<()>>,
+    control: Controller,
     task: JoinHandle<anyhow::Result<Stats>>,
 }
 
 impl Running {
-    /// Stops the relay and waits for it, returning the core's final counters.
+    /// Stops the relay at once (ending every allocation) and waits for it, returning the
+    /// core's final counters.
     ///
     /// # Errors
     ///
     /// Returns the coordinator's error, if it failed.
-    pub async fn stop(mut self) -> anyhow::Result<Stats> {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
+    pub async fn stop(self) -> anyhow::Result<Stats> {
+        self.control.stop();
+        self.wait().await
+    }
+
+    /// Returns a handle that asks the relay to stop or drain, for signal handlers.
+    pub fn controller(&self) -> Controller {
+        self.control.clone()
+    }
+
+    /// Waits until the relay has stopped (after [`Controller::stop`], or a drain that ended),
+    /// returning the core's final counters.
+    ///
+    /// # Errors
+    ///
+    /// Returns the coordinator's error, if it failed.
+    pub async fn wait(self) -> anyhow::Result<Stats> {
         self.task.await.context("relay task panicked")?
+    }
+}
+
+/// Asks a running relay to stop: what SIGTERM and SIGINT do.
+#[derive(Debug, Clone)]
+pub struct Controller(mpsc::UnboundedSender<Control>);
+
+impl Controller {
+    /// SIGTERM: with `server.drain_timeout` above zero the first call starts the drain (new
+    /// Allocates get 300 with `server.alternate_servers`, or 508; running allocations keep
+    /// relaying) and the relay stops once the last allocation has ended or the timeout has
+    /// passed; a second call, or a zero timeout, stops at once.
+    pub fn terminate(&self) {
+        let _ = self.0.send(Control::Terminate);
+    }
+
+    /// SIGINT: stops at once, ending every allocation.
+    pub fn stop(&self) {
+        let _ = self.0.send(Control::Stop);
     }
 }
 
@@ -103,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let (stream_addrs, mut readers) =
         spawn_stream_listeners(&config, &workers, tls.as_ref()).await?;
     local_addrs.extend(stream_addrs);
-    let (stop_tx, stop_rx) = oneshot::channel();
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
     // Installed before `start` returns, so a SIGHUP after "ready" never hits the default
     // action (terminate).
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -153,13 +187,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         config,
         readers,
         evidence,
+        // READY=1 is sent as the coordinator starts: every listener is bound and the evidence
+        // is open by now.
+        systemd: lifecycle::Systemd::from_env(),
     };
-    let task = tokio::spawn(coordinator.run(stop_rx, hup));
+    let task = tokio::spawn(coordinator.run(control_rx, hup));
     Ok(Running {
         local_addrs,
         metrics_addr,
         api_addr,
-        stop: Some(stop_tx),
+        control: Controller(control_tx),
         task,
     })
 }
@@ -283,17 +320,26 @@ async fn spawn_stream_listeners(
     Ok((addrs, tasks))
 }
 
-/// Runs the relay until `shutdown` completes.
+/// Runs the relay until it stops: `signals` is handed the relay's [`Controller`] and asks it
+/// to drain or stop (see [`Controller::terminate`]); it is dropped once the relay has stopped.
 ///
 /// # Errors
 ///
 /// Fails when the relay cannot start or a worker fails.
-pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run<F: Future<Output = ()>>(
+    config: Config,
+    signals: impl FnOnce(Controller) -> F,
+) -> anyhow::Result<()> {
     let running = start(config).await?;
     tracing::info!(target: "eeaturn::shell", "ready");
-    shutdown.await;
-    tracing::info!(target: "eeaturn::shell", "shutting down");
-    let stats = running.stop().await?;
+    let signals = signals(running.controller());
+    let stopped = running.wait();
+    tokio::pin!(stopped);
+    let stats = tokio::select! {
+        stats = &mut stopped => stats?,
+        // The signal future ended (it normally never does): wait for the stop it asked for.
+        () = signals => stopped.await?,
+    };
     tracing::info!(
         target: "eeaturn::shell",
         allocations = stats.allocations_created,

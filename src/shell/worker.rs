@@ -17,6 +17,7 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{BATCH, Batch, SLOT};
 use super::evidence::{CLOSED_REASON, Sink};
+use super::lifecycle::Heartbeat;
 use super::sockets::bind_udp;
 use super::{log, now};
 use crate::credentials::Secrets;
@@ -66,6 +68,9 @@ pub(super) enum Input {
     Secrets(Secrets),
     /// A new policy and databases (SIGHUP, file change).
     Policy(Policy),
+    /// The relay drains before it stops: new allocations go elsewhere
+    /// ([`Admission::Draining`]).
+    Drain,
     /// End every allocation and stop.
     Stop,
 }
@@ -95,6 +100,8 @@ pub(super) struct Snapshot {
 pub(super) struct WorkerHandle {
     pub(super) input: WorkerInput,
     pub(super) snapshot: Arc<Mutex<Snapshot>>,
+    /// Bumped once per turn of the worker's event loop (the systemd watchdog looks at it).
+    pub(super) heartbeat: Heartbeat,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -158,6 +165,8 @@ pub(super) fn spawn(
         socks.push((addr, sock));
     }
     let published = snapshot.clone();
+    let heartbeat = Heartbeat::default();
+    let beat = heartbeat.clone();
     let relays = RelayTable::new(&relay);
     // The batch buffer holds raw system-call headers (not `Send`): it is made on the thread.
     let thread = std::thread::Builder::new().name(name).spawn(move || {
@@ -177,6 +186,8 @@ pub(super) fn spawn(
             input: rx,
             published,
             stopping: false,
+            draining: false,
+            heartbeat: beat,
             evidence,
         }
         .run();
@@ -184,6 +195,7 @@ pub(super) fn spawn(
     Ok(WorkerHandle {
         input: WorkerInput { tx, waker },
         snapshot,
+        heartbeat,
         thread: Some(thread),
     })
 }
@@ -255,6 +267,10 @@ struct Worker {
     input: mpsc::Receiver<Input>,
     published: Arc<Mutex<Snapshot>>,
     stopping: bool,
+    /// Draining before the stop: admission stays [`Admission::Draining`].
+    draining: bool,
+    /// Bumped once per loop turn: this thread is alive and not stuck.
+    heartbeat: Heartbeat,
     /// Where core events go as evidence, when `[evidence]` is on.
     evidence: Option<Sink>,
 }
@@ -265,6 +281,8 @@ impl Worker {
         let mut ready: Vec<Token> = Vec::with_capacity(256);
         let mut last_publish = now().mono;
         while !self.stopping {
+            // One relaxed add per loop turn (not per datagram).
+            self.heartbeat.fetch_add(1, Ordering::Relaxed);
             let mono = now().mono;
             let mut timeout =
                 PUBLISH_EVERY.saturating_sub(mono.saturating_duration_since(last_publish));
@@ -320,7 +338,10 @@ impl Worker {
             return;
         };
         let verdict = sink.turn();
-        let admission = if verdict.close_admission {
+        // Draining wins: a client sent elsewhere is better off than one refused.
+        let admission = if self.draining {
+            Admission::Draining
+        } else if verdict.close_admission {
             Admission::Closed(CLOSED_REASON)
         } else {
             Admission::Open
@@ -393,6 +414,10 @@ impl Worker {
                 }
                 Input::Secrets(s) => self.server.replace_secrets(s),
                 Input::Policy(p) => self.server.replace_policy(p),
+                Input::Drain => {
+                    self.draining = true;
+                    self.server.set_admission(Admission::Draining);
+                }
                 Input::Stop => {
                     self.stopping = true;
                     return;

@@ -128,10 +128,20 @@ pub(crate) async fn start_server_with_workers(
     ports: Option<&str>,
     extra_toml: &str,
 ) -> TestServer {
+    start_server_with_server_keys(&format!("workers = {workers}\n"), ports, extra_toml).await
+}
+
+/// Like [`start_server_with_workers`], with `server_keys` (lines of `[server]`, e.g.
+/// `"drain_timeout = \"30s\"\n"`) added to the `[server]` table.
+pub(crate) async fn start_server_with_server_keys(
+    server_keys: &str,
+    ports: Option<&str>,
+    extra_toml: &str,
+) -> TestServer {
     let (dir, path) = write_config_dir(extra_toml);
     let mut text = std::fs::read_to_string(&path)
         .expect("reading the config back")
-        .replacen("[server]\n", &format!("[server]\nworkers = {workers}\n"), 1);
+        .replacen("[server]\n", &format!("[server]\n{server_keys}"), 1);
     if let Some(ports) = ports {
         text = text.replacen(
             &format!("port_range = \"{RELAY_PORT_MIN}-{RELAY_PORT_MAX}\""),
@@ -178,6 +188,20 @@ impl TestServer {
     /// Returns the metrics listener's address, when the config enables it.
     pub(crate) fn metrics_addr(&self) -> Option<SocketAddr> {
         self.running.metrics_addr
+    }
+
+    /// Returns the handle that drains or stops the relay, as SIGTERM and SIGINT do.
+    pub(crate) fn controller(&self) -> eeaturn::shell::Controller {
+        self.running.controller()
+    }
+
+    /// Waits until the relay stops by itself (a drain that ended) and returns its final
+    /// counters; fails the test after `limit`.
+    pub(crate) async fn wait(self, limit: Duration) -> Stats {
+        timeout(limit, self.running.wait())
+            .await
+            .expect("the relay stops in time")
+            .expect("the relay stops without error")
     }
 
     /// Stops the relay and returns its final counters.

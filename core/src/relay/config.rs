@@ -2,6 +2,7 @@
 //! the TOML file and builds these; settings that only the shell needs (socket buffers, GSO,
 //! TCP/TLS connection limits) stay there.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::host::RelayAddresses;
@@ -21,6 +22,9 @@ pub struct ServerConfig {
     pub nonce_lifetime: Duration,
     /// Longest credential lifetime accepted.
     pub max_credential_ttl: Duration,
+    /// Where clients are sent while the relay drains ([`super::Admission::Draining`]): the
+    /// first address of the client's family goes into ALTERNATE-SERVER.
+    pub alternate_servers: Vec<SocketAddr>,
 }
 
 /// Limits on what clients may hold (`[limits]`).

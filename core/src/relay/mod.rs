@@ -112,6 +112,12 @@ pub enum Admission {
     /// Allocate is answered with 508 (Insufficient Capacity) and this reason, and new TCP/TLS
     /// connections are refused; running allocations keep relaying.
     Closed(&'static str),
+    /// The relay is draining before it stops (an upgrade): Allocate is answered with 300 (Try
+    /// Alternate) and the first of [`ServerConfig::alternate_servers`] of the client's address
+    /// family in ALTERNATE-SERVER, or with 508 when there is none. TCP/TLS connections are
+    /// still accepted, so that their Allocate gets the redirect too; running allocations keep
+    /// relaying and refreshing. See RFC 8656 §10 and RFC 8489 §14.15.
+    Draining,
 }
 
 /// A sans-IO TURN/STUN server (RFC 8489, RFC 8656) over UDP.
@@ -230,7 +236,8 @@ impl<R: RngCore> Server<R> {
     }
 
     /// Opens or closes admission of new allocations (the shell closes it while it cannot
-    /// keep evidence). Closing ends nothing: see [`Server::end_all`].
+    /// keep evidence, and drains before it stops). Closing ends nothing: see
+    /// [`Server::end_all`].
     pub fn set_admission(&mut self, admission: Admission) {
         self.admission = admission;
     }
@@ -248,9 +255,10 @@ impl<R: RngCore> Server<R> {
     /// Decides whether a client may open a TCP/TLS connection at all (the residency check at
     /// accept). A refusal is counted and reported as [`Event::Denied`]; the shell closes the
     /// connection.
-    /// While admission is closed every connection is refused, without an event.
+    /// While admission is closed every connection is refused, without an event (not while
+    /// draining: see [`Admission::Draining`]).
     pub fn handle_connection_opened(&mut self, five_tuple: FiveTuple, now: Now) -> bool {
-        if self.admission != Admission::Open {
+        if matches!(self.admission, Admission::Closed(_)) {
             return false;
         }
         let ip = five_tuple.client.ip();

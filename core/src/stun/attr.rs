@@ -61,6 +61,8 @@ pub const ADDRESS_ERROR_CODE: u16 = 0x8001;
 pub const PASSWORD_ALGORITHMS: u16 = 0x8002;
 /// SOFTWARE. See RFC 8489 §14.14.
 pub const SOFTWARE: u16 = 0x8022;
+/// ALTERNATE-SERVER: where to retry, with a 300 (Try Alternate). See RFC 8489 §14.15.
+pub const ALTERNATE_SERVER: u16 = 0x8023;
 /// FINGERPRINT. See RFC 8489 §14.7.
 pub const FINGERPRINT: u16 = 0x8028;
 /// ICE-CONTROLLED. See RFC 8445 §16.1.
@@ -167,6 +169,25 @@ pub fn decode_address(ty: u16, value: &[u8]) -> Result<SocketAddr, DecodeError> 
             Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(ip)), port))
         }
         _ => Err(bad),
+    }
+}
+
+/// Writes the plain (non-XOR) value of `addr` (family, port, address) into `out` and returns
+/// its length: 8 for IPv4, 20 for IPv6. See RFC 8489 §14.1.
+pub(crate) fn encode_address(addr: SocketAddr, out: &mut [u8; 20]) -> usize {
+    out[0] = 0;
+    out[2..4].copy_from_slice(&addr.port().to_be_bytes());
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            out[1] = FAMILY_IPV4;
+            out[4..8].copy_from_slice(&ip.octets());
+            8
+        }
+        IpAddr::V6(ip) => {
+            out[1] = FAMILY_IPV6;
+            out[4..20].copy_from_slice(&ip.octets());
+            20
+        }
     }
 }
 

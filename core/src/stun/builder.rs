@@ -55,6 +55,13 @@ impl MessageBuilder {
         self.add_raw(ty, &v[..len]);
     }
 
+    /// Appends a plain (non-XOR) address attribute (ALTERNATE-SERVER, MAPPED-ADDRESS).
+    pub fn add_address(&mut self, ty: u16, addr: SocketAddr) {
+        let mut v = [0u8; 20];
+        let len = attr::encode_address(addr, &mut v);
+        self.add_raw(ty, &v[..len]);
+    }
+
     /// Appends ERROR-CODE with `code` (300..=699) and a reason phrase.
     pub fn add_error_code(&mut self, code: u16, reason: &str) {
         let mut v = Vec::with_capacity(4 + reason.len());

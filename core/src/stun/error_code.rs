@@ -8,6 +8,9 @@
 pub struct ErrorCode(u16);
 
 impl ErrorCode {
+    /// 300: the server is going away; the client should retry at the ALTERNATE-SERVER. See
+    /// RFC 8489 §14.8 and RFC 8656 §10.
+    pub const TRY_ALTERNATE: Self = Self(300);
     /// 400: the request was malformed. See RFC 8489 §14.8.
     pub const BAD_REQUEST: Self = Self(400);
     /// 401: the request lacks valid credentials. See RFC 8489 §14.8, which renamed the phrase
@@ -46,6 +49,7 @@ impl ErrorCode {
     /// Returns the standard reason phrase.
     pub const fn reason(self) -> &'static str {
         match self.0 {
+            300 => "Try Alternate",
             400 => "Bad Request",
             401 => "Unauthorized",
             403 => "Forbidden",
@@ -76,6 +80,7 @@ mod tests {
     #[test]
     fn every_code_has_its_own_phrase() {
         let all = [
+            ErrorCode::TRY_ALTERNATE,
             ErrorCode::BAD_REQUEST,
             ErrorCode::UNAUTHORIZED,
             ErrorCode::FORBIDDEN,

@@ -188,11 +188,16 @@ fn secret_retire(path: &Path, keep: usize) -> anyhow::Result<()> {
     ))
 }
 
-/// Replaces a secret file atomically (write a sibling, then rename), readable by its owner only.
+/// Replaces a secret file atomically (write a sibling, then rename), keeping its owner, group
+/// and mode (at most 0640: e.g. `root:eeaturn 0640`, readable by the relay's group); a new
+/// file is readable by its owner only.
 fn write_secret_file(file: &Path, contents: &str) -> anyhow::Result<()> {
     use std::io::Write as _;
-    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
-    let mode = std::fs::metadata(file).map_or(0o600, |m| m.permissions().mode() & 0o777);
+    use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+    let old = std::fs::metadata(file).ok();
+    let mode = old
+        .as_ref()
+        .map_or(0o600, |m| m.permissions().mode() & 0o777);
     let tmp = file.with_extension("rotating");
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -201,6 +206,20 @@ fn write_secret_file(file: &Path, contents: &str) -> anyhow::Result<()> {
         .mode(mode & 0o640)
         .open(&tmp)
         .with_context(|| format!("cannot write {}", tmp.display()))?;
+    if let Some(old) = &old {
+        let new = f.metadata()?;
+        if (new.uid(), new.gid()) != (old.uid(), old.gid()) {
+            std::os::unix::fs::fchown(&f, Some(old.uid()), Some(old.gid())).with_context(|| {
+                format!(
+                    "cannot give {} the owner and group of {} (run as its owner or root)",
+                    tmp.display(),
+                    file.display()
+                )
+            })?;
+        }
+        // The umask may have cleared group bits the old file had.
+        f.set_permissions(std::fs::Permissions::from_mode(mode & 0o640))?;
+    }
     f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     drop(f);

@@ -89,6 +89,8 @@ pub(super) enum Msg {
     Event(Event),
     /// The policy now in force (at start and after every successful reload).
     Policy(Policy),
+    /// Why the relay stops, for `node-stopped` (`shutdown` unless told otherwise).
+    StopReason(&'static str),
 }
 
 /// The running writer, held by the coordinator.
@@ -136,6 +138,7 @@ impl Writer {
             cfg: ev.clone(),
             live: records::Live::default(),
             failing: false,
+            stop_reason: "shutdown",
             ended: false,
             last_time: UNIX_EPOCH,
             unsynced_since: None,
@@ -194,9 +197,13 @@ impl Writer {
     }
 
     /// Stops the writer after every worker has stopped: it writes what is queued, then
-    /// `node-stopped`, and closes the segment with its manifest.
-    pub(super) async fn stop(mut self) {
+    /// `node-stopped` with `reason` (`shutdown`, `drained`, ...), and closes the segment with
+    /// its manifest.
+    pub(super) async fn stop(mut self, reason: &'static str) {
         let Some(t) = self.thread.take() else { return };
+        self.status.queue_depth.fetch_add(1, Ordering::Relaxed);
+        let tx = self.tx.clone();
+        let _ = tokio::task::spawn_blocking(move || tx.send(Msg::StopReason(reason)).is_ok()).await;
         drop(self.tx);
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
@@ -298,7 +305,8 @@ impl Sink {
                     self.buffer.push_back(ev);
                 }
                 Err(
-                    TrySendError::Full(Msg::Policy(_)) | TrySendError::Disconnected(Msg::Policy(_)),
+                    TrySendError::Full(Msg::Policy(_) | Msg::StopReason(_))
+                    | TrySendError::Disconnected(Msg::Policy(_) | Msg::StopReason(_)),
                 ) => {}
             }
         } else {
@@ -320,7 +328,8 @@ impl Sink {
                     break;
                 }
                 Err(
-                    TrySendError::Full(Msg::Policy(_)) | TrySendError::Disconnected(Msg::Policy(_)),
+                    TrySendError::Full(Msg::Policy(_) | Msg::StopReason(_))
+                    | TrySendError::Disconnected(Msg::Policy(_) | Msg::StopReason(_)),
                 ) => {}
             }
         }
@@ -355,6 +364,8 @@ struct Thread {
     live: records::Live,
     /// Writing failed and has not worked since.
     failing: bool,
+    /// The `reason` of `node-stopped`.
+    stop_reason: &'static str,
     /// Every allocation was asked to end during this failure.
     ended: bool,
     /// The time of the last record: records never go back in time (events of different
@@ -430,6 +441,10 @@ impl Thread {
                 let body = records::policy_in_force(&p);
                 self.policy = Some(body.clone());
                 self.append(body, now().wall)
+            }
+            Msg::StopReason(reason) => {
+                self.stop_reason = reason;
+                Ok(())
             }
         };
         if let Err(e) = appended {
@@ -583,7 +598,7 @@ impl Thread {
     /// Clean shutdown: `node-stopped`, flush with fsync, manifest.
     fn close(mut self) {
         let at = self.time(now().wall);
-        match self.log.close(at, "shutdown") {
+        match self.log.close(at, self.stop_reason) {
             Ok(()) => {
                 tracing::info!(target: "eeaturn::evidence", "evidence closed");
             }

@@ -128,8 +128,12 @@ impl<R: RngCore> Server<R> {
         now: Now,
     ) -> Result<Answer, Failure> {
         let req = AllocateRequest::parse(msg)?;
-        if let Admission::Closed(reason) = self.admission {
-            return Err(Failure::with(ErrorCode::INSUFFICIENT_CAPACITY, reason));
+        match self.admission {
+            Admission::Open => {}
+            Admission::Closed(reason) => {
+                return Err(Failure::with(ErrorCode::INSUFFICIENT_CAPACITY, reason));
+            }
+            Admission::Draining => return Err(self.draining(from)),
         }
         let lifetime = self.granted_lifetime(req.lifetime);
         let unknown_token = Failure::with(
@@ -271,6 +275,21 @@ impl<R: RngCore> Server<R> {
             self.start_binding(slot, now);
         }
         Ok(Answer::Deferred)
+    }
+
+    /// Answers an Allocate while draining: 300 with the first alternate server of the
+    /// client's family (one ALTERNATE-SERVER attribute; RFC 8489 §14.15 wants an address of
+    /// the family the request came from), or 508 when none is configured.
+    fn draining(&self, from: FiveTuple) -> Failure {
+        let v4 = crate::policy::canonical(from.client.ip()).is_ipv4();
+        self.cfg
+            .alternate_servers
+            .iter()
+            .find(|a| a.is_ipv4() == v4)
+            .map_or(
+                Failure::with(ErrorCode::INSUFFICIENT_CAPACITY, "relay draining"),
+                |&a| Failure::try_alternate(a),
+            )
     }
 
     /// Computes the lifetime to grant for the client's wish `asked`. See RFC 8656 §7.2: the

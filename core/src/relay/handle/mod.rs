@@ -68,17 +68,33 @@ enum Answer {
 struct Failure {
     code: ErrorCode,
     detail: Option<Cow<'static, str>>,
+    /// ALTERNATE-SERVER, with 300 (Try Alternate).
+    alternate: Option<SocketAddr>,
 }
 
 impl Failure {
     const fn new(code: ErrorCode) -> Self {
-        Self { code, detail: None }
+        Self {
+            code,
+            detail: None,
+            alternate: None,
+        }
     }
 
     const fn with(code: ErrorCode, detail: &'static str) -> Self {
         Self {
             code,
             detail: Some(Cow::Borrowed(detail)),
+            alternate: None,
+        }
+    }
+
+    /// A 300 (Try Alternate) naming `alternate`. See RFC 8489 §14.15.
+    const fn try_alternate(alternate: SocketAddr) -> Self {
+        Self {
+            code: ErrorCode::TRY_ALTERNATE,
+            detail: Some(Cow::Borrowed("relay draining")),
+            alternate: Some(alternate),
         }
     }
 
@@ -95,6 +111,7 @@ impl Failure {
                 subject.name(),
                 rule.id()
             ))),
+            alternate: None,
         }
     }
 }
@@ -167,6 +184,7 @@ impl<R: RngCore> Server<R> {
                     let f = Failure {
                         code,
                         detail: detail.map(Cow::Borrowed),
+                        alternate: None,
                     };
                     self.send_error(from, msg, &f, None);
                 }

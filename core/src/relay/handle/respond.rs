@@ -58,6 +58,9 @@ impl<R: RngCore> Server<R> {
         self.count_failure(method, f.code);
         let mut b = MessageBuilder::new(MessageType::new(method, Class::Error), tid);
         b.add_error(f.code, f.detail.as_deref());
+        if let Some(alternate) = f.alternate {
+            b.add_address(attr::ALTERNATE_SERVER, alternate);
+        }
         self.finish_and_send(to, b, integrity);
     }
 

@@ -34,6 +34,7 @@ mod binding;
 mod channels;
 mod data;
 mod determinism;
+mod drain;
 mod evidence;
 mod leaks;
 mod permissions;
@@ -95,6 +96,7 @@ fn config() -> ServerConfig {
         },
         nonce_lifetime: secs(600),
         max_credential_ttl: secs(86_400),
+        alternate_servers: Vec::new(),
     }
 }
 
