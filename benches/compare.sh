@@ -37,7 +37,7 @@
 # Then the allocation setup rate (with authentication, 10,000 allocations) and the memory per
 # idle allocation (1,000 and 10,000 allocations, one permission and one channel each).
 # --quick: one run of 100 bytes, 10 allocations, ChannelData towards the peer, fixed and
-# saturating, every server; setup rate once; memory with 1,000 allocations. About 2 minutes
+# saturating, every server; setup rate once; memory with 1,000 allocations. About 3 minutes
 # after the build.
 #
 # Needs: Linux with 2+ CPUs, gcc, cargo, python3, root or sudo to install coturn when it is
