@@ -4,12 +4,19 @@
 # the same but sending from one socket per client, the shape of a TURN relay; batched,
 # recvmmsg/sendmmsg from one socket; sockets, batched like eeaturn and sending from one socket
 # per client), all driven by the same load tool (src/bin/eeaturn-bench) with the same settings.
+# eeaturn-evidence is the same eeaturn binary and configuration with signed evidence on
+# ([evidence] enabled, fsync = "interval", a fresh directory under the work dir, the committed
+# development key config/dev-evidence.key): the cost of evidence is eeaturn-evidence ÷ eeaturn.
+# --baseline REV builds eeaturn at REV (any git revision) in a temporary git worktree with its
+# own target directory, both removed once the binary is copied, and runs it as a further
+# server, eeaturn-base, with the same configuration and pinning: eeaturn ÷ eeaturn-base is the
+# change since REV. The tables then have a section comparing the three.
 #
 #   bash benches/compare.sh [--quick] [--runs N] [--duration S] [--rate PPS] [--gso N]
 #                           [--results DIR] [--servers "LIST"] [--no-setup] [--no-memory]
 #                           [--max-wait S] [--payloads "100 1200"] [--allocations "1 10 100"]
 #                           [--modes "channel send"] [--loads "fixed saturate"]
-#                           [--directions "to-peer to-client"]
+#                           [--directions "to-peer to-client"] [--baseline REV]
 #   bash benches/compare.sh --table-only RESULTS-DIR     # the tables of an earlier run
 #
 # The server under test runs pinned to CPU 1 and the load tool (clients and peer sockets in
@@ -30,7 +37,7 @@
 # Then the allocation setup rate (with authentication, 10,000 allocations) and the memory per
 # idle allocation (1,000 and 10,000 allocations, one permission and one channel each).
 # --quick: one run of 100 bytes, 10 allocations, ChannelData towards the peer, fixed and
-# saturating, every server; setup rate once; memory with 1,000 allocations. About 2 minutes
+# saturating, every server; setup rate once; memory with 1,000 allocations. About 3 minutes
 # after the build.
 #
 # Needs: Linux with 2+ CPUs, gcc, cargo, python3, root or sudo to install coturn when it is
@@ -49,7 +56,8 @@ WARMUP=1
 RATE=50000
 GSO=8
 RESULTS=""
-SERVERS="forwarder-naive forwarder-naive-sockets forwarder-batched forwarder-sockets coturn eeaturn"
+SERVERS="forwarder-naive forwarder-naive-sockets forwarder-batched forwarder-sockets coturn eeaturn eeaturn-evidence"
+BASELINE=""
 DO_SETUP=1
 DO_MEMORY=1
 MAX_WAIT=30
@@ -67,6 +75,7 @@ while [ $# -gt 0 ]; do
     --no-memory) DO_MEMORY=0 ;;
     --max-wait) MAX_WAIT="$2"; shift ;;
     --table-only) TABLE_ONLY="$2"; shift ;;
+    --baseline) BASELINE="$2"; shift ;;
     --payloads) read -r -a SEL_PAYLOADS <<<"$2"; shift ;;
     --allocations) read -r -a SEL_ALLOCS <<<"$2"; shift ;;
     --modes) read -r -a SEL_MODES <<<"$2"; shift ;;
@@ -111,6 +120,13 @@ if [ "$RUNS" -lt 1 ] || [ "$RUNS" -gt 20 ]; then
   echo "--runs must be 1..20" >&2
   exit 2
 fi
+if [ -n "$BASELINE" ] && [[ " $SERVERS " != *" eeaturn-base "* ]]; then
+  SERVERS="$SERVERS eeaturn-base"
+fi
+if [ -z "$BASELINE" ] && [[ " $SERVERS " == *" eeaturn-base "* ]]; then
+  echo "eeaturn-base needs --baseline REV" >&2
+  exit 2
+fi
 
 # Fixed addresses and ports (loopback only; below the ephemeral range 32768-60999, except
 # the relay range, which needs 20,000 ports for 10,000 allocations and is bound only on
@@ -124,12 +140,16 @@ RELAY_MAX=59999
 REALM=bench.test
 SERVER_CPU=1
 TOOL_CPU=0
-declare -A PORT=([coturn]=20000 [eeaturn]=20001 [forwarder-naive]=20010 [forwarder-batched]=20011 [forwarder-sockets]=20012
+declare -A PORT=([coturn]=20000 [eeaturn]=20001 [eeaturn-base]=20002 [eeaturn-evidence]=20003
+  [forwarder-naive]=20010 [forwarder-batched]=20011 [forwarder-sockets]=20012
   [forwarder-naive-sockets]=20013)
 
 BENCH_PIDS=()
+BASE_SRC=""
 cleanup() {
   local pid
+  # An interrupted --baseline build leaves no worktree behind.
+  if [ -n "$BASE_SRC" ] && [ -d "$BASE_SRC" ]; then remove_baseline_tree; fi
   for pid in "${BENCH_PIDS[@]}"; do
     kill -TERM "$pid" 2>/dev/null || true
   done
@@ -152,9 +172,12 @@ import json, os, statistics, sys
 results = sys.argv[1]
 SERVERS = ["forwarder-naive", "forwarder-naive-sockets", "forwarder-batched", "forwarder-sockets",
            "coturn", "eeaturn"]
+# eeaturn at --baseline REV and eeaturn with evidence on: columns only when a run has them.
+EXTRA = ["eeaturn-base", "eeaturn-evidence"]
 SHORT = {"forwarder-naive": "naive", "forwarder-naive-sockets": "naive-sockets",
          "forwarder-batched": "batched", "forwarder-sockets": "sockets",
-         "coturn": "coturn", "eeaturn": "eeaturn"}
+         "coturn": "coturn", "eeaturn": "eeaturn", "eeaturn-base": "eeaturn-base",
+         "eeaturn-evidence": "eeaturn-evidence"}
 
 def lines(name):
     path = os.path.join(results, name)
@@ -174,6 +197,10 @@ def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
 load = lines("load.jsonl")
+setup = lines("setup.jsonl")
+memory = lines("memory.jsonl")
+present = {r["label"] for r in load + setup + memory}
+SERVERS += [s for s in EXTRA if s in present]
 noisy_path = os.path.join(results, "noisy.txt")
 noisy = int(open(noisy_path).read().strip() or 0) if os.path.exists(noisy_path) else 0
 fixed_rates = sorted({r["rate"] for r in load if r["rate"]})
@@ -266,11 +293,39 @@ if load:
               f"{r('forwarder-batched', 'dpps') if sat else '–'} | {r('forwarder-sockets', 'dpps') if sat else '–'} | "
               f"{'–' if sat else r('coturn', 'p99')} |")
 
-setup = lines("setup.jsonl")
+    # eeaturn beside itself: at --baseline REV (eeaturn ÷ base) and with evidence on
+    # (evidence ÷ eeaturn). Every cell's runs are listed, since single runs move by several %.
+    own = [s for s in EXTRA if s in present and any(r["label"] == s for r in load)]
+    if own:
+        def runs(s, m, d, p, n, k, key):
+            return "/".join(fmt(r.get(key), ".2f" if key == "server_us_per_pkt" else ",.0f")
+                            for r in cells.get((s, m, d, p, n, k), []))
+        for kind, key, spec, what in (("fixed", "cpu", ".2f", "server CPU µs per packet"),
+                                      ("saturate", "dpps", ",.0f", "delivered msg/s, saturating")):
+            rows = [c for c in turn_cells if c[4] == kind]
+            if not rows:
+                continue
+            rawkey = "server_us_per_pkt" if key == "cpu" else "delivered_pps"
+            print(f"\n### eeaturn beside {' and '.join(own)}: {what} (medians; single runs in brackets)\n")
+            head = ["direction", "mode", "bytes", "allocs", "eeaturn"]
+            for s in own:
+                head += [s, ("eeaturn ÷ base" if s == "eeaturn-base" else "evidence ÷ eeaturn")]
+            print("| " + " | ".join(head) + " |")
+            print("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in head[4:]) + " |")
+            for (m, d, p, n, k) in rows:
+                e = cell("eeaturn", m, d, p, n, k) or {}
+                vals = [f"{fmt(e.get(key), spec)} ({runs('eeaturn', m, d, p, n, k, rawkey)})"]
+                for s in own:
+                    o = cell(s, m, d, p, n, k) or {}
+                    vals.append(f"{fmt(o.get(key), spec)} ({runs(s, m, d, p, n, k, rawkey)})")
+                    r = ratio(e.get(key), o.get(key)) if s == "eeaturn-base" else ratio(o.get(key), e.get(key))
+                    vals.append(fmt(r, ".3f"))
+                print(f"| {d} | {m} | {p} | {n} | " + " | ".join(vals) + " |")
+
 if setup:
     print("\n### Allocation setup rate (401 round + authenticated Allocate, 64 in flight)\n")
-    print("| server | allocations | runs | allocations/s | server CPU µs/allocation | tool CPU % | failed |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| server | allocations | runs | allocations/s | each run | server CPU µs/allocation | tool CPU % | failed |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     rates = {}
     bounded = False
     for s in SERVERS:
@@ -280,15 +335,19 @@ if setup:
             # A full tool core means the server may do more: the rate is a lower bound.
             at_least = "≥ " if (med(rows, "tool_cpu_pct") or 0) > 90 else ""
             bounded = bounded or bool(at_least)
-            print(f"| {s} | {rows[0]['allocations']} | {len(rows)} | {at_least}{fmt(rates[s], ',.0f')} | "
+            each = "/".join(fmt(r.get("allocs_per_s"), ",.0f") for r in rows)
+            print(f"| {s} | {rows[0]['allocations']} | {len(rows)} | {at_least}{fmt(rates[s], ',.0f')} | {each} | "
                   f"{fmt(med(rows, 'server_us_per_alloc'), '.1f')} | {fmt(med(rows, 'tool_cpu_pct'), '.0f')} | "
                   f"{sum(r['failed'] for r in rows)} |")
     if "eeaturn" in rates and rates.get("coturn"):
         print(f"\neeaturn / coturn: {rates['eeaturn'] / rates['coturn']:.2f}")
+    if rates.get("eeaturn") and rates.get("eeaturn-base"):
+        print(f"\neeaturn / eeaturn-base: {rates['eeaturn'] / rates['eeaturn-base']:.3f}")
+    if rates.get("eeaturn") and rates.get("eeaturn-evidence"):
+        print(f"\neeaturn-evidence / eeaturn: {rates['eeaturn-evidence'] / rates['eeaturn']:.3f}")
     if bounded:
         print("\n≥: the load tool's core was more than 90 % busy, so the server may do more.")
 
-memory = lines("memory.jsonl")
 if memory:
     print("\n### Memory per idle allocation (one permission, one channel; VmRSS growth / allocations)\n")
     print("| server | allocations | VmRSS before KiB | VmRSS with them KiB | bytes/allocation | after release KiB |")
@@ -343,6 +402,31 @@ mkdir -p "$WORK/bin"
 cp "$TARGET/eeaturn" "$TARGET/eeaturn-bench" "$WORK/bin/"
 EEATURN="$WORK/bin/eeaturn"
 BENCH="$WORK/bin/eeaturn-bench"
+if [ -n "$BASELINE" ]; then
+  # eeaturn at REV, built from a clean checkout of its own with a target directory of its own
+  # (nothing shared with the build above), both removed once the binary is copied.
+  BASE_REV="$(cd "$REPO" && git rev-parse --verify "$BASELINE^{commit}")" ||
+    { log "--baseline: no such revision $BASELINE"; exit 1; }
+  BASE_SRC="$WORK/baseline-src"
+  BASE_TARGET="$WORK/baseline-target"
+  log "building eeaturn at $BASELINE ($BASE_REV) in a temporary worktree $BASE_SRC"
+  (cd "$REPO" && git worktree add --detach "$BASE_SRC" "$BASE_REV") >"$WORK/baseline-build.log" 2>&1 ||
+    { tail -n 30 "$WORK/baseline-build.log"; exit 1; }
+  remove_baseline_tree() {
+    (cd "$REPO" && git worktree remove --force "$BASE_SRC") >>"$WORK/baseline-build.log" 2>&1 || true
+    rm -rf "$BASE_SRC" "$BASE_TARGET"
+    (cd "$REPO" && git worktree prune) || true
+  }
+  if ! (cd "$BASE_SRC" && CARGO_TARGET_DIR="$BASE_TARGET" cargo build --release --locked --bin eeaturn) \
+    >>"$WORK/baseline-build.log" 2>&1; then
+    tail -n 30 "$WORK/baseline-build.log"
+    remove_baseline_tree
+    exit 1
+  fi
+  cp "$BASE_TARGET/release/eeaturn" "$WORK/bin/eeaturn-base"
+  remove_baseline_tree
+fi
+EEATURN_BASE="$WORK/bin/eeaturn-base"
 for f in naive batched sockets; do
   gcc -O2 -Wall -Wextra -o "$WORK/$f" "$REPO/benches/forwarders/$f.c"
 done
@@ -376,12 +460,29 @@ dangerous_allow = ["127.0.0.0/8"]
 level = "warn"
 EOF
 
+# eeaturn-evidence: the same configuration on its own port, with signed evidence in a fresh
+# directory (fsync at most a second behind, the default) and the committed development key.
+mkdir -p "$WORK/evidence"
+sed "s|udp://$HOST:${PORT[eeaturn]}|udp://$HOST:${PORT[eeaturn-evidence]}|" "$WORK/eeaturn.toml" \
+  >"$WORK/eeaturn-evidence.toml"
+cat >>"$WORK/eeaturn-evidence.toml" <<EOF
+[evidence]
+enabled = true
+directory = "$WORK/evidence/bench"
+signing_key_file = "$REPO/config/dev-evidence.key"
+node_id = "bench"
+fsync = "interval"
+EOF
+sed "s|udp://$HOST:${PORT[eeaturn]}|udp://$HOST:${PORT[eeaturn-base]}|" "$WORK/eeaturn.toml" \
+  >"$WORK/eeaturn-base.toml"
+
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "nproc: $(nproc)"
   lscpu | grep -E '^(Model name|CPU\(s\)|Thread|Core|Socket|Hypervisor|L2|L3)' | sed 's/  */ /g'
   echo "kernel: $(uname -r)"
   echo "eeaturn: $(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo unknown)"
+  [ -z "$BASELINE" ] || echo "eeaturn-base: $BASELINE = $BASE_REV"
   echo "coturn: $(turnserver --version 2>/dev/null | head -n1 || echo none)"
   echo "net.core.rmem_max: $(cat /proc/sys/net/core/rmem_max)"
   echo "runs: $RUNS, duration ${DURATION}s, warmup ${WARMUP}s, fixed rate $RATE msg/s, saturating with GSO $GSO"
@@ -414,6 +515,14 @@ start_server() {
       ;;
     eeaturn)
       taskset -c "$SERVER_CPU" env NO_COLOR=1 "$EEATURN" serve --config "$WORK/eeaturn.toml" \
+        >"$logf" 2>&1 &
+      ;;
+    eeaturn-evidence)
+      taskset -c "$SERVER_CPU" env NO_COLOR=1 "$EEATURN" serve --config "$WORK/eeaturn-evidence.toml" \
+        >"$logf" 2>&1 &
+      ;;
+    eeaturn-base)
+      taskset -c "$SERVER_CPU" env NO_COLOR=1 "$EEATURN_BASE" serve --config "$WORK/eeaturn-base.toml" \
         >"$logf" 2>&1 &
       ;;
     *) log "unknown server $name"; return 1 ;;
