@@ -33,9 +33,9 @@ use serde_json::json;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use super::error::ApiError;
-use super::issue::authenticate;
+use super::issue::{admit, authenticated};
 use super::{AppState, lock};
-use crate::config::{Scope, UNAUTHENTICATED_LABEL};
+use crate::config::Scope;
 use crate::shell::evidence::Status;
 
 /// The node's evidence as the API sees it: where it is, whose it is, and what the writer
@@ -209,44 +209,12 @@ where
     Fut: Future<Output = Result<Response, ApiError>>,
 {
     let cfg = s.settings.borrow().clone();
-    let key = match authenticate(&cfg.keys, headers) {
-        Ok(k) => k.clone(),
-        Err(e) => {
-            s.count(UNAUTHENTICATED_LABEL, endpoint, e.code);
-            tracing::info!(target: "eeaturn::api", endpoint, error = e.code, "refused an API request");
-            return e.into_response();
-        }
+    let key = match authenticated(s, &cfg.keys, headers, endpoint) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
     };
     let result = async {
-        if key.scope != Scope::Evidence {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!(
-                    "key {:?} has scope {:?}; this endpoint needs a key of scope \"evidence\"",
-                    key.name,
-                    key.scope.as_str()
-                ),
-            ));
-        }
-        let took = lock(&s.limiter).take(
-            &key.name,
-            super::issue::now_mono(),
-            cfg.rate_limit,
-            cfg.rate_burst,
-        );
-        if let Err(secs) = took {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "key {:?} exceeded its rate limit of {} requests per minute; retry after {secs} s",
-                    key.name, cfg.rate_limit
-                ),
-            );
-            e.retry_after = Some(secs);
-            return Err(e);
-        }
+        admit(s, &cfg, &key, Scope::Evidence)?;
         let Some(ev) = s.evidence.clone() else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-use crate::config::{ApiKey, Scope, UNAUTHENTICATED_LABEL};
+use crate::config::{ApiConfig, ApiKey, Scope, UNAUTHENTICATED_LABEL};
 
 use super::error::ApiError;
 use super::{AppState, MAX_BODY, keys, lock};
@@ -63,39 +63,12 @@ where
 async fn issue(s: &AppState, req: Request, shape: Shape) -> Response {
     let endpoint = shape.endpoint();
     let cfg = s.settings.borrow().clone();
-    let key = match authenticate(&cfg.keys, req.headers()) {
-        Ok(k) => k.clone(),
-        Err(e) => {
-            s.count(UNAUTHENTICATED_LABEL, endpoint, e.code);
-            tracing::info!(target: "eeaturn::api", endpoint, error = e.code, "refused an API request");
-            return e.into_response();
-        }
+    let key = match authenticated(s, &cfg.keys, req.headers(), endpoint) {
+        Ok(k) => k,
+        Err(refused) => return refused.into_response(),
     };
     let result = async {
-        if key.scope != Scope::Credentials {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "insufficient_scope",
-                format!(
-                    "key {:?} has scope {:?}; this endpoint needs a key of scope \"credentials\"",
-                    key.name,
-                    key.scope.as_str()
-                ),
-            ));
-        }
-        let took = lock(&s.limiter).take(&key.name, now_mono(), cfg.rate_limit, cfg.rate_burst);
-        if let Err(secs) = took {
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "key {:?} exceeded its rate limit of {} requests per minute; retry after {secs} s",
-                    key.name, cfg.rate_limit
-                ),
-            );
-            e.retry_after = Some(secs);
-            return Err(e);
-        }
+        admit(s, &cfg, &key, Scope::Credentials)?;
         let params = read_params(req).await?;
         let ttl = params.ttl.unwrap_or(cfg.default_ttl.as_secs());
         let max = cfg.max_ttl.as_secs();
@@ -166,6 +139,55 @@ async fn issue(s: &AppState, req: Request, shape: Shape) -> Response {
 }
 
 /// The configured key presented in `Authorization: Bearer <key>`.
+/// Authenticates a request; a refusal is counted and logged here, and returned to be sent.
+pub(super) fn authenticated(
+    s: &AppState,
+    keys: &[ApiKey],
+    headers: &HeaderMap,
+    endpoint: &'static str,
+) -> Result<ApiKey, ApiError> {
+    authenticate(keys, headers).cloned().inspect_err(|e| {
+        s.count(UNAUTHENTICATED_LABEL, endpoint, e.code);
+        tracing::info!(target: "eeaturn::api", endpoint, error = e.code, "refused an API request");
+    })
+}
+
+/// Admits an authenticated key to an endpoint of `scope`: its scope must be that one and it
+/// must be within its rate limit.
+pub(super) fn admit(
+    s: &AppState,
+    cfg: &ApiConfig,
+    key: &ApiKey,
+    scope: Scope,
+) -> Result<(), ApiError> {
+    if key.scope != scope {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "key {:?} has scope {:?}; this endpoint needs a key of scope {:?}",
+                key.name,
+                key.scope.as_str(),
+                scope.as_str()
+            ),
+        ));
+    }
+    let took = lock(&s.limiter).take(&key.name, now_mono(), cfg.rate_limit, cfg.rate_burst);
+    if let Err(secs) = took {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "key {:?} exceeded its rate limit of {} requests per minute; retry after {secs} s",
+                key.name, cfg.rate_limit
+            ),
+        );
+        e.retry_after = Some(secs);
+        return Err(e);
+    }
+    Ok(())
+}
+
 pub(super) fn authenticate<'a>(
     keys: &'a [ApiKey],
     headers: &HeaderMap,
