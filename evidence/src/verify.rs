@@ -420,6 +420,33 @@ struct SegState {
     findings_before: usize,
 }
 
+impl SegState {
+    /// The state before the first record of the segment `file`, named as starting at
+    /// `first_seq_by_name`.
+    fn new(
+        file: Rc<str>,
+        first_seq_by_name: u64,
+        checkpoint: Option<Statement>,
+        findings_before: usize,
+    ) -> Self {
+        Self {
+            file,
+            first_seq_by_name,
+            count: 0,
+            first: true,
+            first_seq: None,
+            first_prev: None,
+            first_time: None,
+            last_time: None,
+            max_seq: None,
+            merkle: MerkleBuilder::new(),
+            bytes: 0,
+            checkpoint,
+            findings_before,
+        }
+    }
+}
+
 impl<'a> NodeVerifier<'a> {
     fn new(dir: &Path, trust: &'a TrustSet, opts: &VerifyOptions) -> Self {
         Self {
@@ -576,21 +603,12 @@ impl<'a> NodeVerifier<'a> {
             .as_ref()
             .filter(|(_, _, ok)| *ok)
             .map(|(c, _, _)| c.clone());
-        let mut st = SegState {
-            file: file.clone(),
-            first_seq_by_name: seg.name.first_seq,
-            count: 0,
-            first: true,
-            first_seq: None,
-            first_prev: None,
-            first_time: None,
-            last_time: None,
-            max_seq: None,
-            merkle: MerkleBuilder::new(),
-            bytes: 0,
-            checkpoint: valid_checkpoint.clone(),
+        let mut st = SegState::new(
+            file.clone(),
+            seg.name.first_seq,
+            valid_checkpoint.clone(),
             findings_before,
-        };
+        );
         let found_bytes = self.read_records(seg, &mut st, sealed.as_ref());
         let clean = self.segment_clean(&st);
         if let Some(m) = &sealed {
@@ -936,21 +954,7 @@ impl<'a> NodeVerifier<'a> {
     }
 
     fn skip(&mut self, file: &Rc<str>, m: &Statement) {
-        let st = SegState {
-            file: file.clone(),
-            first_seq_by_name: m.first_seq,
-            count: 0,
-            first: true,
-            first_seq: None,
-            first_prev: None,
-            first_time: None,
-            last_time: None,
-            max_seq: None,
-            merkle: MerkleBuilder::new(),
-            bytes: 0,
-            checkpoint: None,
-            findings_before: self.report.findings.len(),
-        };
+        let st = SegState::new(file.clone(), m.first_seq, None, self.report.findings.len());
         if m.count > 0 {
             // The first record is known only by its seq and prev: check the boundary with it,
             // then stand in the last record's head for the next segment's link.
