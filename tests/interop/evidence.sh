@@ -90,19 +90,7 @@ for p in "$PEER_PORT" "$((PEER_PORT + 1))"; do
     exit 1
   fi
 done
-declare -a PEER_PIDS=()
-for ip in "$PEER_FR" "$PEER_US"; do
-  spawn "$WORK/peer-$ip.log" turnutils_peer -L "$ip" -p "$PEER_PORT"
-  PEER_PIDS+=("$SPAWNED")
-done
-sleep 0.5
-for pid in "${PEER_PIDS[@]}"; do
-  if ! kill -0 "$pid" 2>/dev/null; then
-    fail setup "turnutils_peer (pid $pid) did not start"
-    cat "$WORK"/peer-*.log
-    exit 1
-  fi
-done
+start_peers "$PEER_PORT" "$PEER_FR" "$PEER_US"
 
 # What each run of the tool said, one JSON object per line, for evidence_check.py.
 EXPECT="$WORK/expected.jsonl"

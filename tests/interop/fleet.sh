@@ -149,18 +149,7 @@ for n in fleet-a fleet-b; do
 done
 log "nodes ready: fleet-a pid ${PID[fleet-a]}, fleet-b pid ${PID[fleet-b]}"
 
-declare -a PEER_PIDS=()
-for ip in "$PEER_FR" "$PEER_NO" "$PEER_US"; do
-  spawn "$WORK/peer-$ip.log" turnutils_peer -L "$ip" -p "$PEER_PORT"
-  PEER_PIDS+=("$SPAWNED")
-done
-sleep 0.5
-for pid in "${PEER_PIDS[@]}"; do
-  if ! kill -0 "$pid" 2>/dev/null; then
-    fail setup "turnutils_peer (pid $pid) did not start"
-    exit 1
-  fi
-done
+start_peers "$PEER_PORT" "$PEER_FR" "$PEER_NO" "$PEER_US"
 
 # What the clients saw, per node; compared with the report at the end.
 declare -A ALLOCATIONS=([fleet-a]=0 [fleet-b]=0)

@@ -142,6 +142,26 @@ spawn() {
   _INTEROP_PIDS+=("$SPAWNED")
 }
 
+# start_peers PORT IP...: starts a turnutils_peer (a UDP echo peer) on each IP at PORT, logs in
+# $WORK/peer-IP.log; fails the setup and exits when one does not stay up.
+start_peers() {
+  local port="$1" ip pid
+  shift
+  local -a pids=()
+  for ip in "$@"; do
+    spawn "$WORK/peer-$ip.log" turnutils_peer -L "$ip" -p "$port"
+    pids+=("$SPAWNED")
+  done
+  sleep 0.5
+  for pid in "${pids[@]}"; do
+    if ! kill -0 "$pid" 2>/dev/null; then
+      fail setup "turnutils_peer (pid $pid) did not start"
+      cat "$WORK"/peer-*.log
+      exit 1
+    fi
+  done
+}
+
 pass() {
   local name="$1"
   shift

@@ -67,19 +67,7 @@ for p in "$PEER_PORT" "$((PEER_PORT + 1))"; do
     exit 1
   fi
 done
-declare -a PEER_PIDS=()
-for ip in "$PEER_FR" "$PEER_NO" "$PEER_US"; do
-  spawn "$WORK/peer-$ip.log" turnutils_peer -L "$ip" -p "$PEER_PORT"
-  PEER_PIDS+=("$SPAWNED")
-done
-sleep 0.5
-for pid in "${PEER_PIDS[@]}"; do
-  if ! kill -0 "$pid" 2>/dev/null; then
-    fail setup "turnutils_peer (pid $pid) did not start"
-    cat "$WORK"/peer-*.log
-    exit 1
-  fi
-done
+start_peers "$PEER_PORT" "$PEER_FR" "$PEER_NO" "$PEER_US"
 
 RELAY_LO="${RELAY_RANGE%-*}"
 RELAY_HI="${RELAY_RANGE#*-}"
