@@ -816,6 +816,7 @@ async fn the_report_comes_as_html_json_and_csv_tables() {
     let ev = tempfile::tempdir().unwrap();
     let s = start_with_evidence(ev.path()).await;
     allocate_de_to_fr(&s).await;
+    wait_for_record(ev.path(), "allocation-ended").await;
     let period = "from=2020-01-01&to=2099-12-31";
 
     let r = s
@@ -1053,6 +1054,26 @@ async fn allocate_de_to_fr(s: &ApiServer) {
     c.allocate().await.expect("a DE client allocates");
     c.create_permission(&[peer]).await.expect("a FR peer");
     c.refresh(0).await.expect("the allocation ends");
+}
+
+/// Waits (up to 10 s) until the evidence in `dir` holds a record of `kind`: the writer thread
+/// writes a little after the relay answers, so a test reading the files must wait for it.
+async fn wait_for_record(dir: &std::path::Path, kind: &str) {
+    let needle = format!("\"kind\":\"{kind}\"");
+    for _ in 0..100 {
+        let found = std::fs::read_dir(dir.join("segments"))
+            .into_iter()
+            .flatten()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|t| t.contains(&needle)));
+        if found {
+            return;
+        }
+        sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {kind} record in {} after 10 s", dir.display());
 }
 
 /// The last line of the newest records file.
