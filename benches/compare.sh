@@ -13,7 +13,7 @@
 # change since REV. The tables then have a section comparing the three.
 #
 #   bash benches/compare.sh [--quick] [--runs N] [--duration S] [--rate PPS] [--gso N]
-#                           [--results DIR] [--servers "LIST"] [--no-setup] [--no-memory]
+#                           [--results DIR] [--servers "LIST"] [--no-load] [--no-setup] [--no-memory]
 #                           [--max-wait S] [--payloads "100 1200"] [--allocations "1 10 100"]
 #                           [--modes "channel send"] [--loads "fixed saturate"]
 #                           [--directions "to-peer to-client"] [--baseline REV]
@@ -36,6 +36,8 @@
 # (none of them enables UDP_GRO). Fixed-rate loads send one packet per system call.
 # Then the allocation setup rate (with authentication, 10,000 allocations) and the memory per
 # idle allocation (1,000 and 10,000 allocations, one permission and one channel each).
+# --no-load skips the load matrix (setup rate and memory only), --no-setup and --no-memory
+# the other parts.
 # --quick: one run of 100 bytes, 10 allocations, ChannelData towards the peer, fixed and
 # saturating, every server; setup rate once; memory with 1,000 allocations. About 3 minutes
 # after the build.
@@ -58,6 +60,7 @@ GSO=8
 RESULTS=""
 SERVERS="forwarder-naive forwarder-naive-sockets forwarder-batched forwarder-sockets coturn eeaturn eeaturn-evidence"
 BASELINE=""
+DO_LOAD=1
 DO_SETUP=1
 DO_MEMORY=1
 MAX_WAIT=30
@@ -71,6 +74,7 @@ while [ $# -gt 0 ]; do
     --gso) GSO="$2"; shift ;;
     --results) RESULTS="$2"; shift ;;
     --servers) SERVERS="$2"; shift ;;
+    --no-load) DO_LOAD=0 ;;
     --no-setup) DO_SETUP=0 ;;
     --no-memory) DO_MEMORY=0 ;;
     --max-wait) MAX_WAIT="$2"; shift ;;
@@ -598,7 +602,8 @@ bench() {
 
 # ---- the matrix --------------------------------------------------------------------------
 
-for run in $(seq 1 "$RUNS"); do
+[ "$DO_LOAD" = 1 ] || RUNS_LOAD=0
+for run in $(seq 1 "${RUNS_LOAD:-$RUNS}"); do
   for server in $SERVERS; do
     start_server "$server"
     port="${PORT[$server]}"
