@@ -10,8 +10,8 @@
 //! socket of its own.
 //!
 //! Labels are bounded: method, result, reason, subject, rule, direction, transport, db, part,
-//! outcome, key (the configured API key names) and country (the region's countries plus
-//! `other`). Never a username, an address or an allocation id. Every metric is listed in
+//! outcome, key (the configured API key names) and country (for allocations the region's
+//! countries plus `other`; for denials an ISO 3166 code, at most 26 × 26, or `unknown`). Never a username, an address or an allocation id. Every metric is listed in
 //! [`METRICS`] and documented in `docs/metrics.md` (a test checks both ways).
 
 use std::collections::BTreeMap;
@@ -65,6 +65,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         POLICY_DENIALS,
         Kind::Counter,
         "Addresses refused by the residency policy, by subject and rule.",
+    ),
+    (
+        POLICY_DENIALS_BY_COUNTRY,
+        Kind::Counter,
+        "Addresses refused by the residency policy, by subject and the address's country (ISO code, or unknown).",
     ),
     (
         RELAYED_PACKETS,
@@ -349,6 +354,14 @@ fn set_all(s: &Sample<'_>) {
             *n,
         );
     }
+    for ((subject, country), n) in &st.denials_by_country {
+        let country = country.map_or_else(|| UNKNOWN_COUNTRY.to_owned(), |c| c.as_str().to_owned());
+        counter(
+            POLICY_DENIALS_BY_COUNTRY,
+            vec![lbl("subject", *subject), lbl("country", country)],
+            *n,
+        );
+    }
     for t in Transport::ALL {
         let r = st.relayed_by_transport[t.index()];
         for (direction, packets, bytes) in [
@@ -504,6 +517,9 @@ fn unix_secs(t: SystemTime) -> f64 {
 /// The `country` label of allocations from outside the region or of unknown country.
 pub const OTHER_COUNTRY: &str = "other";
 
+/// The `country` label of denials of an address whose country is not known.
+pub const UNKNOWN_COUNTRY: &str = "unknown";
+
 /// The API endpoints that issue credentials.
 const ISSUING_ENDPOINTS: [&str; 2] = ["credentials", "ice-servers"];
 
@@ -523,6 +539,8 @@ pub const REQUESTS: &str = "eeaturn_requests_total";
 pub const AUTH_FAILURES: &str = "eeaturn_auth_failures_total";
 /// `eeaturn_policy_denials_total`.
 pub const POLICY_DENIALS: &str = "eeaturn_policy_denials_total";
+/// `eeaturn_policy_denials_by_country_total`.
+pub const POLICY_DENIALS_BY_COUNTRY: &str = "eeaturn_policy_denials_by_country_total";
 /// `eeaturn_relayed_packets_total`.
 pub const RELAYED_PACKETS: &str = "eeaturn_relayed_packets_total";
 /// `eeaturn_relayed_bytes_total`.

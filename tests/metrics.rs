@@ -357,6 +357,7 @@ checkpoint_interval = "1s"
         "eeaturn_relayed_bytes_total{direction=\"to_peer\",transport=\"tcp\"} 8",
         "eeaturn_relayed_packets_total{direction=\"to_peer\",transport=\"tls\"} 0",
         "eeaturn_policy_reloads_total{result=\"ok\"} 1",
+        "eeaturn_policy_denials_by_country_total{subject=\"peer\",country=\"GB\"} 1",
         "eeaturn_reloads_total{part=\"secrets\",result=\"ok\"} 1",
         "eeaturn_api_requests_total{key=\"signaling\",endpoint=\"credentials\",result=\"issued\"} 1",
         "eeaturn_allocations_by_country_total{country=\"DE\"} 3",

@@ -239,6 +239,8 @@ pub struct Stats {
     pub relayed_by_transport: [RelayedTraffic; 3],
     /// Allocations created, by the client's country (`None`: the database does not know it).
     pub allocations_by_country: BTreeMap<Option<CountryCode>, u64>,
+    /// Policy refusals, by (subject, the address's country; `None`: unknown or not looked up).
+    pub denials_by_country: BTreeMap<(&'static str, Option<CountryCode>), u64>,
 }
 
 /// Relayed packets and payload bytes each way, for one client transport.
@@ -281,6 +283,7 @@ impl Stats {
             &mut self.allocations_by_country,
             &other.allocations_by_country,
         );
+        add(&mut self.denials_by_country, &other.denials_by_country);
         for (t, o) in self
             .relayed_by_transport
             .iter_mut()
