@@ -1,10 +1,16 @@
 //! The one HTTP/1.1 stack of the shell: the credential API and the metrics listener both serve
 //! an axum [`Router`] through [`serve`].
 //!
-//! One accept loop, one way to limit connections (mini-redis style): a semaphore with
-//! [`Limits::max_connections`] permits, taken *before* `accept`, so a connection over the limit
-//! waits in the kernel's backlog until one closes instead of being served or reset. Two timers
-//! make sure connections do close:
+//! One accept loop, two ways to limit connections ([`WhenFull`]):
+//!
+//! - `Wait` (mini-redis style, the API): a semaphore with [`Limits::max_connections`] permits,
+//!   taken *before* `accept`, so a connection over the limit waits in the kernel's backlog
+//!   until one closes instead of being served or reset;
+//! - `EvictIdle` (the metrics listener): every connection is accepted, and when all slots are
+//!   taken the oldest connection that has not yet sent a request is closed to make room. A
+//!   scraper sends its request at once, so a flood of silent connections only evicts itself.
+//!
+//! Two timers make sure connections do close:
 //!
 //! - the header-read timeout: a client must send a request's headers within
 //!   [`Limits::header_timeout`], counted from the moment the connection waits for a request
@@ -15,9 +21,10 @@
 //!
 //! It speaks HTTP only; the relay's TCP/TLS listener (STUN framing) is `shell::stream`.
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,7 +34,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
@@ -52,8 +59,19 @@ pub(crate) struct Limits {
     pub(crate) max_header_size: usize,
     /// Whether a connection may carry more than one request.
     pub(crate) keep_alive: bool,
+    /// What happens to a new connection when all slots are taken.
+    pub(crate) when_full: WhenFull,
     /// The tracing target of the listener's debug messages.
     pub(crate) target: &'static str,
+}
+
+/// What a listener does with a new connection when [`Limits::max_connections`] are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WhenFull {
+    /// It waits in the kernel's backlog until a connection closes.
+    Wait,
+    /// It is accepted, and the oldest connection that has not sent a request is closed.
+    EvictIdle,
 }
 
 /// Accepts connections on `listener` (with TLS when `tls` is set) and serves `app` on each,
@@ -66,12 +84,18 @@ pub(crate) async fn serve(
 ) {
     let permits = Arc::new(Semaphore::new(limits.max_connections));
     let mut conns = JoinSet::new();
+    // The connections open, oldest first (`EvictIdle` only).
+    let mut open: VecDeque<Arc<Slot>> = VecDeque::new();
     loop {
         while conns.try_join_next().is_some() {}
         // Waits until a connection closes when all slots are taken; the semaphore is never
         // closed, so this cannot fail.
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
+        let permit = match limits.when_full {
+            WhenFull::Wait => match permits.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => return,
+            },
+            WhenFull::EvictIdle => None,
         };
         let tcp = match listener.accept().await {
             Ok((tcp, _)) => tcp,
@@ -81,36 +105,81 @@ pub(crate) async fn serve(
                 continue;
             }
         };
+        let slot = Arc::new(Slot::default());
+        if limits.when_full == WhenFull::EvictIdle {
+            // A slot whose task has ended holds the only reference left.
+            open.retain(|s| Arc::strong_count(s) > 1 && !s.evicted.load(Ordering::Relaxed));
+            if open.len() >= limits.max_connections {
+                let idle = open
+                    .iter()
+                    .position(|s| !s.requested.load(Ordering::Relaxed));
+                let Some(i) = idle else {
+                    // Every slot is serving a request: this one waits for none.
+                    tracing::debug!(target: "eeaturn::http", listener = limits.target, "all connections busy; closing a new one");
+                    continue;
+                };
+                if let Some(victim) = open.remove(i) {
+                    victim.evicted.store(true, Ordering::Relaxed);
+                    victim.close.notify_one();
+                    tracing::debug!(target: "eeaturn::http", listener = limits.target, "closing the oldest connection without a request to make room");
+                }
+            }
+            open.push_back(slot.clone());
+        }
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let acceptor = tls
             .as_ref()
             .map(|t| t.read().unwrap_or_else(PoisonError::into_inner).clone());
         conns.spawn(async move {
-            match acceptor {
-                Some(a) => {
-                    match tokio::time::timeout(limits.handshake_timeout, a.accept(tcp)).await {
-                        Ok(Ok(stream)) => serve_connection(stream, app, limits).await,
-                        Ok(Err(e)) => {
-                            tracing::debug!(target: "eeaturn::http", listener = limits.target, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            tracing::debug!(target: "eeaturn::http", listener = limits.target, "TLS handshake timed out");
+            let work = async {
+                match acceptor {
+                    Some(a) => {
+                        match tokio::time::timeout(limits.handshake_timeout, a.accept(tcp)).await {
+                            Ok(Ok(stream)) => serve_connection(stream, app, limits, &slot).await,
+                            Ok(Err(e)) => {
+                                tracing::debug!(target: "eeaturn::http", listener = limits.target, error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                tracing::debug!(target: "eeaturn::http", listener = limits.target, "TLS handshake timed out");
+                            }
                         }
                     }
+                    None => serve_connection(tcp, app, limits, &slot).await,
                 }
-                None => serve_connection(tcp, app, limits).await,
+            };
+            tokio::select! {
+                () = work => {}
+                () = slot.close.notified() => {}
             }
             drop(permit);
         });
     }
 }
 
+/// One open connection, as the accept loop sees it.
+#[derive(Debug, Default)]
+struct Slot {
+    /// A request has arrived on it (it is no longer idle).
+    requested: AtomicBool,
+    /// The accept loop chose it to make room.
+    evicted: AtomicBool,
+    /// Closes it.
+    close: Notify,
+}
+
 /// Serves HTTP/1.1 on one connection until it closes or is idle for too long.
-async fn serve_connection<I>(io: I, app: Router, limits: Limits)
+async fn serve_connection<I>(io: I, app: Router, limits: Limits, slot: &Arc<Slot>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Marks the slot busy as soon as a request's head has been read.
+    let marker = slot.clone();
+    let app =
+        tower::ServiceExt::map_request(app, move |req: hyper::Request<hyper::body::Incoming>| {
+            marker.requested.store(true, Ordering::Relaxed);
+            req
+        });
     let activity = Activity::new();
     let io = Watched {
         io,

@@ -1,120 +1,190 @@
-//! Prometheus metrics: names, help texts, and the text exposition rendered from the core's
-//! [`Stats`] and the databases in force.
+//! Prometheus metrics on the standard crates: the `metrics` facade and
+//! `metrics-exporter-prometheus`'s recorder, which renders the text exposition.
 //!
-//! Labels are bounded: method, result, reason, subject, rule, direction, database. Never a
-//! username, an address or an allocation id. Rendering is pure; the shell serves the text.
+//! The data path never touches a recorder: each worker keeps its own plain counters (the core's
+//! [`Stats`]), and once a second the coordinator sums them and sets *absolute* values here
+//! ([`Metrics::update`]), together with what the shell, the API, the evidence writer and the
+//! process report. The recorder is local to one relay (never installed globally), so two relays
+//! in one process (the tests) keep their own numbers. The listener (`shell::metrics`) serves
+//! [`Metrics::handle`]'s rendering through the shell's one HTTP stack; the exporter opens no
+//! socket of its own.
+//!
+//! Labels are bounded: method, result, reason, subject, rule, direction, transport, db, part,
+//! outcome, key (the configured API key names) and country (for allocations the region's
+//! countries plus `other`; for denials an ISO 3166 code, at most 26 × 26, or `unknown`). Never a username, an address or an allocation id. Every metric is listed in
+//! [`METRICS`] and documented in `docs/metrics.md` (a test checks both ways).
 
-use std::fmt::Write as _;
+use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::policy::Policy;
-use crate::relay::Stats;
+use ::metrics::Label;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-/// Every metric: name, type, help text.
-pub const METRICS: &[(&str, &str, &str)] = &[
+use crate::policy::{CountryCode, Policy};
+use crate::relay::{AUTH_FAILURE_REASONS, Stats, Transport};
+
+/// The kind of a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up (reset at restart).
+    Counter,
+    /// Any value.
+    Gauge,
+}
+
+/// Every metric: name, kind, help text.
+pub const METRICS: &[(&str, Kind, &str)] = &[
     (
-        "eeaturn_build_info",
-        "gauge",
+        BUILD_INFO,
+        Kind::Gauge,
         "Always 1; the version label names the build.",
     ),
+    (ALLOCATIONS, Kind::Gauge, "Allocations in existence now."),
+    (ALLOCATIONS_CREATED, Kind::Counter, "Allocations created."),
     (
-        "eeaturn_allocations",
-        "gauge",
-        "Allocations in existence now.",
+        ALLOCATIONS_BY_COUNTRY,
+        Kind::Counter,
+        "Allocations created, by the client's country: the region's countries, or other (outside the region or unknown).",
     ),
     (
-        "eeaturn_allocations_created_total",
-        "counter",
-        "Allocations created.",
-    ),
-    (
-        "eeaturn_allocations_ended_total",
-        "counter",
+        ALLOCATIONS_ENDED,
+        Kind::Counter,
         "Allocations ended, by reason.",
     ),
     (
-        "eeaturn_requests_total",
-        "counter",
+        REQUESTS,
+        Kind::Counter,
         "STUN/TURN requests answered, by method and result (ok or the error code).",
     ),
     (
-        "eeaturn_policy_denials_total",
-        "counter",
+        AUTH_FAILURES,
+        Kind::Counter,
+        "Requests refused by the long-term credential check, by reason (no-credentials is every client's first round trip).",
+    ),
+    (
+        POLICY_DENIALS,
+        Kind::Counter,
         "Addresses refused by the residency policy, by subject and rule.",
     ),
     (
-        "eeaturn_relayed_packets_total",
-        "counter",
-        "Packets relayed, by direction.",
+        POLICY_DENIALS_BY_COUNTRY,
+        Kind::Counter,
+        "Addresses refused by the residency policy, by subject and the address's country (ISO code, or unknown).",
     ),
     (
-        "eeaturn_relayed_bytes_total",
-        "counter",
-        "Payload bytes relayed, by direction.",
+        RELAYED_PACKETS,
+        Kind::Counter,
+        "Packets relayed, by direction and the client's transport.",
     ),
     (
-        "eeaturn_dropped_total",
-        "counter",
-        "Datagrams dropped, by reason.",
+        RELAYED_BYTES,
+        Kind::Counter,
+        "Payload bytes relayed, by direction and the client's transport.",
     ),
+    (DROPPED, Kind::Counter, "Datagrams dropped, by reason."),
     (
-        "eeaturn_geo_db_build_timestamp_seconds",
-        "gauge",
+        GEO_DB_BUILD,
+        Kind::Gauge,
         "Build time of each GeoIP database in force (Unix seconds).",
     ),
     (
-        "eeaturn_geo_db_age_seconds",
-        "gauge",
+        GEO_DB_AGE,
+        Kind::Gauge,
         "Age of each GeoIP database in force, by its build time.",
     ),
     (
-        "eeaturn_geo_db_stale",
-        "gauge",
+        GEO_DB_STALE,
+        Kind::Gauge,
         "1 when a GeoIP database is older than geo.max_age: update it.",
     ),
     (
-        "eeaturn_policy_reloads_total",
-        "counter",
+        POLICY_RELOADS,
+        Kind::Counter,
         "Policy and database reloads, by result.",
     ),
     (
-        "eeaturn_evidence_records_written_total",
-        "counter",
+        RELOADS,
+        Kind::Counter,
+        "Reloads by part (config, secrets, tls, api, policy) and result (ok, failed).",
+    ),
+    (
+        API_REQUESTS,
+        Kind::Counter,
+        "Requests to the API's /v1/ endpoints, by key name (none: no valid key), endpoint and result (issued, ok or the error code).",
+    ),
+    (
+        API_ISSUANCE,
+        Kind::Counter,
+        "Credential requests to the API (/v1/credentials, /v1/ice-servers), by outcome (issued or the error code).",
+    ),
+    (
+        TLS_NOT_AFTER,
+        Kind::Gauge,
+        "Expiry (notAfter, Unix seconds) of the [tls] certificate in force.",
+    ),
+    (
+        EVIDENCE_RECORDS,
+        Kind::Counter,
         "Evidence records appended to the log (held in memory while writing fails).",
     ),
     (
-        "eeaturn_evidence_queue_depth",
-        "gauge",
+        EVIDENCE_QUEUE,
+        Kind::Gauge,
         "Events queued from the workers to the evidence writer.",
     ),
     (
-        "eeaturn_evidence_pending_bytes",
-        "gauge",
+        EVIDENCE_PENDING,
+        Kind::Gauge,
         "Bytes of evidence records held in memory, not yet written (bounded by evidence.memory_limit).",
     ),
     (
-        "eeaturn_evidence_fsync_seconds",
-        "gauge",
+        EVIDENCE_FSYNC,
+        Kind::Gauge,
         "Duration of the last and the longest evidence fsync, by stat (last, max).",
     ),
     (
-        "eeaturn_evidence_write_errors_total",
-        "counter",
+        EVIDENCE_LAST_FSYNC,
+        Kind::Gauge,
+        "When the evidence log was last fsynced (Unix seconds; 0: not yet).",
+    ),
+    (
+        EVIDENCE_WRITE_ERRORS,
+        Kind::Counter,
         "Failed evidence writes, fsyncs, checkpoints and prunes.",
     ),
     (
-        "eeaturn_evidence_checkpoint_age_seconds",
-        "gauge",
+        EVIDENCE_CHECKPOINT_AGE,
+        Kind::Gauge,
         "Seconds since the last signed checkpoint of the open segment (-1: none yet).",
     ),
     (
-        "eeaturn_evidence_admission_closed",
-        "gauge",
+        EVIDENCE_ADMISSION_CLOSED,
+        Kind::Gauge,
         "1 while new allocations are refused (508) because evidence cannot be written.",
+    ),
+    (
+        PROCESS_CPU,
+        Kind::Gauge,
+        "User and system CPU time of the relay process, seconds (a gauge only because the recorder's counters are integers; use rate()).",
+    ),
+    (
+        PROCESS_RSS,
+        Kind::Gauge,
+        "Resident memory of the relay process, bytes.",
+    ),
+    (
+        PROCESS_OPEN_FDS,
+        Kind::Gauge,
+        "Open file descriptors of the relay process.",
+    ),
+    (
+        PROCESS_MAX_FDS,
+        Kind::Gauge,
+        "The relay process's limit on open file descriptors (RLIMIT_NOFILE, soft).",
     ),
 ];
 
-/// The evidence writer's state, for [`render_evidence`].
+/// The evidence writer's state, read once a second.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct EvidenceMetrics {
     /// Records appended.
@@ -125,6 +195,8 @@ pub struct EvidenceMetrics {
     pub fsync_last: Duration,
     /// The longest fsync's duration.
     pub fsync_max: Duration,
+    /// When the last fsync completed.
+    pub last_fsync: Option<SystemTime>,
     /// Failed writes.
     pub write_errors: u64,
     /// When the last checkpoint was signed.
@@ -135,211 +207,414 @@ pub struct EvidenceMetrics {
     pub pending_bytes: u64,
 }
 
-/// Appends the evidence writer's series to `out`.
-pub fn render_evidence(out: &mut String, m: &EvidenceMetrics, now: SystemTime) {
-    let mut section = |name: &str, samples: &[(&str, String)]| {
-        if let Some((_, ty, help)) = METRICS.iter().find(|(n, _, _)| *n == name) {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {ty}");
+/// What the process uses, read from `/proc` and `getrusage` by the shell.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ProcessMetrics {
+    /// User plus system CPU time.
+    pub cpu: Duration,
+    /// Resident set size, bytes.
+    pub rss_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft limit on file descriptors.
+    pub max_fds: u64,
+}
+
+/// Counters the shell keeps beside the core's: reload results by part.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShellCounters {
+    /// (part, ok?) → reloads.
+    pub reloads: BTreeMap<(&'static str, bool), u64>,
+}
+
+impl ShellCounters {
+    /// Counts a reload of `part` (one of [`RELOAD_PARTS`]).
+    pub fn reloaded(&mut self, part: &'static str, ok: bool) {
+        *self.reloads.entry((part, ok)).or_default() += 1;
+    }
+}
+
+/// The parts a reload counts separately.
+pub const RELOAD_PARTS: [&str; 5] = ["config", "secrets", "tls", "api", "policy"];
+
+/// API requests by (key name, endpoint, result).
+pub type ApiCounters = BTreeMap<(String, &'static str, &'static str), u64>;
+
+/// Everything [`Metrics::update`] sets, gathered by the coordinator.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample<'a> {
+    /// The workers' counters, summed.
+    pub stats: &'a Stats,
+    /// Allocations now.
+    pub allocations: usize,
+    /// The policy and databases in force.
+    pub policy: &'a Policy,
+    /// `geo.max_age`.
+    pub max_age: Duration,
+    /// The shell's own counters.
+    pub shell: &'a ShellCounters,
+    /// The API's counters, when `[api]` is on.
+    pub api: Option<&'a ApiCounters>,
+    /// The evidence writer's state, when `[evidence]` is on.
+    pub evidence: Option<EvidenceMetrics>,
+    /// The `[tls]` certificate's notAfter, when there is one.
+    pub tls_not_after: Option<SystemTime>,
+    /// The process, when it could be read.
+    pub process: Option<ProcessMetrics>,
+    /// The wall clock.
+    pub now: SystemTime,
+}
+
+/// One relay's metrics: a local recorder and the handle that renders it.
+pub struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Builds the recorder and describes every metric of [`METRICS`].
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        ::metrics::with_local_recorder(&recorder, || {
+            for (name, kind, help) in METRICS {
+                match kind {
+                    Kind::Counter => ::metrics::describe_counter!(*name, *help),
+                    Kind::Gauge => ::metrics::describe_gauge!(*name, *help),
+                }
+            }
+        });
+        Self { recorder, handle }
+    }
+
+    /// A handle that renders the exposition text (cheap to clone).
+    pub fn handle(&self) -> PrometheusHandle {
+        self.handle.clone()
+    }
+
+    /// Renders the exposition text.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+
+    /// Sets every metric from `s`: absolute counters and gauges, no increments.
+    pub fn update(&self, s: &Sample<'_>) {
+        ::metrics::with_local_recorder(&self.recorder, || set_all(s));
+    }
+}
+
+/// Sets the series of every metric (inside [`::metrics::with_local_recorder`]).
+fn set_all(s: &Sample<'_>) {
+    gauge(
+        BUILD_INFO,
+        vec![lbl("version", env!("CARGO_PKG_VERSION"))],
+        1.0,
+    );
+    gauge(ALLOCATIONS, vec![], s.allocations as f64);
+    let st = s.stats;
+    counter(ALLOCATIONS_CREATED, vec![], st.allocations_created);
+    set_countries(s);
+    for (reason, n) in &st.allocations_ended {
+        counter(ALLOCATIONS_ENDED, vec![lbl("reason", *reason)], *n);
+    }
+    for (method, n) in &st.requests_ok {
+        counter(
+            REQUESTS,
+            vec![lbl("method", *method), lbl("result", "ok")],
+            *n,
+        );
+    }
+    for ((method, code), n) in &st.requests_failed {
+        counter(
+            REQUESTS,
+            vec![lbl("method", *method), lbl("result", code.to_string())],
+            *n,
+        );
+    }
+    for reason in AUTH_FAILURE_REASONS {
+        let n = st.auth_failures.get(reason).copied().unwrap_or(0);
+        counter(AUTH_FAILURES, vec![lbl("reason", reason)], n);
+    }
+    for ((subject, rule), n) in &st.denials {
+        counter(
+            POLICY_DENIALS,
+            vec![lbl("subject", *subject), lbl("rule", *rule)],
+            *n,
+        );
+    }
+    for ((subject, country), n) in &st.denials_by_country {
+        let country = country.map_or_else(|| UNKNOWN_COUNTRY.to_owned(), |c| c.as_str().to_owned());
+        counter(
+            POLICY_DENIALS_BY_COUNTRY,
+            vec![lbl("subject", *subject), lbl("country", country)],
+            *n,
+        );
+    }
+    for t in Transport::ALL {
+        let r = st.relayed_by_transport[t.index()];
+        for (direction, packets, bytes) in [
+            ("to_peer", r.packets_to_peer, r.bytes_to_peer),
+            ("to_client", r.packets_to_client, r.bytes_to_client),
+        ] {
+            let labels = || vec![lbl("direction", direction), lbl("transport", t.name())];
+            counter(RELAYED_PACKETS, labels(), packets);
+            counter(RELAYED_BYTES, labels(), bytes);
         }
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
+    }
+    for (reason, n) in &st.dropped {
+        counter(DROPPED, vec![lbl("reason", *reason)], *n);
+    }
+    set_databases(s);
+    let reloads = &s.shell.reloads;
+    for (result, ok) in [("ok", true), ("failed", false)] {
+        let n = reloads.get(&("policy", ok)).copied().unwrap_or(0);
+        counter(POLICY_RELOADS, vec![lbl("result", result)], n);
+        for part in RELOAD_PARTS {
+            let n = reloads.get(&(part, ok)).copied().unwrap_or(0);
+            counter(RELOADS, vec![lbl("part", part), lbl("result", result)], n);
         }
-    };
-    section(
-        "eeaturn_evidence_records_written_total",
-        &[("", m.records_written.to_string())],
+    }
+    if let Some(api) = s.api {
+        set_api(api);
+    }
+    if let Some(t) = s.tls_not_after {
+        gauge(TLS_NOT_AFTER, vec![], unix_secs(t));
+    }
+    if let Some(e) = &s.evidence {
+        set_evidence(e, s.now);
+    }
+    if let Some(p) = &s.process {
+        gauge(PROCESS_CPU, vec![], p.cpu.as_secs_f64());
+        gauge(PROCESS_RSS, vec![], p.rss_bytes as f64);
+        gauge(PROCESS_OPEN_FDS, vec![], p.open_fds as f64);
+        gauge(PROCESS_MAX_FDS, vec![], p.max_fds as f64);
+    }
+}
+
+/// Allocations by country: one series per region country (also at 0) and `other`.
+fn set_countries(s: &Sample<'_>) {
+    let region = &s.policy.rules().region_countries;
+    let mut by: BTreeMap<CountryCode, u64> = region.iter().map(|c| (*c, 0)).collect();
+    let mut other = 0;
+    for (country, n) in &s.stats.allocations_by_country {
+        match country {
+            Some(c) if region.contains(c) => {
+                *by.entry(*c).or_default() += n;
+            }
+            _ => other += n,
+        }
+    }
+    for (country, n) in by {
+        let label = lbl("country", country.as_str().to_owned());
+        counter(ALLOCATIONS_BY_COUNTRY, vec![label], n);
+    }
+    counter(
+        ALLOCATIONS_BY_COUNTRY,
+        vec![lbl("country", OTHER_COUNTRY)],
+        other,
     );
-    section(
-        "eeaturn_evidence_queue_depth",
-        &[("", m.queue_depth.to_string())],
+}
+
+/// Build time, age and staleness of each database in force.
+fn set_databases(s: &Sample<'_>) {
+    let geo = s.policy.geo();
+    let now_s = s.now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for (name, db) in [("country", geo.country.as_ref()), ("asn", geo.asn.as_ref())] {
+        let Some(db) = db else { continue };
+        let built = db.info().build_epoch;
+        let age = now_s.saturating_sub(built);
+        let db_label = || vec![lbl("db", name)];
+        gauge(GEO_DB_BUILD, db_label(), built as f64);
+        gauge(GEO_DB_AGE, db_label(), age as f64);
+        let stale = age > s.max_age.as_secs();
+        gauge(GEO_DB_STALE, db_label(), if stale { 1.0 } else { 0.0 });
+    }
+}
+
+/// The API's requests, and the credential endpoints' outcomes summed over keys.
+fn set_api(api: &ApiCounters) {
+    let mut issuance: BTreeMap<&str, u64> = BTreeMap::new();
+    for ((key, endpoint, result), n) in api {
+        counter(
+            API_REQUESTS,
+            vec![
+                lbl("key", key.clone()),
+                lbl("endpoint", *endpoint),
+                lbl("result", *result),
+            ],
+            *n,
+        );
+        if ISSUING_ENDPOINTS.contains(endpoint) {
+            *issuance.entry(result).or_default() += n;
+        }
+    }
+    issuance.entry("issued").or_default();
+    for (outcome, n) in issuance {
+        counter(API_ISSUANCE, vec![lbl("outcome", outcome)], n);
+    }
+}
+
+fn set_evidence(e: &EvidenceMetrics, now: SystemTime) {
+    counter(EVIDENCE_RECORDS, vec![], e.records_written);
+    gauge(EVIDENCE_QUEUE, vec![], e.queue_depth as f64);
+    gauge(EVIDENCE_PENDING, vec![], e.pending_bytes as f64);
+    gauge(
+        EVIDENCE_FSYNC,
+        vec![lbl("stat", "last")],
+        e.fsync_last.as_secs_f64(),
     );
-    section(
-        "eeaturn_evidence_pending_bytes",
-        &[("", m.pending_bytes.to_string())],
+    gauge(
+        EVIDENCE_FSYNC,
+        vec![lbl("stat", "max")],
+        e.fsync_max.as_secs_f64(),
     );
-    section(
-        "eeaturn_evidence_fsync_seconds",
-        &[
-            ("{stat=\"last\"}", m.fsync_last.as_secs_f64().to_string()),
-            ("{stat=\"max\"}", m.fsync_max.as_secs_f64().to_string()),
-        ],
+    gauge(
+        EVIDENCE_LAST_FSYNC,
+        vec![],
+        e.last_fsync.map_or(0.0, unix_secs),
     );
-    section(
-        "eeaturn_evidence_write_errors_total",
-        &[("", m.write_errors.to_string())],
-    );
-    let age = m.last_checkpoint.map_or(-1.0, |t| {
+    counter(EVIDENCE_WRITE_ERRORS, vec![], e.write_errors);
+    let age = e.last_checkpoint.map_or(-1.0, |t| {
         now.duration_since(t).unwrap_or_default().as_secs_f64()
     });
-    section(
-        "eeaturn_evidence_checkpoint_age_seconds",
-        &[("", age.to_string())],
-    );
-    section(
-        "eeaturn_evidence_admission_closed",
-        &[("", u8::from(m.admission_closed).to_string())],
+    gauge(EVIDENCE_CHECKPOINT_AGE, vec![], age);
+    gauge(
+        EVIDENCE_ADMISSION_CLOSED,
+        vec![],
+        if e.admission_closed { 1.0 } else { 0.0 },
     );
 }
 
-/// Counters the shell keeps beside the core's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShellCounters {
-    /// Successful policy reloads.
-    pub reloads_ok: u64,
-    /// Failed policy reloads.
-    pub reloads_failed: u64,
+fn counter(name: &'static str, labels: Vec<Label>, value: u64) {
+    ::metrics::counter!(name, labels).absolute(value);
 }
 
-/// Renders the exposition text.
-pub fn render(
-    stats: &Stats,
-    allocations: usize,
-    policy: &Policy,
-    max_age: Duration,
-    shell: ShellCounters,
-    now: SystemTime,
-) -> String {
-    let mut out = String::with_capacity(4096);
-    let mut section = |name: &str, samples: &[(String, String)]| {
-        if let Some((_, ty, help)) = METRICS.iter().find(|(n, _, _)| *n == name) {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {ty}");
-        }
-        for (labels, value) in samples {
-            let _ = writeln!(out, "{name}{labels} {value}");
-        }
-    };
-    section(
-        "eeaturn_build_info",
-        &[(
-            format!("{{version=\"{}\"}}", env!("CARGO_PKG_VERSION")),
-            "1".into(),
-        )],
-    );
-    section(
-        "eeaturn_allocations",
-        &[(String::new(), allocations.to_string())],
-    );
-    section(
-        "eeaturn_allocations_created_total",
-        &[(String::new(), stats.allocations_created.to_string())],
-    );
-    section(
-        "eeaturn_allocations_ended_total",
-        &stats
-            .allocations_ended
-            .iter()
-            .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), n.to_string()))
-            .collect::<Vec<_>>(),
-    );
-    let mut requests: Vec<(String, String)> = stats
-        .requests_ok
-        .iter()
-        .map(|(m, n)| (format!("{{method=\"{m}\",result=\"ok\"}}"), n.to_string()))
-        .collect();
-    requests.extend(
-        stats
-            .requests_failed
-            .iter()
-            .map(|((m, c), n)| (format!("{{method=\"{m}\",result=\"{c}\"}}"), n.to_string())),
-    );
-    section("eeaturn_requests_total", &requests);
-    section(
-        "eeaturn_policy_denials_total",
-        &stats
-            .denials
-            .iter()
-            .map(|((s, r), n)| (format!("{{subject=\"{s}\",rule=\"{r}\"}}"), n.to_string()))
-            .collect::<Vec<_>>(),
-    );
-    section(
-        "eeaturn_relayed_packets_total",
-        &[
-            (
-                "{direction=\"to_peer\"}".into(),
-                stats.packets_to_peer.to_string(),
-            ),
-            (
-                "{direction=\"to_client\"}".into(),
-                stats.packets_to_client.to_string(),
-            ),
-        ],
-    );
-    section(
-        "eeaturn_relayed_bytes_total",
-        &[
-            (
-                "{direction=\"to_peer\"}".into(),
-                stats.bytes_to_peer.to_string(),
-            ),
-            (
-                "{direction=\"to_client\"}".into(),
-                stats.bytes_to_client.to_string(),
-            ),
-        ],
-    );
-    section(
-        "eeaturn_dropped_total",
-        &stats
-            .dropped
-            .iter()
-            .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), n.to_string()))
-            .collect::<Vec<_>>(),
-    );
-    let dbs: Vec<(&str, u64)> = [
-        ("country", policy.geo().country.as_ref()),
-        ("asn", policy.geo().asn.as_ref()),
-    ]
-    .into_iter()
-    .filter_map(|(name, db)| db.map(|d| (name, d.info().build_epoch)))
-    .collect();
-    let now_s = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    section(
-        "eeaturn_geo_db_build_timestamp_seconds",
-        &dbs.iter()
-            .map(|(n, e)| (format!("{{db=\"{n}\"}}"), e.to_string()))
-            .collect::<Vec<_>>(),
-    );
-    section(
-        "eeaturn_geo_db_age_seconds",
-        &dbs.iter()
-            .map(|(n, e)| {
-                (
-                    format!("{{db=\"{n}\"}}"),
-                    now_s.saturating_sub(*e).to_string(),
-                )
-            })
-            .collect::<Vec<_>>(),
-    );
-    section(
-        "eeaturn_geo_db_stale",
-        &dbs.iter()
-            .map(|(n, e)| {
-                let stale = now_s.saturating_sub(*e) > max_age.as_secs();
-                (format!("{{db=\"{n}\"}}"), u8::from(stale).to_string())
-            })
-            .collect::<Vec<_>>(),
-    );
-    section(
-        "eeaturn_policy_reloads_total",
-        &[
-            ("{result=\"ok\"}".into(), shell.reloads_ok.to_string()),
-            (
-                "{result=\"failed\"}".into(),
-                shell.reloads_failed.to_string(),
-            ),
-        ],
-    );
-    out
+fn gauge(name: &'static str, labels: Vec<Label>, value: f64) {
+    ::metrics::gauge!(name, labels).set(value);
 }
+
+fn lbl(key: &'static str, value: impl Into<::metrics::SharedString>) -> Label {
+    Label::new(key, value)
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// The `country` label of allocations from outside the region or of unknown country.
+pub const OTHER_COUNTRY: &str = "other";
+
+/// The `country` label of denials of an address whose country is not known.
+pub const UNKNOWN_COUNTRY: &str = "unknown";
+
+/// The API endpoints that issue credentials.
+const ISSUING_ENDPOINTS: [&str; 2] = ["credentials", "ice-servers"];
+
+/// `eeaturn_build_info`.
+pub const BUILD_INFO: &str = "eeaturn_build_info";
+/// `eeaturn_allocations`.
+pub const ALLOCATIONS: &str = "eeaturn_allocations";
+/// `eeaturn_allocations_created_total`.
+pub const ALLOCATIONS_CREATED: &str = "eeaturn_allocations_created_total";
+/// `eeaturn_allocations_by_country_total`.
+pub const ALLOCATIONS_BY_COUNTRY: &str = "eeaturn_allocations_by_country_total";
+/// `eeaturn_allocations_ended_total`.
+pub const ALLOCATIONS_ENDED: &str = "eeaturn_allocations_ended_total";
+/// `eeaturn_requests_total`.
+pub const REQUESTS: &str = "eeaturn_requests_total";
+/// `eeaturn_auth_failures_total`.
+pub const AUTH_FAILURES: &str = "eeaturn_auth_failures_total";
+/// `eeaturn_policy_denials_total`.
+pub const POLICY_DENIALS: &str = "eeaturn_policy_denials_total";
+/// `eeaturn_policy_denials_by_country_total`.
+pub const POLICY_DENIALS_BY_COUNTRY: &str = "eeaturn_policy_denials_by_country_total";
+/// `eeaturn_relayed_packets_total`.
+pub const RELAYED_PACKETS: &str = "eeaturn_relayed_packets_total";
+/// `eeaturn_relayed_bytes_total`.
+pub const RELAYED_BYTES: &str = "eeaturn_relayed_bytes_total";
+/// `eeaturn_dropped_total`.
+pub const DROPPED: &str = "eeaturn_dropped_total";
+/// `eeaturn_geo_db_build_timestamp_seconds`.
+pub const GEO_DB_BUILD: &str = "eeaturn_geo_db_build_timestamp_seconds";
+/// `eeaturn_geo_db_age_seconds`.
+pub const GEO_DB_AGE: &str = "eeaturn_geo_db_age_seconds";
+/// `eeaturn_geo_db_stale`.
+pub const GEO_DB_STALE: &str = "eeaturn_geo_db_stale";
+/// `eeaturn_policy_reloads_total`.
+pub const POLICY_RELOADS: &str = "eeaturn_policy_reloads_total";
+/// `eeaturn_reloads_total`.
+pub const RELOADS: &str = "eeaturn_reloads_total";
+/// `eeaturn_api_requests_total`.
+pub const API_REQUESTS: &str = "eeaturn_api_requests_total";
+/// `eeaturn_api_issuance_total`.
+pub const API_ISSUANCE: &str = "eeaturn_api_issuance_total";
+/// `eeaturn_tls_certificate_not_after_timestamp_seconds`.
+pub const TLS_NOT_AFTER: &str = "eeaturn_tls_certificate_not_after_timestamp_seconds";
+/// `eeaturn_evidence_records_written_total`.
+pub const EVIDENCE_RECORDS: &str = "eeaturn_evidence_records_written_total";
+/// `eeaturn_evidence_queue_depth`.
+pub const EVIDENCE_QUEUE: &str = "eeaturn_evidence_queue_depth";
+/// `eeaturn_evidence_pending_bytes`.
+pub const EVIDENCE_PENDING: &str = "eeaturn_evidence_pending_bytes";
+/// `eeaturn_evidence_fsync_seconds`.
+pub const EVIDENCE_FSYNC: &str = "eeaturn_evidence_fsync_seconds";
+/// `eeaturn_evidence_last_fsync_timestamp_seconds`.
+pub const EVIDENCE_LAST_FSYNC: &str = "eeaturn_evidence_last_fsync_timestamp_seconds";
+/// `eeaturn_evidence_write_errors_total`.
+pub const EVIDENCE_WRITE_ERRORS: &str = "eeaturn_evidence_write_errors_total";
+/// `eeaturn_evidence_checkpoint_age_seconds`.
+pub const EVIDENCE_CHECKPOINT_AGE: &str = "eeaturn_evidence_checkpoint_age_seconds";
+/// `eeaturn_evidence_admission_closed`.
+pub const EVIDENCE_ADMISSION_CLOSED: &str = "eeaturn_evidence_admission_closed";
+/// `process_cpu_seconds_total` (the name every Prometheus client library uses).
+pub const PROCESS_CPU: &str = "process_cpu_seconds_total";
+/// `process_resident_memory_bytes`.
+pub const PROCESS_RSS: &str = "process_resident_memory_bytes";
+/// `process_open_fds`.
+pub const PROCESS_OPEN_FDS: &str = "process_open_fds";
+/// `process_max_fds`.
+pub const PROCESS_MAX_FDS: &str = "process_max_fds";
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn sample<'a>(
+        stats: &'a Stats,
+        policy: &'a Policy,
+        shell: &'a ShellCounters,
+        max_age: Duration,
+        now: SystemTime,
+    ) -> Sample<'a> {
+        Sample {
+            stats,
+            allocations: 2,
+            policy,
+            max_age,
+            shell,
+            api: None,
+            evidence: None,
+            tls_not_after: None,
+            process: None,
+            now,
+        }
+    }
+
     #[test]
-    fn every_sample_has_help_and_type_and_names_are_prefixed() {
+    fn every_sample_has_help_and_type_and_a_listed_name() {
         let mut stats = Stats::default();
         stats.requests_ok.insert("allocate", 3);
         stats.requests_failed.insert(("allocate", 401), 2);
@@ -347,17 +622,35 @@ mod tests {
         stats.dropped.insert("no-permission", 4);
         stats.allocations_ended.insert("expired", 1);
         let policy = Policy::dangerous_without_geo(Vec::new(), Vec::new(), Vec::new());
-        let text = render(
-            &stats,
-            2,
-            &policy,
-            Duration::from_secs(3600),
-            ShellCounters::default(),
-            UNIX_EPOCH,
-        );
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let shell = ShellCounters::default();
+        let m = Metrics::new();
+        let mut api = ApiCounters::new();
+        api.insert(("signaling".into(), "credentials", "issued"), 4);
+        api.insert(("none".into(), "ice-servers", "unauthorized"), 1);
+        api.insert(("audit".into(), "evidence/report", "ok"), 1);
+        m.update(&Sample {
+            api: Some(&api),
+            evidence: Some(EvidenceMetrics::default()),
+            tls_not_after: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
+            process: Some(ProcessMetrics::default()),
+            ..sample(
+                &stats,
+                &policy,
+                &shell,
+                Duration::from_secs(3600),
+                UNIX_EPOCH,
+            )
+        });
+        let text = m.render();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let name = line.split(['{', ' ']).next().unwrap();
-            assert!(name.starts_with("eeaturn_"), "{line}");
+            assert!(
+                METRICS.iter().any(|(n, _, _)| *n == name),
+                "{name} is not in METRICS"
+            );
             assert!(
                 text.contains(&format!("# HELP {name} ")),
                 "no HELP for {name}"
@@ -367,13 +660,66 @@ mod tests {
                 "no TYPE for {name}"
             );
         }
-        assert!(text.contains("eeaturn_requests_total{method=\"allocate\",result=\"401\"} 2"));
+        for needle in [
+            "eeaturn_requests_total{method=\"allocate\",result=\"401\"} 2",
+            "eeaturn_policy_denials_total{subject=\"peer\",rule=\"outside-region\"} 1",
+            "eeaturn_allocations 2",
+            "eeaturn_auth_failures_total{reason=\"bad-password\"} 0",
+            "eeaturn_relayed_packets_total{direction=\"to_peer\",transport=\"tls\"} 0",
+            "eeaturn_reloads_total{part=\"secrets\",result=\"failed\"} 0",
+            "eeaturn_api_issuance_total{outcome=\"issued\"} 4",
+            "eeaturn_api_issuance_total{outcome=\"unauthorized\"} 1",
+            "eeaturn_tls_certificate_not_after_timestamp_seconds 1900000000",
+            "eeaturn_evidence_checkpoint_age_seconds -1",
+            "eeaturn_allocations_by_country_total{country=\"other\"} 0",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
         assert!(
-            text.contains(
-                "eeaturn_policy_denials_total{subject=\"peer\",rule=\"outside-region\"} 1"
-            )
+            !text.contains("outcome=\"ok\""),
+            "evidence calls are no issuance"
         );
-        assert!(text.contains("eeaturn_allocations 2"));
+    }
+
+    #[test]
+    fn every_listed_metric_has_a_unique_prefixed_name() {
+        let mut seen = std::collections::BTreeSet::new();
+        for (name, kind, help) in METRICS {
+            assert!(seen.insert(name), "{name} twice");
+            assert!(name.starts_with("eeaturn_") || name.starts_with("process_"));
+            assert!(!help.is_empty());
+            if *kind == Kind::Counter {
+                assert!(name.ends_with("_total"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn countries_outside_the_region_are_other() {
+        use crate::policy::{GeoSet, Rules};
+        use std::sync::Arc;
+        let code = |s| CountryCode::parse(s).unwrap();
+        let rules = Rules {
+            region_countries: [code("DE"), code("FR")].into_iter().collect(),
+            ..Rules::default()
+        };
+        let policy = Policy::new(rules, Arc::new(GeoSet::default()));
+        let mut stats = Stats::default();
+        stats.allocations_by_country.insert(Some(code("DE")), 3);
+        stats.allocations_by_country.insert(Some(code("US")), 2);
+        stats.allocations_by_country.insert(None, 1);
+        let shell = ShellCounters::default();
+        let m = Metrics::new();
+        m.update(&sample(&stats, &policy, &shell, Duration::ZERO, UNIX_EPOCH));
+        let text = m.render();
+        for needle in [
+            "eeaturn_allocations_by_country_total{country=\"DE\"} 3",
+            "eeaturn_allocations_by_country_total{country=\"FR\"} 0",
+            "eeaturn_allocations_by_country_total{country=\"other\"} 3",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+        assert!(!text.contains("country=\"US\""), "{text}");
     }
 
     #[test]
@@ -394,15 +740,18 @@ mod tests {
             }),
         );
         let day = Duration::from_secs(86_400);
+        let stats = Stats::default();
+        let shell = ShellCounters::default();
         let render_at = |age_days: u32| {
-            render(
-                &Stats::default(),
-                0,
+            let m = Metrics::new();
+            m.update(&sample(
+                &stats,
                 &policy,
+                &shell,
                 day * 45,
-                ShellCounters::default(),
                 built + day * age_days,
-            )
+            ));
+            m.render()
         };
         assert!(render_at(10).contains("eeaturn_geo_db_stale{db=\"country\"} 0"));
         let old = render_at(46);
@@ -415,5 +764,24 @@ mod tests {
             46 * 86_400
         )));
         assert!(old.contains("eeaturn_geo_db_build_timestamp_seconds{db=\"country\"} 1700000000"));
+    }
+
+    #[test]
+    fn two_relays_keep_their_own_numbers() {
+        let policy = Policy::dangerous_without_geo(Vec::new(), Vec::new(), Vec::new());
+        let shell = ShellCounters::default();
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let one = Stats {
+            allocations_created: 1,
+            ..Stats::default()
+        };
+        let five = Stats {
+            allocations_created: 5,
+            ..Stats::default()
+        };
+        a.update(&sample(&one, &policy, &shell, Duration::ZERO, UNIX_EPOCH));
+        b.update(&sample(&five, &policy, &shell, Duration::ZERO, UNIX_EPOCH));
+        assert!(a.render().contains("eeaturn_allocations_created_total 1\n"));
+        assert!(b.render().contains("eeaturn_allocations_created_total 5\n"));
     }
 }

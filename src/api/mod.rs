@@ -193,9 +193,9 @@ impl Api {
         Ok(())
     }
 
-    /// Appends the API's counters to a Prometheus exposition.
-    pub fn render_metrics(&self, out: &mut String) {
-        metrics::render(&lock(&self.counters), out);
+    /// A copy of the API's request counters, for the metrics.
+    pub fn counters(&self) -> crate::metrics::ApiCounters {
+        lock(&self.counters).clone()
     }
 
     /// Stops serving: closes the listener and every open connection.
@@ -212,5 +212,6 @@ const LIMITS: http::Limits = http::Limits {
     handshake_timeout: HANDSHAKE_TIMEOUT,
     max_header_size: MAX_HEADER_SIZE,
     keep_alive: true,
+    when_full: http::WhenFull::Wait,
     target: "api",
 };

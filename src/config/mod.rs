@@ -47,7 +47,7 @@ pub use evidence::{
 pub use geo::{GeoConfig, RawGeo};
 pub use limits::{ConnectionLimits, RawLimits};
 pub use log::{LogConfig, LogFormat, RawLog};
-pub use metrics::RawMetrics;
+pub use metrics::{MetricsConfig, RawMetrics};
 pub use peers::RawPeers;
 pub use policy::{RawNetwork, RawPolicy, UnknownLocation};
 pub use relay::{RawRelay, RelaySockets};
@@ -167,8 +167,8 @@ pub struct Config {
     pub log: LogConfig,
     /// The file this configuration was loaded from (for reloads).
     pub source: Option<PathBuf>,
-    /// Where to serve Prometheus metrics, if anywhere.
-    pub metrics_listen: Option<SocketAddr>,
+    /// The Prometheus listener, if any.
+    pub metrics: Option<MetricsConfig>,
     /// TLS settings, when a `tls://` listener exists.
     pub tls: Option<TlsConfig>,
     /// The credential API, when `[api]` is present.
@@ -270,7 +270,7 @@ impl Config {
             dangerous_allow_relay_outside_region: raw.policy.dangerous_allow_relay_outside_region,
             log: raw.log.into(),
             source: None,
-            metrics_listen: metrics::validate(&raw.metrics)?,
+            metrics: metrics::validate(&raw.metrics, base, tls.is_some())?,
             tls,
             api,
             evidence,

@@ -685,3 +685,49 @@ fn evidence_errors_name_their_key() {
     );
     assert!(parse(&with("retention = \"92d\"")).is_ok());
 }
+
+#[test]
+fn an_exposed_metrics_listener_needs_tls_and_a_token() {
+    let tls = "[tls]\ncertificate = \"cert.pem\"\nprivate_key = \"key.pem\"\n";
+    let with = |t: &str| format!("{MINIMAL}\n{t}");
+    // Plain HTTP beyond loopback, https without [tls], an empty token file: each names its key.
+    assert_eq!(
+        invalid_key(&with("[metrics]\nlisten = \"http://192.0.2.1:9464\"")),
+        "metrics.listen"
+    );
+    assert_eq!(
+        invalid_key(&with(
+            "[metrics]\nlisten = \"https://192.0.2.1:9464\"\ntoken_file = \"t\""
+        )),
+        "metrics.listen"
+    );
+    assert_eq!(
+        invalid_key(&with(&format!(
+            "[metrics]\nlisten = \"https://192.0.2.1:9464\"\ntoken_file = \"\"\n{tls}"
+        ))),
+        "metrics.token_file"
+    );
+    assert_eq!(
+        invalid_key(&with("[metrics]\ntoken_file = \"t\"")),
+        "metrics.token_file"
+    );
+    let exposed = parse(&with(&format!(
+        "[metrics]\nlisten = \"https://192.0.2.1:9464\"\ntoken_file = \"metrics-token\"\n{tls}"
+    )))
+    .unwrap()
+    .metrics
+    .unwrap();
+    assert!(exposed.https);
+    assert_eq!(
+        exposed.token_file.as_deref(),
+        Some(Path::new("/etc/eeaturn/metrics-token"))
+    );
+    // Loopback: plain HTTP, with or without the http:// prefix, and no token needed.
+    for listen in ["127.0.0.1:9464", "http://[::1]:9464"] {
+        let m = parse(&with(&format!("[metrics]\nlisten = \"{listen}\"")))
+            .unwrap()
+            .metrics
+            .unwrap();
+        assert!(!m.https && m.token_file.is_none() && m.listen.ip().is_loopback());
+    }
+}

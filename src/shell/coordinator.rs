@@ -26,8 +26,11 @@ pub(super) struct Coordinator {
     pub(super) api: Option<crate::api::Api>,
     pub(super) tls: Option<stream::SharedAcceptor>,
     pub(super) watch: geo::DbWatch,
-    pub(super) metrics_tx: tokio::sync::watch::Sender<String>,
+    /// The metrics, when `metrics.listen` is set.
+    pub(super) metrics: Option<crate::metrics::Metrics>,
     pub(super) shell_counters: crate::metrics::ShellCounters,
+    /// The `[tls]` certificate's expiry, read at start and on every reload.
+    pub(super) tls_not_after: Option<std::time::SystemTime>,
     pub(super) config: Config,
     pub(super) readers: Vec<JoinHandle<()>>,
     /// The evidence writer, when `[evidence]` is on.
@@ -85,6 +88,8 @@ impl Coordinator {
         drain_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Set when the drain starts: until when it may last.
         let mut drain_until: Option<tokio::time::Instant> = None;
+        self.read_tls_not_after();
+        self.publish_metrics();
         self.systemd.ready(&self.status_line(false));
         let reason = loop {
             tokio::select! {
@@ -189,30 +194,44 @@ impl Coordinator {
         }
     }
 
-    /// Renders the metrics text for the listener (when one is configured).
+    /// Sets the metrics from the workers' counters and everything else (when a listener is
+    /// configured); scrapes render what was set last.
     fn publish_metrics(&mut self) {
-        if self.config.metrics_listen.is_none() {
+        let Some(metrics) = &self.metrics else {
             return;
-        }
+        };
         let mut stats = Stats::default();
         for w in &self.workers {
             stats.merge(&w.snapshot().stats);
         }
-        let mut text = crate::metrics::render(
-            &stats,
-            self.shared.total(),
-            &self.policy,
-            self.config.geo.max_age,
-            self.shell_counters,
-            now().wall,
-        );
-        if let Some(api) = &self.api {
-            api.render_metrics(&mut text);
+        let api = self.api.as_ref().map(crate::api::Api::counters);
+        metrics.update(&crate::metrics::Sample {
+            stats: &stats,
+            allocations: self.shared.total(),
+            policy: &self.policy,
+            max_age: self.config.geo.max_age,
+            shell: &self.shell_counters,
+            api: api.as_ref(),
+            evidence: self.evidence.as_ref().map(super::evidence::Writer::metrics),
+            tls_not_after: self.tls_not_after,
+            process: super::metrics::process(),
+            now: now().wall,
+        });
+    }
+
+    /// Reads the `[tls]` certificate's expiry for the metrics (kept as it was on failure).
+    fn read_tls_not_after(&mut self) {
+        if self.metrics.is_none() {
+            return;
         }
-        if let Some(evidence) = &self.evidence {
-            crate::metrics::render_evidence(&mut text, &evidence.metrics(), now().wall);
+        if let Some(t) = &self.config.tls {
+            match crate::tls::certificate_not_after(t) {
+                Ok(at) => self.tls_not_after = Some(at),
+                Err(e) => {
+                    tracing::warn!(target: "eeaturn::shell", error = %format!("{e:#}"), "cannot read the certificate's expiry for the metrics");
+                }
+            }
         }
-        self.metrics_tx.send_replace(text);
     }
 
     /// SIGHUP: re-reads the config file (when it came from one), the secrets, the policy and
@@ -223,12 +242,14 @@ impl Coordinator {
             Some(path) => match Config::load(path) {
                 Ok(c) => c,
                 Err(e) => {
+                    self.shell_counters.reloaded("config", false);
                     tracing::error!(target: "eeaturn::shell", error = %e, "config reload failed; keeping the previous configuration");
                     return;
                 }
             },
             None => self.config.clone(),
         };
+        self.shell_counters.reloaded("config", true);
         // The relay sockets stay as they are until a restart, so the relay-host rule must keep
         // describing the addresses and ports in use, whatever the file says now.
         if config.relay != self.config.relay || config.sockets != self.config.sockets {
@@ -243,9 +264,11 @@ impl Coordinator {
                     api.replace_secrets(s.clone());
                 }
                 self.to_workers(|| Input::Secrets(s.clone())).await;
+                self.shell_counters.reloaded("secrets", true);
                 tracing::info!(target: "eeaturn::shell", secrets = n, "reloaded secrets on SIGHUP");
             }
             Err(e) => {
+                self.shell_counters.reloaded("secrets", false);
                 tracing::error!(target: "eeaturn::shell", error = %format!("{e:#}"), "secret reload failed; keeping the previous secrets");
             }
         }
@@ -256,9 +279,14 @@ impl Coordinator {
                         .write()
                         .unwrap_or_else(std::sync::PoisonError::into_inner) =
                         tokio_rustls::TlsAcceptor::from(c);
+                    self.shell_counters.reloaded("tls", true);
+                    if self.metrics.is_some() {
+                        self.tls_not_after = crate::tls::certificate_not_after(t).ok();
+                    }
                     tracing::info!(target: "eeaturn::shell", "reloaded the TLS certificate; new handshakes use it");
                 }
                 Err(e) => {
+                    self.shell_counters.reloaded("tls", false);
                     tracing::error!(target: "eeaturn::shell", error = %format!("{e:#}"), "TLS certificate reload failed; keeping the previous certificate");
                 }
             }
@@ -266,9 +294,11 @@ impl Coordinator {
         match (&self.api, &config.api) {
             (Some(api), Some(a)) => match api.reload(a, config.tls.as_ref()) {
                 Ok(()) => {
+                    self.shell_counters.reloaded("api", true);
                     tracing::info!(target: "eeaturn::api", keys = a.keys.len(), "reloaded the API settings and keys");
                 }
                 Err(e) => {
+                    self.shell_counters.reloaded("api", false);
                     tracing::error!(target: "eeaturn::api", error = %format!("{e:#}"), "API reload failed; keeping the previous API settings and certificate");
                 }
             },
@@ -298,12 +328,12 @@ impl Coordinator {
                 }
                 self.to_workers(|| Input::Policy(p.clone())).await;
                 self.policy = p;
-                self.shell_counters.reloads_ok += 1;
+                self.shell_counters.reloaded("policy", true);
                 tracing::info!(target: "eeaturn::policy", "policy and databases reloaded; existing permissions are re-checked at their next refresh");
                 true
             }
             Err(e) => {
-                self.shell_counters.reloads_failed += 1;
+                self.shell_counters.reloaded("policy", false);
                 tracing::error!(target: "eeaturn::policy", error = %format!("{e:#}"), "policy reload failed; keeping the previous policy and databases");
                 false
             }

@@ -143,14 +143,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .context("installing the SIGHUP handler")?;
     let watch = geo::DbWatch::new(&config);
-    let (metrics_tx, metrics_rx) = tokio::sync::watch::channel(String::new());
     let mut metrics_addr = None;
-    if let Some(addr) = config.metrics_listen {
-        let (local, task) = metrics::serve(addr, metrics_rx).await?;
-        tracing::info!(target: "eeaturn::shell", metrics = %format!("http://{local}/metrics"), "serving metrics");
-        readers.push(task);
-        metrics_addr = Some(local);
-    }
+    let metrics = match &config.metrics {
+        Some(m) => {
+            let recorder = crate::metrics::Metrics::new();
+            let (local, task) = metrics::serve(m, tls.clone(), recorder.handle()).await?;
+            let scheme = if m.https { "https" } else { "http" };
+            tracing::info!(target: "eeaturn::shell", metrics = %format!("{scheme}://{local}/metrics"), token = m.token_file.is_some(), "serving metrics");
+            readers.push(task);
+            metrics_addr = Some(local);
+            Some(recorder)
+        }
+        None => None,
+    };
     let api = match &config.api {
         Some(a) => {
             let source = evidence
@@ -182,8 +187,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         api,
         tls,
         watch,
-        metrics_tx,
+        metrics,
         shell_counters: crate::metrics::ShellCounters::default(),
+        tls_not_after: None,
         config,
         readers,
         evidence,

@@ -120,6 +120,32 @@ pub fn server_config(tls: &TlsConfig) -> anyhow::Result<Arc<ServerConfig>> {
     build_server_config(tls, None, Vec::new())
 }
 
+/// Reads when the leaf (first) certificate of `tls.certificate` expires (its notAfter), for
+/// the metric `eeaturn_tls_certificate_not_after_timestamp_seconds`.
+///
+/// # Errors
+///
+/// When the file cannot be read, holds no PEM certificate, or its first certificate is not
+/// DER that parses as X.509.
+pub fn certificate_not_after(tls: &TlsConfig) -> anyhow::Result<std::time::SystemTime> {
+    use x509_cert::der::Decode as _;
+    let chain = load_certificates("tls.certificate", &tls.certificate)?;
+    let leaf = chain.first().ok_or_else(|| {
+        anyhow::anyhow!(
+            "tls.certificate {}: no certificate",
+            tls.certificate.display()
+        )
+    })?;
+    let cert = x509_cert::Certificate::from_der(leaf.as_ref()).map_err(|e| {
+        anyhow::anyhow!(
+            "tls.certificate {}: the first certificate is not X.509 DER: {e}",
+            tls.certificate.display()
+        )
+    })?;
+    let not_after = cert.tbs_certificate().validity().not_after;
+    Ok(std::time::UNIX_EPOCH + not_after.to_unix_duration())
+}
+
 /// Builds the server configuration of the credential API's `https://` listener: the `bsi`
 /// profile and certificate of [`server_config`], ALPN `http/1.1`, and, when `client_ca` is set,
 /// mutual TLS: a client must present a certificate issued by one of the CAs in that file.

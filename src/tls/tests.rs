@@ -649,3 +649,14 @@ fn no_groups_is_an_error() {
     let message = format!("{:#}", server_config(&tls).unwrap_err());
     assert!(message.contains("config key `tls.groups`"), "{message}");
 }
+
+#[test]
+fn the_dev_certificate_expires_when_openssl_says() {
+    // `openssl x509 -in config/dev-cert.pem -noout -enddate`: Nov 20 13:02:03 2036 GMT.
+    let not_after = certificate_not_after(&dev_tls(&[TlsGroup::Secp256r1])).unwrap();
+    let secs = not_after
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert_eq!(secs, 2_110_798_923);
+}

@@ -127,7 +127,7 @@ log "systemd (PID $sdpid on the machine) is $state"
 inside ip link set lo up
 # Services of the machine that the test does not need (runtime masks live in the private /run).
 for unit in coturn.service postgresql.service avahi-daemon.service avahi-daemon.socket \
-  e2scrub_reap.service cron.service ssh.service; do
+  e2scrub_reap.service cron.service ssh.service prometheus.service; do
   if inside systemctl cat "$unit" >/dev/null 2>&1; then
     inside systemctl mask --runtime --now "$unit" >/dev/null 2>&1 || true
   fi

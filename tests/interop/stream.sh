@@ -200,12 +200,33 @@ fi
 
 is_eeaturn() { [ "$INTEROP_SERVER" = eeaturn ]; }
 
-# metric NAME_WITH_LABELS: prints the value of one sample (0 when absent).
+# metric NAME_WITH_LABELS: prints the sum of the samples of NAME that carry every label given
+# (0 when there is none), so 'x{direction="to_client"}' sums x over its other labels.
 metric() {
   local v
   v="$(curl -fsS --max-time 2 "http://127.0.0.1:$METRICS_PORT/metrics" 2>/dev/null |
-    awk -v n="$1" '$1 == n { print $2 }' | tail -n 1)"
+    metric_sum "$1")"
   printf '%s\n' "${v:-0}"
+}
+
+# metric_sum QUERY: the sum described at metric, over exposition text on stdin.
+metric_sum() {
+  awk -v q="$1" '
+    BEGIN {
+      qb = q; ql = ""; i = index(q, "{")
+      if (i) { qb = substr(q, 1, i - 1); ql = substr(q, i + 1, length(q) - i - 1) }
+      n = split(ql, want, ",")
+    }
+    /^#/ { next }
+    {
+      s = $1; sb = s; sl = ","; j = index(s, "{")
+      if (j) { sb = substr(s, 1, j - 1); sl = "," substr(s, j + 1, length(s) - j - 1) "," }
+      if (sb != qb) next
+      ok = 1
+      for (k = 1; k <= n; k++) if (index(sl, "," want[k] ",") == 0) ok = 0
+      if (ok) { sum += $2; found = 1 }
+    }
+    END { if (found) print sum }'
 }
 
 # wait_metric NAME OP VALUE SECONDS: waits until NAME OP VALUE holds (OP: -eq, -ge, ...).

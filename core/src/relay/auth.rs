@@ -50,6 +50,10 @@ pub(crate) enum AuthOutcome {
     Reject {
         code: ErrorCode,
         detail: Option<&'static str>,
+        /// Why, as a stable name for the `reason` label (see [`Stats::auth_failures`]).
+        ///
+        /// [`Stats::auth_failures`]: super::Stats::auth_failures
+        reason: &'static str,
     },
 }
 
@@ -118,7 +122,7 @@ impl Authenticator {
         now: SystemTime,
     ) -> AuthOutcome {
         if !msg.has_integrity() {
-            return reject(ErrorCode::UNAUTHORIZED, None);
+            return reject(ErrorCode::UNAUTHORIZED, None, AUTH_NO_CREDENTIALS);
         }
         let (Some(username), Some(realm), Some(nonce)) = (
             msg.get(attr::USERNAME),
@@ -128,6 +132,7 @@ impl Authenticator {
             return reject(
                 ErrorCode::BAD_REQUEST,
                 Some("USERNAME, REALM and NONCE are required"),
+                AUTH_MALFORMED,
             );
         };
         let (Ok(username), Ok(realm), Ok(nonce)) = (
@@ -138,14 +143,16 @@ impl Authenticator {
             return reject(
                 ErrorCode::BAD_REQUEST,
                 Some("malformed USERNAME, REALM or NONCE"),
+                AUTH_MALFORMED,
             );
         };
         match self.check_nonce(nonce, client, now) {
             Ok(true) => {}
-            Ok(false) | Err(()) => return reject(ErrorCode::STALE_NONCE, None),
+            Ok(false) => return reject(ErrorCode::STALE_NONCE, None, AUTH_STALE_NONCE),
+            Err(()) => return reject(ErrorCode::STALE_NONCE, None, AUTH_BAD_NONCE),
         }
         if realm != self.realm {
-            return reject(ErrorCode::UNAUTHORIZED, None);
+            return reject(ErrorCode::UNAUTHORIZED, None, AUTH_WRONG_REALM);
         }
         // PASSWORD-ALGORITHM selects the key; a request that names one must echo the offer
         // unchanged (downgrade protection). See RFC 8489 §9.2.4.
@@ -154,32 +161,46 @@ impl Authenticator {
                 return reject(
                     ErrorCode::BAD_REQUEST,
                     Some("PASSWORD-ALGORITHMS without PASSWORD-ALGORITHM"),
+                    AUTH_MALFORMED,
                 );
             }
             None => attr::PASSWORD_ALGORITHM_MD5,
             Some(v) => {
                 let Ok(alg) = attr::decode_password_algorithm(v) else {
-                    return reject(ErrorCode::BAD_REQUEST, Some("malformed PASSWORD-ALGORITHM"));
+                    return reject(
+                        ErrorCode::BAD_REQUEST,
+                        Some("malformed PASSWORD-ALGORITHM"),
+                        AUTH_MALFORMED,
+                    );
                 };
                 if msg.get(attr::PASSWORD_ALGORITHMS) != Some(&PASSWORD_ALGORITHMS_VALUE[..]) {
                     return reject(
                         ErrorCode::BAD_REQUEST,
                         Some("PASSWORD-ALGORITHMS does not match"),
+                        AUTH_MALFORMED,
                     );
                 }
                 if alg != attr::PASSWORD_ALGORITHM_MD5 && alg != attr::PASSWORD_ALGORITHM_SHA256 {
                     return reject(
                         ErrorCode::BAD_REQUEST,
                         Some("unsupported PASSWORD-ALGORITHM"),
+                        AUTH_MALFORMED,
                     );
                 }
                 alg
             }
         };
-        let Ok(user) =
-            credentials::check_username(username, now, self.max_credential_ttl, CREDENTIAL_SKEW)
-        else {
-            return reject(ErrorCode::UNAUTHORIZED, None);
+        let user = match credentials::check_username(
+            username,
+            now,
+            self.max_credential_ttl,
+            CREDENTIAL_SKEW,
+        ) {
+            Ok(user) => user,
+            Err(credentials::Error::Expired) => {
+                return reject(ErrorCode::UNAUTHORIZED, None, AUTH_EXPIRED);
+            }
+            Err(_) => return reject(ErrorCode::UNAUTHORIZED, None, AUTH_BAD_USERNAME),
         };
         let user_key = if user.user.is_empty() {
             username.to_owned()
@@ -205,13 +226,45 @@ impl Authenticator {
                 };
             }
         }
-        reject(ErrorCode::UNAUTHORIZED, None)
+        reject(ErrorCode::UNAUTHORIZED, None, AUTH_BAD_PASSWORD)
     }
 }
 
-fn reject(code: ErrorCode, detail: Option<&'static str>) -> AuthOutcome {
-    AuthOutcome::Reject { code, detail }
+fn reject(code: ErrorCode, detail: Option<&'static str>, reason: &'static str) -> AuthOutcome {
+    AuthOutcome::Reject {
+        code,
+        detail,
+        reason,
+    }
 }
+
+/// The `reason`s of [`Stats::auth_failures`](super::Stats::auth_failures), every one of them.
+pub const AUTH_FAILURE_REASONS: [&str; 8] = [
+    AUTH_NO_CREDENTIALS,
+    AUTH_MALFORMED,
+    AUTH_STALE_NONCE,
+    AUTH_BAD_NONCE,
+    AUTH_WRONG_REALM,
+    AUTH_EXPIRED,
+    AUTH_BAD_USERNAME,
+    AUTH_BAD_PASSWORD,
+];
+/// No MESSAGE-INTEGRITY: the first request of every client, answered with the challenge.
+const AUTH_NO_CREDENTIALS: &str = "no-credentials";
+/// USERNAME, REALM, NONCE or the password algorithm attributes missing or malformed (400).
+const AUTH_MALFORMED: &str = "malformed";
+/// A nonce of ours that expired (438, the client retries with the fresh one).
+const AUTH_STALE_NONCE: &str = "stale-nonce";
+/// A nonce we did not issue, or issued to another address (438).
+const AUTH_BAD_NONCE: &str = "bad-nonce";
+/// Another realm than ours.
+const AUTH_WRONG_REALM: &str = "wrong-realm";
+/// A REST username whose expiry has passed.
+const AUTH_EXPIRED: &str = "expired";
+/// A REST username that does not parse, or lives longer than `auth.max_credential_ttl`.
+const AUTH_BAD_USERNAME: &str = "bad-username";
+/// MESSAGE-INTEGRITY does not match any accepted secret: a wrong password.
+const AUTH_BAD_PASSWORD: &str = "bad-password";
 
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use super::table::{PeerTraffic, TrafficCounters};
 use super::types::{AllocationId, Transport};
-use crate::policy::{Facts, Rule, Subject};
+use crate::policy::{CountryCode, Facts, Rule, Subject};
 
 /// Why an allocation ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -231,6 +231,29 @@ pub struct Stats {
     pub bytes_to_client: u64,
     /// Datagrams dropped, by [`DropReason::name`].
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Requests refused by authentication, by reason (one of
+    /// [`AUTH_FAILURE_REASONS`](super::AUTH_FAILURE_REASONS)).
+    pub auth_failures: BTreeMap<&'static str, u64>,
+    /// The relayed packets and bytes again, by the client's transport (indexed by
+    /// [`Transport::index`]).
+    pub relayed_by_transport: [RelayedTraffic; 3],
+    /// Allocations created, by the client's country (`None`: the database does not know it).
+    pub allocations_by_country: BTreeMap<Option<CountryCode>, u64>,
+    /// Policy refusals, by (subject, the address's country; `None`: unknown or not looked up).
+    pub denials_by_country: BTreeMap<(&'static str, Option<CountryCode>), u64>,
+}
+
+/// Relayed packets and payload bytes each way, for one client transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayedTraffic {
+    /// Packets relayed client → peer.
+    pub packets_to_peer: u64,
+    /// Payload bytes relayed client → peer.
+    pub bytes_to_peer: u64,
+    /// Packets relayed peer → client.
+    pub packets_to_client: u64,
+    /// Payload bytes relayed peer → client.
+    pub bytes_to_client: u64,
 }
 
 impl Stats {
@@ -255,6 +278,40 @@ impl Stats {
         self.packets_to_client += other.packets_to_client;
         self.bytes_to_client += other.bytes_to_client;
         add(&mut self.dropped, &other.dropped);
+        add(&mut self.auth_failures, &other.auth_failures);
+        add(
+            &mut self.allocations_by_country,
+            &other.allocations_by_country,
+        );
+        add(&mut self.denials_by_country, &other.denials_by_country);
+        for (t, o) in self
+            .relayed_by_transport
+            .iter_mut()
+            .zip(&other.relayed_by_transport)
+        {
+            t.packets_to_peer += o.packets_to_peer;
+            t.bytes_to_peer += o.bytes_to_peer;
+            t.packets_to_client += o.packets_to_client;
+            t.bytes_to_client += o.bytes_to_client;
+        }
+    }
+
+    /// Counts a packet of `len` payload bytes relayed from a client on `transport` to a peer.
+    pub(crate) fn relayed_to_peer(&mut self, transport: Transport, len: u64) {
+        self.packets_to_peer += 1;
+        self.bytes_to_peer += len;
+        let t = &mut self.relayed_by_transport[transport.index()];
+        t.packets_to_peer += 1;
+        t.bytes_to_peer += len;
+    }
+
+    /// Counts a packet of `len` payload bytes relayed from a peer to a client on `transport`.
+    pub(crate) fn relayed_to_client(&mut self, transport: Transport, len: u64) {
+        self.packets_to_client += 1;
+        self.bytes_to_client += len;
+        let t = &mut self.relayed_by_transport[transport.index()];
+        t.packets_to_client += 1;
+        t.bytes_to_client += len;
     }
 }
 
@@ -287,5 +344,29 @@ mod tests {
         assert_eq!(a.dropped.get("no-permission"), Some(&1));
         assert_eq!(a.denials.get(&("peer", "outside-region")), Some(&3));
         assert_eq!(a.requests_ok.get("Allocate"), Some(&2));
+    }
+
+    #[test]
+    fn relayed_traffic_is_counted_in_total_and_by_transport() {
+        let mut a = Stats::default();
+        a.relayed_to_peer(Transport::Udp, 100);
+        a.relayed_to_client(Transport::Tcp, 7);
+        let mut b = Stats::default();
+        b.relayed_to_peer(Transport::Udp, 5);
+        b.relayed_to_peer(Transport::Tls, 3);
+        b.auth_failures.insert("bad-password", 2);
+        let de = CountryCode::parse("DE");
+        b.allocations_by_country.insert(de, 1);
+        a.merge(&b);
+        assert_eq!((a.packets_to_peer, a.bytes_to_peer), (3, 108));
+        assert_eq!((a.packets_to_client, a.bytes_to_client), (1, 7));
+        let udp = a.relayed_by_transport[Transport::Udp.index()];
+        assert_eq!((udp.packets_to_peer, udp.bytes_to_peer), (2, 105));
+        let tcp = a.relayed_by_transport[Transport::Tcp.index()];
+        assert_eq!((tcp.packets_to_client, tcp.bytes_to_client), (1, 7));
+        let tls = a.relayed_by_transport[Transport::Tls.index()];
+        assert_eq!((tls.packets_to_peer, tls.bytes_to_peer), (1, 3));
+        assert_eq!(a.auth_failures.get("bad-password"), Some(&2));
+        assert_eq!(a.allocations_by_country.get(&de), Some(&1));
     }
 }

@@ -36,8 +36,9 @@ use rand::RngCore;
 use ring::hmac;
 use slotmap::SlotMap;
 
+pub use auth::AUTH_FAILURE_REASONS;
 pub use config::{Limits, ServerConfig};
-pub use events::{DropReason, EndReason, Event, Stage, Stats};
+pub use events::{DropReason, EndReason, Event, RelayedTraffic, Stage, Stats};
 pub use shared::Shared;
 pub use table::{MAX_LEDGER_PEERS, PeerTraffic, TrafficCounters};
 pub use types::{

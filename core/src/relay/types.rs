@@ -34,6 +34,18 @@ impl Transport {
         }
     }
 
+    /// Every transport, in the order of [`Self::index`].
+    pub const ALL: [Self; 3] = [Self::Udp, Self::Tcp, Self::Tls];
+
+    /// Returns the position in [`Self::ALL`] (an array index for per-transport counters).
+    pub fn index(self) -> usize {
+        match self {
+            Self::Udp => 0,
+            Self::Tcp => 1,
+            Self::Tls => 2,
+        }
+    }
+
     /// Returns true for the stream transports, where ChannelData is padded to 4 bytes.
     pub fn is_stream(self) -> bool {
         !matches!(self, Self::Udp)

@@ -69,6 +69,8 @@ pub(crate) struct Status {
     pub(crate) write_errors: AtomicU64,
     /// Wall time of the last checkpoint, Unix milliseconds (0: none yet).
     pub(crate) last_checkpoint_ms: AtomicU64,
+    /// Wall time of the last completed fsync, Unix milliseconds (0: none yet).
+    pub(crate) last_fsync_ms: AtomicU64,
     /// Bytes of records held in memory, not yet written.
     pub(crate) pending_bytes: AtomicU64,
     /// The chain head written so far, for `/v1/evidence/status`: set after each flush and
@@ -176,6 +178,10 @@ impl Writer {
             queue_depth: load(&s.queue_depth),
             fsync_last: Duration::from_micros(load(&s.fsync_last_us)),
             fsync_max: Duration::from_micros(load(&s.fsync_max_us)),
+            last_fsync: match load(&s.last_fsync_ms) {
+                0 => None,
+                ms => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+            },
             write_errors: load(&s.write_errors),
             last_checkpoint: (checkpoint > 0)
                 .then(|| UNIX_EPOCH + Duration::from_millis(checkpoint)),
@@ -528,6 +534,9 @@ impl Thread {
             .unwrap_or(u64::MAX);
         self.status.fsync_last_us.store(us, Ordering::Relaxed);
         self.status.fsync_max_us.fetch_max(us, Ordering::Relaxed);
+        self.status
+            .last_fsync_ms
+            .store(unix_ms(now().wall), Ordering::Relaxed);
     }
 
     fn checkpoint(&mut self) {

@@ -231,6 +231,7 @@ impl<R: RngCore> Server<R> {
         b.add_fingerprint();
         let bytes = b.finish();
         let to = a.five_tuple;
+        let country = a.client_facts.country;
         let event = Event::AllocationCreated {
             id: a.id,
             at: now.wall,
@@ -251,6 +252,11 @@ impl<R: RngCore> Server<R> {
             };
         }
         self.stats.allocations_created += 1;
+        *self
+            .stats
+            .allocations_by_country
+            .entry(country)
+            .or_default() += 1;
         self.count_ok(Method::ALLOCATE);
         self.events.push_back(event);
         self.commands.push_back(Command::SendToClient { to, bytes });

@@ -97,8 +97,7 @@ impl<R: RngCore> Server<R> {
         if let Some(p) = a.peers.get_mut(ledger) {
             p.traffic.count_to_client(len as u64);
         }
-        self.stats.packets_to_client += 1;
-        self.stats.bytes_to_client += len as u64;
+        self.stats.relayed_to_client(to.transport, len as u64);
         Some(ClientTransmit { to, range })
     }
 
@@ -139,8 +138,7 @@ impl<R: RngCore> Server<R> {
         if let Some(p) = a.peers.get_mut(ledger) {
             p.traffic.count_to_peer(len as u64);
         }
-        self.stats.packets_to_peer += 1;
-        self.stats.bytes_to_peer += len as u64;
+        self.stats.relayed_to_peer(from.transport, len as u64);
         Some(PeerTransmit {
             relay,
             peer: ch.peer,
@@ -197,8 +195,7 @@ impl<R: RngCore> Server<R> {
         if let Some(p) = a.peers.get_mut(ledger) {
             p.traffic.count_to_peer(len);
         }
-        self.stats.packets_to_peer += 1;
-        self.stats.bytes_to_peer += len;
+        self.stats.relayed_to_peer(from.transport, len);
         Some(PeerTransmit {
             relay,
             peer,

@@ -177,7 +177,12 @@ impl<R: RngCore> Server<R> {
                 user_key,
                 integrity,
             } => (AuthState { username, user_key }, integrity),
-            AuthOutcome::Reject { code, detail } => {
+            AuthOutcome::Reject {
+                code,
+                detail,
+                reason,
+            } => {
+                *self.stats.auth_failures.entry(reason).or_default() += 1;
                 if AuthOutcome::challenges(code) {
                     self.send_challenge(from, msg, code, now);
                 } else {

@@ -59,6 +59,11 @@ impl<R: RngCore> Server<R> {
             .denials
             .entry((subject.name(), rule.id()))
             .or_default() += 1;
+        *self
+            .stats
+            .denials_by_country
+            .entry((subject.name(), facts.country))
+            .or_default() += 1;
         self.events.push_back(Event::Denied {
             id,
             at: now.wall,

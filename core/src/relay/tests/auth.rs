@@ -27,6 +27,7 @@ fn request_without_integrity_is_challenged_with_realm_nonce_and_algorithms() {
     assert!(!r.msg().has_integrity());
     assert_eq!(ts.server.allocation_count(), 0);
     assert!(ts.take_events().is_empty());
+    assert_eq!(auth_failures(&ts), [("no-credentials", 1)]);
 }
 
 #[test]
@@ -43,6 +44,11 @@ fn wrong_password_is_401() {
     assert!(!r.msg().has_integrity());
     assert!(bind_requests(&cmds).is_empty());
     assert_eq!(ts.server.allocation_count(), 0);
+    // The exchange's first round trip is the challenge.
+    assert_eq!(
+        auth_failures(&ts),
+        [("bad-password", 1), ("no-credentials", 1)]
+    );
 }
 
 #[test]
@@ -61,6 +67,49 @@ fn expired_rest_username_is_401() {
     assert!(refused.nonce().is_some());
     accepted.assert_ok();
     assert_eq!(ts.server.allocation_count(), 1);
+}
+
+#[test]
+fn auth_failures_are_counted_by_reason() {
+    let mut ts = TestServer::new();
+    let signer = Secrets::parse(SECRET).unwrap();
+    let mut expired = ts.client_with(
+        "127.0.0.1:40001",
+        &format!("{}:a", WALL_START - 60),
+        &signer,
+    );
+    let mut malformed = ts.client_with("127.0.0.1:40002", "alice", &signer);
+    let mut elsewhere = ts.client(40003);
+    elsewhere.creds.realm = "elsewhere.test".to_owned();
+
+    let _ = ts.exchange(&mut expired, &Req::allocate());
+    let _ = ts.exchange(&mut malformed, &Req::allocate());
+    let _ = ts.exchange(&mut elsewhere, &Req::allocate());
+
+    assert_eq!(
+        auth_failures(&ts),
+        [
+            ("bad-username", 1),
+            ("expired", 1),
+            ("no-credentials", 3),
+            ("wrong-realm", 1)
+        ]
+    );
+    for reason in ts.server.stats().auth_failures.keys() {
+        assert!(
+            crate::relay::AUTH_FAILURE_REASONS.contains(reason),
+            "{reason}"
+        );
+    }
+}
+
+fn auth_failures(ts: &TestServer) -> Vec<(&'static str, u64)> {
+    ts.server
+        .stats()
+        .auth_failures
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .collect()
 }
 
 #[test]
@@ -126,6 +175,7 @@ fn integrity_without_nonce_is_400() {
 
     r.assert_error(400);
     assert_eq!(r.nonce(), None, "a 400 is not a challenge");
+    assert_eq!(auth_failures(&ts), [("malformed", 1)]);
     assert_eq!(r.get(attr::REALM), None);
     assert!(!r.msg().has_integrity());
     assert_eq!(ts.server.allocation_count(), 0);
@@ -147,6 +197,7 @@ fn stale_nonce_is_438_with_a_fresh_nonce_that_works() {
 
     still_valid.assert_ok();
     stale.assert_error(438);
+    assert_eq!(ts.server.stats().auth_failures.get("stale-nonce"), Some(&1));
     let fresh = stale.nonce().expect("a 438 carries a fresh NONCE");
     assert_ne!(fresh, old);
     assert!(fresh.starts_with("obMatJos2"));
@@ -194,6 +245,7 @@ fn forged_nonce_is_438() {
         assert!(fresh.starts_with("obMatJos2"));
     }
     assert_eq!(ts.server.allocation_count(), 0);
+    assert_eq!(ts.server.stats().auth_failures.get("bad-nonce"), Some(&5));
 
     c.nonce = Some(good);
     response(&ts.exchange(&mut c, &Req::allocate())).assert_ok();
