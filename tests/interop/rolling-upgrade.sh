@@ -31,7 +31,10 @@
 #   6. NODE starts again from the "new build" on the same evidence directory:
 #      $ROLLING_NEW_BIN when set (e.g. a build of another revision), else the
 #      same binary as before, which is then said in the log and the PASS
-#      line: the test shows the procedure, not a change of version;
+#      line: the test shows the procedure, not a change of version. Run on
+#      2026-12-06 with EEATURN_BIN built at 593d3ce (the first revision with
+#      the drain) and ROLLING_NEW_BIN at ae80219: 44 passed, the old build's
+#      evidence verified and continued by the new one;
 #   7. OTHER's call was still running when NODE came back, and ends with
 #      every message echoed.
 # At the end both nodes (now "new") stop on SIGINT, and the evidence of each,
@@ -88,7 +91,7 @@ if cmp -s "$OLD_BIN" "$NEW_BIN"; then
   log "the \"new build\" is the same binary as the old one ($("$OLD_BIN" --version)); set ROLLING_NEW_BIN to upgrade to another build"
 else
   SAME_BUILD=0
-  log "old build: $OLD_BIN ($("$OLD_BIN" --version)), new build: $NEW_BIN ($("$NEW_BIN" --version))"
+  log "old build: $OLD_BIN ($("$OLD_BIN" --version), sha256 $(sha256sum <"$OLD_BIN" | cut -c1-16)), new build: $NEW_BIN ($("$NEW_BIN" --version), sha256 $(sha256sum <"$NEW_BIN" | cut -c1-16))"
 fi
 for p in "$PORT_A" "$PORT_B" "$PEER_PORT" "$((PEER_PORT + 1))"; do
   if ! udp_port_free "$p"; then
