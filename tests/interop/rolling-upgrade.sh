@@ -32,7 +32,7 @@
 #      $ROLLING_NEW_BIN when set (e.g. a build of another revision), else the
 #      same binary as before, which is then said in the log and the PASS
 #      line: the test shows the procedure, not a change of version. Run on
-#      2026-12-06 with EEATURN_BIN built at 593d3ce (the first revision with
+#      2026-12-06 with EEATURN_BIN built at 593d3ce (the merge that brought
 #      the drain) and ROLLING_NEW_BIN at ae80219: 44 passed, the old build's
 #      evidence verified and continued by the new one;
 #   7. OTHER's call was still running when NODE came back, and ends with
