@@ -147,6 +147,15 @@ pub(super) fn validate(raw: RawServer) -> Result<Server, Error> {
                 format!("{s:?}: name the other relay's public address and port"),
             ));
         }
+        if let Some(own) = listen.iter().find(|l| l.addr == a) {
+            return Err(invalid(
+                "server.alternate_servers",
+                format!(
+                    "{s:?} is this relay's own listener {own}: a draining relay would send \
+                     clients back to itself; name another node of the fleet"
+                ),
+            ));
+        }
         alternate_servers.push(a);
     }
     Ok(Server {

@@ -191,6 +191,11 @@ fn validation_errors_name_the_key() {
             "server.alternate_servers",
         ),
         (
+            "listen = [\"udp://127.0.0.1:3478\"]",
+            "listen = [\"udp://127.0.0.1:3478\"]\nalternate_servers = [\"127.0.0.1:3478\"]",
+            "server.alternate_servers",
+        ),
+        (
             "addresses = [\"127.0.0.1\"]",
             "addresses = []",
             "relay.addresses",

@@ -198,6 +198,9 @@ strip_ansi() { sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
 #   turnutils 28780, relay 29000-29499   aioice    28880, relay 29500-29999
 #   residency 28980, relay 30000-30499   tls       28349, relay 30500-30599
 #   stream    28080-28091, relay 31000-31499   evidence  28580, relay 30600-30999
+#   api       28680, relay 31500-31999          fleet     29180-29181, relay 30600-30799
+#   rolling-upgrade 28380-28381, peer 28390, relay 30800-30999
+# The relay ranges overlap between scripts that never run at the same time.
 
 # Is a UDP port free on the loopback addresses? (best effort; ss is optional)
 udp_port_free() {
