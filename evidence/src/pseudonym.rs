@@ -66,6 +66,9 @@ pub struct Pseudonymizer {
     source: Box<dyn KeySource>,
     /// Day → key; only the last few days stay loaded.
     cache: BTreeMap<String, hmac::Key>,
+    /// The key of the day last used, by day number since the epoch: most records fall on the
+    /// same day as the one before, and need neither the day's name nor a map lookup.
+    today: Option<(u64, hmac::Key)>,
 }
 
 impl std::fmt::Debug for Pseudonymizer {
@@ -94,6 +97,7 @@ impl Pseudonymizer {
             mode,
             source,
             cache: BTreeMap::new(),
+            today: None,
         })
     }
 
@@ -172,19 +176,32 @@ impl Pseudonymizer {
             self.cache.remove(day);
         }
         if !days.is_empty() {
+            self.today = None;
+        }
+        if !days.is_empty() {
             crate::statement::sync_dir(&self.keys_dir.join("x"))?;
         }
         Ok(days)
     }
 
     fn tag(&mut self, prefix: &str, input: &[u8], at: SystemTime) -> Result<String, Error> {
-        let day = Timestamp::from_system_time(at).day();
-        let key = self.key(&day)?;
+        let ts = Timestamp::from_system_time(at);
+        let day_number = ts.unix_millis() / MILLIS_PER_DAY;
+        let key = match &self.today {
+            Some((d, key)) if *d == day_number => key,
+            _ => {
+                let key = self.key(&ts.day())?.clone();
+                &self.today.insert((day_number, key)).1
+            }
+        };
         let tag = hmac::sign(key, input);
-        Ok(format!(
-            "{prefix}{}",
-            hex::encode(&tag.as_ref()[..PSEUDONYM_BYTES])
-        ))
+        let mut out = String::with_capacity(prefix.len() + 2 * PSEUDONYM_BYTES);
+        out.push_str(prefix);
+        for b in &tag.as_ref()[..PSEUDONYM_BYTES] {
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        Ok(out)
     }
 
     fn key(&mut self, day: &str) -> Result<&hmac::Key, Error> {
@@ -239,6 +256,9 @@ fn canonical(ip: IpAddr) -> IpAddr {
 const PSEUDONYM_BYTES: usize = 16;
 /// Day keys kept in memory (a day boundary needs two).
 const CACHED_DAYS: usize = 3;
+/// A UTC day: day keys change at midnight UTC.
+const MILLIS_PER_DAY: u64 = 86_400_000;
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -275,6 +295,11 @@ pub(crate) mod tests {
         assert!(a.starts_with("p1:") && a.len() == 3 + 32, "{a}");
         assert_eq!(p.address(mapped, at(0)).unwrap(), a);
         assert_ne!(p.address(ip, at(1)).unwrap(), a);
+        // Back to the first day (events of two workers around midnight): its key again.
+        assert_eq!(p.address(ip, at(0)).unwrap(), a);
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &[1; 32]);
+        let expected = hmac::sign(&key, b"addr\0\xcb\x00\x71\x07");
+        assert_eq!(a[3..], hex::encode(&expected.as_ref()[..16]));
         assert!(p.user("patient-42", at(0)).unwrap().starts_with("u1:"));
         assert!(dir.path().join("2026-12-06.key").exists());
         assert!(dir.path().join("2026-12-07.key").exists());

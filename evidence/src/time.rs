@@ -36,8 +36,42 @@ impl Timestamp {
 
     /// Returns the UTC day, `YYYY-MM-DD`, that pseudonym key files are named by.
     pub fn day(self) -> String {
+        let mut buf = [0; 24];
+        match self.write_to(&mut buf) {
+            Some(s) => s[..10].to_owned(),
+            None => {
+                let c = Civil::from_millis(self.0);
+                format!("{:04}-{:02}-{:02}", c.year, c.month, c.day)
+            }
+        }
+    }
+
+    /// Writes `YYYY-MM-DDTHH:MM:SS.mmmZ` into `buf` digit by digit (the evidence writer
+    /// formats a timestamp per record; `write!` with padding costs several times more), or
+    /// returns `None` after the year 9999, which the slower path prints in full.
+    fn write_to(self, buf: &mut [u8; 24]) -> Option<&str> {
         let c = Civil::from_millis(self.0);
-        format!("{:04}-{:02}-{:02}", c.year, c.month, c.day)
+        if c.year > 9999 {
+            return None;
+        }
+        *buf = *b"0000-00-00T00:00:00.000Z";
+        for (range, v) in [
+            (0..4, c.year),
+            (5..7, c.month),
+            (8..10, c.day),
+            (11..13, c.hour),
+            (14..16, c.minute),
+            (17..19, c.second),
+            (20..23, c.milli),
+        ] {
+            let mut v = v;
+            for b in buf[range].iter_mut().rev() {
+                // v % 10 < 10 fits a u8.
+                *b = b'0' + u8::try_from(v % 10).unwrap_or(0);
+                v /= 10;
+            }
+        }
+        std::str::from_utf8(buf).ok()
     }
 
     /// Returns the compact form used in segment file names, `YYYYMMDDTHHMMSSZ`.
@@ -89,6 +123,10 @@ impl Timestamp {
 
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0; 24];
+        if let Some(s) = self.write_to(&mut buf) {
+            return f.write_str(s);
+        }
         let c = Civil::from_millis(self.0);
         write!(
             f,
@@ -221,6 +259,36 @@ mod tests {
             let t = Timestamp::from_unix_millis(days * 86_400_000 + 3_723_004);
             assert_eq!(Timestamp::parse(&t.to_string()), Some(t), "day {days}");
         }
+    }
+
+    #[test]
+    fn digit_writer_matches_the_padded_format() {
+        let padded = |ms: u64| {
+            let c = Civil::from_millis(ms);
+            format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                c.year, c.month, c.day, c.hour, c.minute, c.second, c.milli
+            )
+        };
+        // Every day boundary and odd millisecond for three centuries, then beyond year 9999.
+        let mut ms = 0u64;
+        while ms < 300 * 366 * 86_400_000 {
+            assert_eq!(
+                Timestamp::from_unix_millis(ms).to_string(),
+                padded(ms),
+                "{ms}"
+            );
+            ms += 86_399_999;
+        }
+        for ms in [253_402_300_799_999, 253_402_300_800_000, u64::MAX / 4] {
+            let t = Timestamp::from_unix_millis(ms);
+            assert_eq!(t.to_string(), padded(ms), "{ms}");
+            assert_eq!(t.day(), padded(ms).split('T').next().unwrap_or_default());
+        }
+        assert_eq!(
+            Timestamp::from_unix_millis(253_402_300_800_000).day(),
+            "10000-01-01"
+        );
     }
 
     #[test]
