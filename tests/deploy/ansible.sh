@@ -39,8 +39,8 @@ readonly ANSIBLE_LINT=24.12.2
 # package must be on the machine before (apt then finds it installed).
 deploy_apt_install turnutils_uclient:coturn nft:nftables curl:curl
 venv="$CARGO_TARGET_DIR/ansible-venv"
-if ! "$venv/bin/ansible-playbook" --version 2>/dev/null | grep -q "core $ANSIBLE_CORE\]" \
-  || ! "$venv/bin/ansible-lint" --version 2>/dev/null | grep -q "$ANSIBLE_LINT"; then
+installed_versions=$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("ansible-core"), m.version("ansible-lint"))' 2>/dev/null || true)
+if [ "$installed_versions" != "$ANSIBLE_CORE $ANSIBLE_LINT" ]; then
   log "pip install ansible-core==$ANSIBLE_CORE ansible-lint==$ANSIBLE_LINT"
   rm -rf "$venv"
   python3 -m venv "$venv"
@@ -194,10 +194,9 @@ grep -qE 'failed=0 ' <<<"$recap" || die "run 2 failed a task"
 show() { inside systemctl show -p "$1" --value eeaturn.service; }
 [ "$(show ActiveState)" = active ] || die "eeaturn is $(show ActiveState)"
 [ "$(inside systemctl is-enabled eeaturn.service)" = enabled ] || die "eeaturn is not enabled"
-creds=$(show LoadCredential)
-for c in hmac-secret api-keys evidence-signing-key; do
-  grep -q "$c" <<<"$creds" || die "no LoadCredential= for $c: $creds"
-done
+# The credentials systemd copied for the running relay (its $CREDENTIALS_DIRECTORY).
+creds=$(inside ls /run/credentials/eeaturn.service | sort | tr '\n' ' ')
+[ "$creds" = "api-keys evidence-signing-key hmac-secret " ] || die "the relay's credentials are '$creds'"
 for f in /etc/eeaturn/credentials/hmac-secret /etc/eeaturn/credentials/api-keys /etc/eeaturn/evidence.key; do
   [ "$(stat -c '%U:%G %a' "$f")" = "root:root 600" ] || die "$f is $(stat -c '%U:%G %a' "$f")"
 done
