@@ -17,7 +17,10 @@
 #      the journald drop-in is in force (journald restarted after it, MaxRetentionSec=90day);
 #   7. a secret rotation through the role restarts the relay (systemd 252 copies credentials
 #      at start only), which drains and comes back with both secrets;
-#   8. the journal holds no client or peer address and no secret.
+#   8. with eeaturn_rest_secret_delivery=file a rotation only reloads (same process);
+#   9. a config that fails `eeaturn config check` (template validate:) is not installed and
+#      the relay runs on; 10. rolling-restart.yml restarts the relay;
+#  11. the journal holds no client or peer address and no secret.
 # Everything the role wrote on the shared file system is removed on exit, success or not.
 #
 # Usage (as root): bash tests/deploy/ansible.sh
@@ -125,6 +128,7 @@ deploy_boot "$work/systemd.out"
 hex() { od -An -tx1 -N32 /dev/urandom | tr -d ' \n'; }
 secret1=$(hex)
 secret2=$(hex)
+secret3=$(hex)
 api_key="ci_$(hex)"
 api_hash=$(printf '%s' "$api_key" | sha256sum | cut -d' ' -f1)
 write_secrets() { # SECRETS_JSON_ARRAY
@@ -169,17 +173,25 @@ eeaturn:
       eeaturn_evidence_public_key_fetch_dir: $work/keys
 EOF
 
-converge() { # N
-  log "ansible-playbook site.yml, run $1"
+# playbook N PLAYBOOK [ARGS...]: runs ansible/PLAYBOOK inside (output in converge-N.txt),
+# sets rc and recap, and fails if a secret shows in the output.
+playbook() {
+  local n=$1 book=$2
+  shift 2
+  log "ansible-playbook $book, run $n"
+  rc=0
   inside_t 900 env ANSIBLE_CONFIG="$ANSIBLE_CONFIG" ANSIBLE_NOCOLOR=1 HOME="$work/home" \
     "$venv/bin/ansible-playbook" -c local -i "$work/inventory.yml" -e "@$work/secrets.json" \
-    "$repo/ansible/site.yml" >"$work/converge-$1.txt" 2>&1 \
-    || die "run $1 failed: $(grep -E 'fatal|FAILED|ERROR|msg' "$work/converge-$1.txt" | tail -15)"
-  recap=$(grep -E '^fra-1 +:' "$work/converge-$1.txt" | tail -1)
-  log "run $1: $recap"
-  for s in "$secret1" "$secret2" "$api_key"; do
-    ! grep -qF "$s" "$work/converge-$1.txt" || die "a secret is in Ansible's output of run $1"
+    "$@" "$repo/ansible/$book" >"$work/converge-$n.txt" 2>&1 || rc=$?
+  recap=$(grep -E '^fra-1 +:' "$work/converge-$n.txt" | tail -1)
+  log "run $n: ${recap:-no recap} (exit $rc)"
+  for s in "$secret1" "$secret2" "$secret3" "$api_key"; do
+    ! grep -qF "$s" "$work/converge-$n.txt" || die "a secret is in Ansible's output of run $n"
   done
+}
+converge() { # N [ARGS...]: site.yml, which must succeed
+  playbook "$1" site.yml "${@:2}"
+  [ "$rc" = 0 ] || die "run $1 failed: $(grep -E 'fatal|FAILED|ERROR|msg' "$work/converge-$1.txt" | tail -15)"
 }
 installed=1
 converge 1
@@ -255,12 +267,46 @@ grep -q 'draining' "$work/journal.txt" || die "the restart did not drain"
 check_relayed "$(uclient 20 -W "$secret2" -p 3478 127.0.0.1)" "UDP with the new secret"
 check_relayed "$(uclient 20 -W "$secret1" -p 3478 127.0.0.1)" "UDP with the old secret, still accepted"
 
-# --- 8. the journal: no client or peer address, no secret ----------------------------------------
+# --- 8. the REST secret as a file: a rotation only reloads -------------------------------------
+# Switching the delivery changes the credentials drop-in (a restart); rotating then reloads.
+converge 4 -e eeaturn_rest_secret_delivery=file
+[ "$(stat -c '%U:%G %a' /etc/eeaturn/hmac-secret)" = "root:eeaturn 640" ] || die "hmac-secret mode"
+[ ! -e /etc/eeaturn/credentials/hmac-secret ] || die "the hmac-secret credential is left"
+pid_before=$(show MainPID)
+write_secrets "[\"$secret3\", \"$secret2\"]"
+converge 5 -e eeaturn_rest_secret_delivery=file
+grep -q 'RUNNING HANDLER \[eeaturn : Reload eeaturn\]' "$work/converge-5.txt" || die "run 5 did not reload"
+! grep -q 'RUNNING HANDLER \[eeaturn : Restart eeaturn' "$work/converge-5.txt" || die "run 5 restarted"
+[ "$(show MainPID)" = "$pid_before" ] || die "the relay was restarted for a file secret"
+for _ in $(seq 1 50); do
+  inside journalctl -u eeaturn --since "$since" --no-pager -o cat | grep -q 'reloaded secrets on SIGHUP.*secrets=2' && break
+  sleep 0.2
+done
+check_relayed "$(uclient 20 -W "$secret3" -p 3478 127.0.0.1)" "UDP with the secret rotated by a reload"
+
+# --- 9. a config that fails `eeaturn config check` is not installed --------------------------------
+config_sum=$(sha256sum </etc/eeaturn/eeaturn.toml)
+playbook 6 site.yml -e eeaturn_rest_secret_delivery=file -e '{"eeaturn_config_extra": "[limits]\nno_such_key = 1"}'
+[ "$rc" != 0 ] || die "a config with an unknown key was accepted"
+grep -q "Render the relay's configuration" <<<"$(grep -B3 'fatal' "$work/converge-6.txt")" \
+  || die "run 6 failed elsewhere: $(grep -A3 fatal "$work/converge-6.txt" | head -8)"
+[ "$(sha256sum </etc/eeaturn/eeaturn.toml)" = "$config_sum" ] || die "the failed config replaced the old one"
+[ "$(show ActiveState)" = active ] || die "eeaturn is $(show ActiveState) after a refused config"
+log "a config that fails the check was refused; the relay runs on with the old one"
+
+# --- 10. the rolling restart playbook -----------------------------------------------------------
+pid_before=$(show MainPID)
+playbook 7 rolling-restart.yml
+[ "$rc" = 0 ] || die "rolling-restart.yml failed: $(grep -E 'fatal|msg' "$work/converge-7.txt" | tail -5)"
+[ "$(show MainPID)" != "$pid_before" ] || die "rolling-restart.yml did not restart the relay"
+check_relayed "$(uclient 20 -W "$secret3" -p 3478 127.0.0.1)" "UDP after the rolling restart"
+
+# --- 11. the journal: no client or peer address, no secret ----------------------------------------
 inside journalctl -u eeaturn --since "$since" --no-pager -o cat >"$work/journal.txt"
 ipv4='\b([0-9]{1,3}\.){3}[0-9]{1,3}\b'
 leaks=$(grep -oE "$ipv4" "$work/journal.txt" | grep -vx '127\.0\.0\.[12]' || true)
 [ -z "$leaks" ] || die "IP addresses in the journal: $(sort -u <<<"$leaks" | tr '\n' ' ')"
-for s in "$secret1" "$secret2" "$api_key"; do
+for s in "$secret1" "$secret2" "$secret3" "$api_key"; do
   ! grep -qF "$s" "$work/journal.txt" || die "a secret is in the journal"
 done
 log "journal: $(wc -l <"$work/journal.txt") lines, no client/peer address, no secret"
