@@ -181,6 +181,7 @@ playbook() {
   log "ansible-playbook $book, run $n"
   rc=0
   inside_t 900 env ANSIBLE_CONFIG="$ANSIBLE_CONFIG" ANSIBLE_NOCOLOR=1 HOME="$work/home" \
+    ANSIBLE_REMOTE_TMP="$work/home/.ansible/tmp" \
     "$venv/bin/ansible-playbook" -c local -i "$work/inventory.yml" -e "@$work/secrets.json" \
     "$@" "$repo/ansible/$book" >"$work/converge-$n.txt" 2>&1 || rc=$?
   recap=$(grep -E '^fra-1 +:' "$work/converge-$n.txt" | tail -1)
