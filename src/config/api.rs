@@ -46,6 +46,53 @@ pub struct RawApi {
     /// `[[api.keys]]`.
     #[serde(default)]
     pub keys: Vec<RawApiKey>,
+    /// A file of more `[[api.keys]]` tables (what `eeaturn api-key new` prints), re-read on
+    /// SIGHUP; relative to the config file. Default, when `keys` is empty and systemd passes
+    /// credentials: `$CREDENTIALS_DIRECTORY/api-keys`.
+    #[serde(default)]
+    pub keys_file: Option<String>,
+}
+
+/// The file name looked for in `$CREDENTIALS_DIRECTORY` when neither `keys` nor `keys_file`
+/// is set.
+pub(super) const KEYS_CREDENTIAL: &str = "api-keys";
+
+/// An `api.keys_file`: nothing but `[[api.keys]]` tables.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFile {
+    api: KeysFileApi,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeysFileApi {
+    #[serde(default)]
+    keys: Vec<RawApiKey>,
+}
+
+/// Reads the `[[api.keys]]` tables of `path` (`api.keys_file`).
+fn read_keys_file(path: &Path) -> Result<Vec<RawApiKey>, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        invalid(
+            "api.keys_file",
+            format!(
+                "cannot read {}: {e} (a file of [[api.keys]] tables, or the systemd credential {KEYS_CREDENTIAL:?}: LoadCredential={KEYS_CREDENTIAL}:/etc/eeaturn/...)",
+                path.display()
+            ),
+        )
+    })?;
+    let file: KeysFile = toml::from_str(&text).map_err(|e| {
+        invalid(
+            "api.keys_file",
+            format!(
+                "{} must hold only [[api.keys]] tables with name, scope and sha256, as `eeaturn api-key new` prints them: {}",
+                path.display(),
+                e.message()
+            ),
+        )
+    })?;
+    Ok(file.api.keys)
 }
 
 /// One `[[api.keys]]` table.
@@ -271,14 +318,34 @@ pub(super) fn validate(
         _ => None,
     };
 
-    if raw.keys.is_empty() {
+    let keys_file = match raw.keys_file.as_deref().map(str::trim) {
+        Some("") => {
+            return Err(invalid(
+                "api.keys_file",
+                "must name a file of [[api.keys]] tables (or leave the key out)",
+            ));
+        }
+        Some(f) => Some(base.join(f)),
+        None if raw.keys.is_empty() => std::env::var_os("CREDENTIALS_DIRECTORY")
+            .map(|dir| Path::new(&dir).join(KEYS_CREDENTIAL)),
+        None => None,
+    };
+    let from_file = match &keys_file {
+        Some(path) => read_keys_file(path)?,
+        None => Vec::new(),
+    };
+    if raw.keys.is_empty() && from_file.is_empty() {
         return Err(invalid(
-            "api.keys",
-            "the API has no key, so nobody could call it: create one with `eeaturn api-key new --name NAME --scope credentials` and paste the [[api.keys]] table it prints",
+            if keys_file.is_some() {
+                "api.keys_file"
+            } else {
+                "api.keys"
+            },
+            "the API has no key, so nobody could call it: create one with `eeaturn api-key new --name NAME --scope credentials` and paste the [[api.keys]] table it prints into the config or into api.keys_file",
         ));
     }
     let mut keys: Vec<ApiKey> = Vec::new();
-    for k in &raw.keys {
+    for k in raw.keys.iter().chain(&from_file) {
         if !valid_key_name(&k.name) {
             return Err(invalid(
                 "api.keys.name",

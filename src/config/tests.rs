@@ -736,3 +736,72 @@ fn an_exposed_metrics_listener_needs_tls_and_a_token() {
         assert!(!m.https && m.token_file.is_none() && m.listen.ip().is_loopback());
     }
 }
+
+#[test]
+fn api_keys_come_from_a_keys_file_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = "[[api.keys]]\nname = \"fra\"\nscope = \"evidence\"\nsha256 = \"2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\"\n";
+    std::fs::write(dir.path().join("api-keys"), table).unwrap();
+    let with_file = |api: &str| {
+        let text = format!("{MINIMAL}{api}")
+            .replace("[[api.keys]]", "keys_file = \"api-keys\"\n[[api.keys]]");
+        Config::parse(&text, dir.path())
+    };
+    // Inline and file keys are both accepted; the file resolves against the config's directory.
+    let api = with_file(API).unwrap().api.unwrap();
+    let names: Vec<_> = api
+        .keys
+        .iter()
+        .map(|k| (k.name.as_str(), k.scope))
+        .collect();
+    assert_eq!(
+        names,
+        [("sig", Scope::Credentials), ("fra", Scope::Evidence)]
+    );
+    // The file alone is enough.
+    let only_file = format!(
+        "{MINIMAL}[api]\nlisten = \"http://127.0.0.1:8080\"\nuris = [\"turn:t.example.eu\"]\nkeys_file = \"api-keys\"\n"
+    );
+    let api = Config::parse(&only_file, dir.path()).unwrap().api.unwrap();
+    assert_eq!(api.keys.len(), 1);
+    // A name used inline and in the file is refused like two inline keys.
+    let dup = API.replace("name = \"sig\"", "name = \"fra\"");
+    assert!(matches!(
+        with_file(&dup),
+        Err(Error::Invalid {
+            key: "api.keys.name",
+            ..
+        })
+    ));
+
+    let key_of = |file_text: Option<&str>| {
+        match file_text {
+            Some(t) => std::fs::write(dir.path().join("api-keys"), t).unwrap(),
+            None => std::fs::remove_file(dir.path().join("api-keys")).unwrap(),
+        }
+        match Config::parse(&only_file, dir.path()) {
+            Err(Error::Invalid { key, .. }) => key,
+            other => panic!("expected an invalid api.keys_file, got {other:?}"),
+        }
+    };
+    // Anything but [[api.keys]] tables, an empty file, a bad hash, a missing file.
+    assert_eq!(key_of(Some("[server]\nrealm = \"x\"\n")), "api.keys_file");
+    assert_eq!(
+        key_of(Some(&table.replace("scope", "scop"))),
+        "api.keys_file"
+    );
+    assert_eq!(key_of(Some("")), "api.keys_file");
+    assert_eq!(
+        key_of(Some(&table.replace("2cf2", "zz"))),
+        "api.keys.sha256"
+    );
+    assert_eq!(key_of(None), "api.keys_file");
+    let empty_name = only_file.replace("keys_file = \"api-keys\"", "keys_file = \" \"");
+    assert!(matches!(
+        Config::parse(&empty_name, dir.path()),
+        Err(Error::Invalid {
+            key: "api.keys_file",
+            ..
+        })
+    ));
+}

@@ -20,37 +20,14 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 repo=$PWD
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
-started=$(date +%s)
-since="@$started"   # the namespaced journal is on the shared disk: only this run's lines
+name=deploy
+# shellcheck source=tests/deploy/lib.sh
+. tests/deploy/lib.sh
 
-log() { printf '[deploy %3ss] %s\n' "$(($(date +%s) - started))" "$*" >&2; }
-die() { log "FAIL: $*"; exit 1; }
-
-[ "$(id -u)" = 0 ] || die "run as root (dpkg, unshare, nsenter)"
-
-# --- tools -----------------------------------------------------------------------------------
-missing=()
-command -v turnutils_uclient >/dev/null || missing+=(coturn)
-command -v lintian >/dev/null || missing+=(lintian)
-if [ ${#missing[@]} -gt 0 ]; then
-  log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
-fi
-if ! cargo deb --version >/dev/null 2>&1; then
-  log "installing cargo-deb"
-  cargo install cargo-deb --locked --quiet
-fi
+deploy_apt_install turnutils_uclient:coturn lintian:lintian
 
 # --- the package -----------------------------------------------------------------------------
-if [ "${EEATURN_DEPLOY_SKIP_BUILD:-0}" = 1 ]; then
-  deb=$(ls -t "$CARGO_TARGET_DIR"/debian/eeaturn_*.deb | head -1)
-else
-  log "cargo deb"
-  deb=$(cargo deb --locked --strip --output "$CARGO_TARGET_DIR/debian/" 2>/dev/null | tail -1)
-fi
-[ -f "$deb" ] || die "no package built"
-log "package: $deb ($(du -h "$deb" | cut -f1))"
+deploy_package
 log "lintian (errors fail; warnings are listed in docs/operations.md)"
 lintian_out=$(lintian --fail-on error "$deb") || die "lintian reports errors:
 $lintian_out"
@@ -63,12 +40,7 @@ mkdir -p "$work"
 user_existed=0
 getent passwd eeaturn >/dev/null && user_existed=1
 [ -e /var/lib/eeaturn ] && die "/var/lib/eeaturn exists already: not a clean machine"
-upid=""
-sdpid=""
 installed=0
-
-inside() { nsenter -t "$sdpid" -a "$@"; }
-inside_t() { local limit=$1; shift; timeout "$limit" nsenter -t "$sdpid" -a "$@"; }
 
 cleanup() {
   local rc=$?
@@ -81,16 +53,7 @@ cleanup() {
     timeout 120 nsenter -t "$sdpid" -a dpkg --purge eeaturn >/dev/null 2>&1 \
       || timeout 120 dpkg --purge eeaturn >/dev/null 2>&1
   fi
-  if [ -n "$sdpid" ] && kill -0 "$sdpid" 2>/dev/null; then
-    log "cleanup: powering the namespaced systemd off"
-    timeout 10 nsenter -t "$sdpid" -a systemctl poweroff >/dev/null 2>&1
-    for _ in $(seq 1 100); do kill -0 "$sdpid" 2>/dev/null || break; sleep 0.2; done
-    kill -0 "$sdpid" 2>/dev/null && kill -KILL "$sdpid"
-  fi
-  if [ -n "$upid" ]; then
-    kill -0 "$upid" 2>/dev/null && kill "$upid"
-    wait "$upid" 2>/dev/null
-  fi
+  deploy_poweroff
   # What the installed relay left on the shared file system: its evidence (kept by a purge
   # on purpose) and its system user, if this test created it.
   rm -rf /var/lib/eeaturn /var/lib/private/eeaturn
@@ -106,32 +69,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-log "booting systemd in new PID, mount and network namespaces"
-unshare --fork --pid --mount --net --uts --propagation private --mount-proc -- /bin/sh -c \
-  'mount -t tmpfs tmpfs /tmp && mount -t tmpfs tmpfs /var/tmp && exec /lib/systemd/systemd --system' \
-  >"$work/systemd.out" 2>&1 &
-upid=$!
-for _ in $(seq 1 100); do
-  sdpid=$(ps -o pid= --ppid "$upid" | tr -d ' ' | head -1)
-  [ -n "$sdpid" ] && [ "$(cat "/proc/$sdpid/comm" 2>/dev/null)" = systemd ] && break
-  sdpid=""
-  sleep 0.1
-done
-[ -n "$sdpid" ] || die "systemd did not start"
-for _ in $(seq 1 150); do
-  state=$(inside systemctl is-system-running 2>/dev/null || true)
-  case "$state" in running | degraded) break ;; esac
-  sleep 0.2
-done
-log "systemd (PID $sdpid on the machine) is $state"
-inside ip link set lo up
-# Services of the machine that the test does not need (runtime masks live in the private /run).
-for unit in coturn.service postgresql.service avahi-daemon.service avahi-daemon.socket \
-  e2scrub_reap.service cron.service ssh.service prometheus.service; do
-  if inside systemctl cat "$unit" >/dev/null 2>&1; then
-    inside systemctl mask --runtime --now "$unit" >/dev/null 2>&1 || true
-  fi
-done
+deploy_boot "$work/systemd.out"
 
 # --- install ---------------------------------------------------------------------------------
 log "dpkg -i"
@@ -179,10 +117,8 @@ level = "info"
 enabled = true
 directory = "/var/lib/eeaturn/evidence"
 node_id = "deploy-test"
-# In this namespaced systemd an unprivileged service cannot read its credentials at all
-# (`systemd-run -p User=nobody -p LoadCredential=...` gets EACCES on the directory), so the
-# test points the relay at the key file instead of $CREDENTIALS_DIRECTORY; on a host the
-# unit's LoadCredential=evidence-signing-key serves it.
+# This test reads the key from its file (group eeaturn below); tests/deploy/ansible.sh runs
+# the relay with every secret as a credential (the unit's LoadCredential=), as on a host.
 signing_key_file = "/etc/eeaturn/evidence.key"
 EOF
 chgrp eeaturn /etc/eeaturn/evidence.key
@@ -212,19 +148,7 @@ started_line=$(grep -n '^Started ' "$work/journal.txt" | head -1 | cut -d: -f1)
 log "active after READY=1; STATUS=$status"
 
 # --- 2. relay with coturn's client ------------------------------------------------------------
-uclient() { # SECRET MESSAGES
-  timeout 60 nsenter -t "$sdpid" -a turnutils_uclient -W "$1" -L 127.0.1.1 -e 127.0.2.1 -r 3480 \
-    -c -m 1 -n "$2" -l 100 -z 20 -p 3478 127.0.0.1 2>&1 | grep 'tot_send_msgs' | tail -1
-}
-check_relayed() { # LINE WHAT
-  local sent recv
-  sent=$(sed -n 's/.*tot_send_msgs=\([0-9]*\).*/\1/p' <<<"$1")
-  recv=$(sed -n 's/.*tot_recv_msgs=\([0-9]*\).*/\1/p' <<<"$1")
-  [ -n "$sent" ] && [ "${recv:-0}" -gt 0 ] && [ "$recv" -ge $((sent * 9 / 10)) ] \
-    || die "$2: relayed too little: '$1'"
-  log "$2: $1"
-}
-check_relayed "$(uclient "$old_secret" 20)" "relay"
+check_relayed "$(uclient 20 -W "$old_secret" -p 3478 127.0.0.1)" "relay"
 
 # --- 3. reload with a rotated secret ----------------------------------------------------------
 inside eeaturn secret rotate --config /etc/eeaturn/eeaturn.toml >/dev/null
@@ -239,7 +163,7 @@ done
 inside journalctl -u eeaturn --since "$since" --no-pager -o cat | grep -q 'reloaded secrets on SIGHUP.*secrets=2' \
   || die "the reload did not put both secrets in force"
 [ "$(show ActiveState)" = active ] || die "not active after the reload"
-check_relayed "$(uclient "$new_secret" 20)" "relay with the rotated secret"
+check_relayed "$(uclient 20 -W "$new_secret" -p 3478 127.0.0.1)" "relay with the rotated secret"
 
 # --- 5. exposure ------------------------------------------------------------------------------
 exposure=$(inside systemd-analyze security eeaturn.service --no-pager | sed -n 's/.*Overall exposure level for eeaturn.service: \([0-9.]*\).*/\1/p')
@@ -249,7 +173,7 @@ log "systemd-analyze security: $exposure"
 
 # --- 6. stop: drains while a call runs, exits 0 -----------------------------------------------
 log "a call in progress, then systemctl stop"
-(uclient "$new_secret" 150 >"$work/during-drain.txt") &
+(uclient 150 -W "$new_secret" -p 3478 127.0.0.1 >"$work/during-drain.txt") &
 call=$!
 sleep 8   # the client starts after a random 1-6 s delay
 stop_start=$(date +%s)
