@@ -292,7 +292,7 @@ async fn spawn_stream_listeners(
     // One set of counters for every TCP/TLS listener: the limits are per relay, not per port.
     let settings = stream::StreamSettings::new(
         config.connections.max_connections,
-        config.connections.max_connections_per_ip,
+        config.connections.max_connections_per_source,
         config.connections.connection_setup_timeout,
         config.connections.connection_idle_timeout,
     );

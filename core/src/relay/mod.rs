@@ -22,6 +22,7 @@ mod events;
 mod handle;
 mod ports;
 mod shared;
+mod source;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -39,6 +40,7 @@ use slotmap::SlotMap;
 pub use config::{Limits, ServerConfig};
 pub use events::{DropReason, EndReason, Event, Stage, Stats};
 pub use shared::Shared;
+pub use source::{DEFAULT_IPV6_SOURCE_PREFIX, Source};
 pub use table::{MAX_LEDGER_PEERS, PeerTraffic, TrafficCounters};
 pub use types::{
     AllocationId, ClientTransmit, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit,
@@ -321,7 +323,7 @@ impl<R: RngCore> Server<R> {
             return;
         };
         self.by_five_tuple.remove(&a.five_tuple);
-        self.shared.release(&a.auth.user_key);
+        self.shared.release(&a.auth.user_key, a.source);
         let was_active = a.is_active();
         if let table::AllocState::Pending(p) = &a.state {
             for &(family, port) in &p.busy {
