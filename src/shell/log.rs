@@ -1,6 +1,6 @@
 //! Log lines for core events. Addresses go through [`Pii`]; nothing of a payload is logged.
 
-use crate::pii::Pii;
+use crate::pii::{Escaped, Pii};
 use crate::relay::Event;
 
 /// Logs one core event at a fitting level.
@@ -21,7 +21,7 @@ pub(super) fn event(ev: &Event) {
                 allocation = %id,
                 transport = transport.name(),
                 client = %Pii(client),
-                user = %user,
+                user = %Escaped(user),
                 relayed = %relayed.join(","),
                 lifetime_s = lifetime.as_secs(),
                 "allocation created"

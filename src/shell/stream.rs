@@ -173,7 +173,8 @@ async fn serve_connection(
             Ok(Ok(tls)) => run(tls, five, writer_rx, deadline, settings, &tx).await,
             Ok(Err(e)) => {
                 // e.g. "no cipher suites in common": a client outside the bsi profile.
-                tracing::debug!(target: "eeaturn::shell", error = %e, "TLS handshake failed");
+                let e = e.to_string();
+                tracing::debug!(target: "eeaturn::shell", error = %crate::pii::Escaped(&e), "TLS handshake failed");
                 Err("TLS handshake failed")
             }
             Err(_) => Err("TLS handshake not completed in time"),

@@ -140,6 +140,12 @@ impl Authenticator {
                 Some("malformed USERNAME, REALM or NONCE"),
             );
         };
+        if !credentials::is_strict_username(username) {
+            return reject(
+                ErrorCode::BAD_REQUEST,
+                Some("USERNAME must be printable ASCII and fewer than 509 bytes"),
+            );
+        }
         match self.check_nonce(nonce, client, now) {
             Ok(true) => {}
             Ok(false) | Err(()) => return reject(ErrorCode::STALE_NONCE, None),
