@@ -231,6 +231,10 @@ pub struct Stats {
     pub bytes_to_client: u64,
     /// Datagrams dropped, by [`DropReason::name`].
     pub dropped: BTreeMap<&'static str, u64>,
+    /// Requests that carried credentials and were refused, by reason: `wrong-credentials`
+    /// (401), `stale-nonce` (438), `bad-request` (400: a malformed or non-strict USERNAME, a
+    /// bad password algorithm). Challenges of requests without credentials are not counted.
+    pub auth_failures: BTreeMap<&'static str, u64>,
 }
 
 impl Stats {
@@ -250,6 +254,7 @@ impl Stats {
         add(&mut self.requests_ok, &other.requests_ok);
         add(&mut self.requests_failed, &other.requests_failed);
         add(&mut self.denials, &other.denials);
+        add(&mut self.auth_failures, &other.auth_failures);
         self.packets_to_peer += other.packets_to_peer;
         self.bytes_to_peer += other.bytes_to_peer;
         self.packets_to_client += other.packets_to_client;

@@ -218,6 +218,16 @@ impl<R: RngCore> Server<R> {
         &self.stats
     }
 
+    /// Returns true when `five_tuple` has an allocation whose Allocate has succeeded (its
+    /// relay sockets are bound). The shell uses it to tell connections that authenticated
+    /// from those that did not.
+    pub fn has_allocation(&self, five_tuple: FiveTuple) -> bool {
+        self.by_five_tuple
+            .get(&five_tuple)
+            .and_then(|&slot| self.alloc(slot))
+            .is_some_and(Allocation::is_active)
+    }
+
     /// Returns the number of allocations (including those whose sockets are being bound).
     pub fn allocation_count(&self) -> usize {
         self.allocs.len()

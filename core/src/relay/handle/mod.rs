@@ -178,6 +178,14 @@ impl<R: RngCore> Server<R> {
                 integrity,
             } => (AuthState { username, user_key }, integrity),
             AuthOutcome::Reject { code, detail } => {
+                if msg.has_integrity() {
+                    let reason = match code {
+                        ErrorCode::STALE_NONCE => "stale-nonce",
+                        ErrorCode::BAD_REQUEST => "bad-request",
+                        _ => "wrong-credentials",
+                    };
+                    *self.stats.auth_failures.entry(reason).or_default() += 1;
+                }
                 if AuthOutcome::challenges(code) {
                     self.send_challenge(from, msg, code, now);
                 } else {

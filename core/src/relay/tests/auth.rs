@@ -308,6 +308,24 @@ fn username_outside_printable_ascii_or_too_long_is_400() {
     }
     assert_eq!(ts.server.allocation_count(), 0);
     assert!(ts.take_events().is_empty());
+    let failures = &ts.server.stats().auth_failures;
+    assert_eq!(failures.get("bad-request"), Some(&6), "{failures:?}");
+}
+
+/// Refused credentials are counted by reason; the challenge of a request without credentials
+/// is not a failure.
+#[test]
+fn refused_credentials_are_counted_and_challenges_are_not() {
+    let mut ts = TestServer::new();
+    let mut c = ts.client(40001);
+    c.creds.password = "not-the-password".to_owned();
+
+    response(&ts.exchange(&mut c, &Req::allocate())).assert_error(401);
+    response(&ts.exchange(&mut c, &Req::allocate())).assert_error(401);
+
+    let failures = &ts.server.stats().auth_failures;
+    assert_eq!(failures.get("wrong-credentials"), Some(&2), "{failures:?}");
+    assert_eq!(failures.len(), 1, "{failures:?}");
 }
 
 /// 508 bytes of printable ASCII (spaces included) is the longest username accepted.
