@@ -43,6 +43,16 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Addresses refused by the residency policy, by subject and rule.",
     ),
     (
+        "eeaturn_auth_failures_total",
+        "counter",
+        "Requests with credentials that were refused, by reason (wrong-credentials, stale-nonce, bad-request).",
+    ),
+    (
+        "eeaturn_connections_refused_total",
+        "counter",
+        "TCP/TLS connections closed at accept by a connection limit, or shed for a new one, by rule.",
+    ),
+    (
         "eeaturn_relayed_packets_total",
         "counter",
         "Packets relayed, by direction.",
@@ -133,6 +143,18 @@ pub struct EvidenceMetrics {
     pub admission_closed: bool,
     /// Bytes held in memory.
     pub pending_bytes: u64,
+}
+
+/// Appends the TCP/TLS connection refusals (`rule`, count) to `out`.
+pub fn render_connections_refused(out: &mut String, refused: &[(&str, u64)]) {
+    let name = "eeaturn_connections_refused_total";
+    if let Some((_, ty, help)) = METRICS.iter().find(|(n, _, _)| *n == name) {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {ty}");
+    }
+    for (rule, n) in refused {
+        let _ = writeln!(out, "{name}{{rule=\"{rule}\"}} {n}");
+    }
 }
 
 /// Appends the evidence writer's series to `out`.
@@ -251,6 +273,14 @@ pub fn render(
             .denials
             .iter()
             .map(|((s, r), n)| (format!("{{subject=\"{s}\",rule=\"{r}\"}}"), n.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    section(
+        "eeaturn_auth_failures_total",
+        &stats
+            .auth_failures
+            .iter()
+            .map(|(r, n)| (format!("{{reason=\"{r}\"}}"), n.to_string()))
             .collect::<Vec<_>>(),
     );
     section(

@@ -10,7 +10,6 @@ mod common;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::TIMEOUT;
 use eeaturn::config::Config;

@@ -1169,7 +1169,7 @@ async fn loris(kind: Kind, server: SocketAddr, from_ip: String, how: Loris) -> D
             tokio::select! {
                 () = reader => {}
                 () = writer => unreachable!("the writer never ends"),
-                () = tokio::time::sleep_until(deadline) => panic!("{what}: still open at its deadline"),
+                () = sleep_until(deadline) => panic!("{what}: still open at its deadline"),
             }
             return t0.elapsed();
         }

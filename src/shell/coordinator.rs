@@ -213,6 +213,8 @@ impl Coordinator {
         if let Some(api) = &self.api {
             api.render_metrics(&mut text);
         }
+        let refused = self.refusals.totals(stream::KIND);
+        crate::metrics::render_connections_refused(&mut text, &refused);
         if let Some(evidence) = &self.evidence {
             crate::metrics::render_evidence(&mut text, &evidence.metrics(), now().wall);
         }

@@ -7,7 +7,8 @@
 //! interval is written at once (as a summary of one); the ones after it are counted and
 //! written together when [`SUMMARY_INTERVAL`] has passed since the last line. So a flood costs
 //! at most one log line per interval, whatever its rate, and the counters in `/metrics` keep
-//! the exact numbers.
+//! the exact numbers (`eeaturn_policy_denials_total`, `eeaturn_auth_failures_total`,
+//! `eeaturn_connections_refused_total`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,6 +31,8 @@ struct State {
     counts: BTreeMap<(&'static str, &'static str), u64>,
     /// When the last line was written.
     last: Option<Instant>,
+    /// Counts since the start, by (kind, rule), for `/metrics`.
+    totals: BTreeMap<(&'static str, &'static str), u64>,
 }
 
 impl Refusals {
@@ -40,6 +43,7 @@ impl Refusals {
         }
         let mut s = self.lock();
         *s.counts.entry((kind, rule)).or_default() += n;
+        *s.totals.entry((kind, rule)).or_default() += n;
         s.write_if_due(now);
     }
 
@@ -52,6 +56,16 @@ impl Refusals {
     /// Writes what is counted now, due or not (at shutdown).
     pub(crate) fn flush(&self, now: Instant) {
         self.lock().write(now);
+    }
+
+    /// The counts of `kind` since the start, by rule.
+    pub(crate) fn totals(&self, kind: &str) -> Vec<(&'static str, u64)> {
+        self.lock()
+            .totals
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, rule), n)| (*rule, *n))
+            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -133,6 +147,8 @@ mod tests {
             assert_eq!(s.last, Some(t0));
         }
         r.flush_if_due(t0 + SUMMARY_INTERVAL);
+        assert_eq!(r.totals("connection"), vec![("limit-per-source", 5)]);
+        assert_eq!(r.totals("policy"), vec![("client:outside-region", 1001)]);
         let s = r.lock();
         assert!(s.counts.is_empty());
         assert_eq!(s.last, Some(t0 + SUMMARY_INTERVAL));

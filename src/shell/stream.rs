@@ -35,7 +35,7 @@ const MAX_FRAME: usize = HEADER_LEN + 0xFFFF;
 /// Messages queued towards one client before new ones are dropped.
 const WRITE_QUEUE: usize = 256;
 /// The refusal kind of connection limits in the summary line.
-const KIND: &str = "connection";
+pub(super) const KIND: &str = "connection";
 
 /// What a stream listener needs to know, and the connection table shared by all of them.
 #[derive(Clone)]
