@@ -225,7 +225,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     settings: &StreamSettings,
     tx: &WorkerInput,
 ) -> Result<(), &'static str> {
-    // Start small; grow only as far as a declared frame needs (at most MAX_FRAME).
+    // Start small; grow only as far as a declared frame needs (at most MAX_FRAME + 3).
     let mut buf = vec![0u8; 4096];
     let mut len = 0;
     loop {
@@ -258,8 +258,11 @@ async fn read_loop<R: AsyncRead + Unpin>(
             return Err("not STUN or ChannelData");
         }
         if len == buf.len() {
+            // Doubling towards the declared length: the buffer is never more than twice what
+            // the client has sent (a declared 64 KiB frame costs 64 KiB only once half of it
+            // has arrived).
             match stream_frame_len(&buf[..len]) {
-                Ok(Some(n)) if n > len && n <= MAX_FRAME + 3 => buf.resize(n, 0),
+                Ok(Some(n)) if n > len && n <= MAX_FRAME + 3 => buf.resize(n.min(2 * len), 0),
                 _ => return Err("frame too large"),
             }
         }

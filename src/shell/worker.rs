@@ -435,16 +435,6 @@ impl Worker {
                         // Answers go out in order with the frames that caused them.
                         self.drain();
                     }
-                    self.drain();
-                    // The first success of an Allocate ends the setup deadline of the
-                    // connection and protects it from being shed.
-                    if let Some(s) = self.streams.get_mut(&five)
-                        && s.mark.is_some()
-                        && self.server.has_allocation(five)
-                        && let Some(mark) = s.mark.take()
-                    {
-                        mark.allocated();
-                    }
                 }
                 Input::StreamClosed { five } => {
                     self.streams.remove(&five);
@@ -652,9 +642,18 @@ impl Worker {
     }
 
     /// Sends a message to a client: a datagram on UDP, a queued write on TCP/TLS.
-    fn send_to_client(&self, to: FiveTuple, bytes: &[u8]) {
+    fn send_to_client(&mut self, to: FiveTuple, bytes: &[u8]) {
         if to.transport.is_stream() {
-            if let Some(s) = self.streams.get(&to) {
+            if let Some(s) = self.streams.get_mut(&to) {
+                // The first answer after an Allocate succeeded (its success response) marks
+                // the connection before it is written: from then on it is never shed and the
+                // setup deadline no longer applies.
+                if s.mark.is_some()
+                    && self.server.has_allocation(to)
+                    && let Some(mark) = s.mark.take()
+                {
+                    mark.allocated();
+                }
                 // A full queue means the client does not read: drop, as UDP would.
                 let _ = s.writer.try_send(bytes.to_vec());
             }
