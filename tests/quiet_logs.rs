@@ -1,6 +1,7 @@
 //! Quiet logs under attack: 2,000 TCP connects from a refused address (127.0.5.0/24, the US in
-//! the loopback test world) against the relay running in-process on a real loopback listener
-//! give a bounded number of log lines, and the summary lines still account for every refusal.
+//! the loopback test world), then 300 Allocates with a wrong password over UDP, against the
+//! relay running in-process on real loopback listeners give a bounded number of log lines, and
+//! the summary lines still account for every refusal, by rule.
 //!
 //! This file installs a process-wide tracing subscriber that writes into a buffer, so it holds
 //! this one test only.
@@ -10,6 +11,7 @@ mod common;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use common::TIMEOUT;
 use eeaturn::config::Config;
@@ -20,6 +22,8 @@ use tokio::time::timeout;
 
 /// Refused connects in the flood.
 const FLOOD: usize = 2_000;
+/// Allocates with a wrong password.
+const WRONG_PASSWORDS: u64 = 300;
 /// Connects in flight at once.
 const IN_FLIGHT: usize = 50;
 /// The message of a summary line (`shell/refusals.rs`).
@@ -83,12 +87,17 @@ async fn a_flood_of_refused_tcp_connects_writes_a_bounded_number_of_lines() {
     let dir = tempfile::tempdir().expect("creating a temporary directory");
     std::fs::write(dir.path().join("secret"), format!("{}\n", common::SECRET))
         .expect("writing the secret");
-    let toml = common::config_toml_listening(r#""tcp://127.0.0.1:0""#, 28_000..=28_099, "");
+    let toml = common::config_toml_listening(
+        r#""udp://127.0.0.1:0", "tcp://127.0.0.1:0""#,
+        28_000..=28_099,
+        "",
+    );
     let config = Config::parse(&toml, dir.path()).expect("the test config is valid");
     let running = eeaturn::shell::start(config)
         .await
         .expect("the relay starts");
-    let server = running.local_addrs[0];
+    // UDP listeners come first in `local_addrs`, then the stream listeners.
+    let (udp, server) = (running.local_addrs[0], running.local_addrs[1]);
     let before = log.lines().len();
 
     let mut flood = JoinSet::new();
@@ -106,6 +115,14 @@ async fn a_flood_of_refused_tcp_connects_writes_a_bounded_number_of_lines() {
     while let Some(done) = flood.join_next().await {
         done.expect("a connect task");
     }
+    let mut credential =
+        common::issue_credential("mallory", Duration::from_secs(3600), common::wall_now());
+    credential.password = "not-the-password".to_owned();
+    let mut guesser = common::TurnClient::bind("127.0.1.9", udp, credential).await;
+    for _ in 0..WRONG_PASSWORDS {
+        let refused = guesser.allocate().await.map(|_| ()).map_err(|e| e.code);
+        assert_eq!(refused, Err(401));
+    }
     let during = log.lines().len() - before;
 
     let stats = timeout(TIMEOUT, running.stop())
@@ -115,7 +132,7 @@ async fn a_flood_of_refused_tcp_connects_writes_a_bounded_number_of_lines() {
     // One summary line now, perhaps one more if the flood took longer than the interval.
     assert!(
         during <= 3,
-        "{during} log lines during {FLOOD} refused connects:\n{}",
+        "{during} log lines during {FLOOD} refused connects and {WRONG_PASSWORDS} wrong passwords:\n{}",
         log.lines()[before..].join("\n")
     );
     assert_eq!(
@@ -135,9 +152,20 @@ async fn a_flood_of_refused_tcp_connects_writes_a_bounded_number_of_lines() {
         "{summaries:#?}"
     );
     let total: u64 = summaries.iter().map(|l| field(l, "total=")).sum();
-    assert_eq!(total, FLOOD as u64, "{summaries:#?}");
+    assert_eq!(total, FLOOD as u64 + WRONG_PASSWORDS, "{summaries:#?}");
+    let guesses: u64 = summaries
+        .iter()
+        .filter(|l| l.contains("auth:wrong-credentials="))
+        .map(|l| field(l, "auth:wrong-credentials="))
+        .sum();
+    assert_eq!(guesses, WRONG_PASSWORDS, "{summaries:#?}");
+    assert_eq!(
+        stats.auth_failures.get("wrong-credentials"),
+        Some(&WRONG_PASSWORDS)
+    );
     let by_rule: u64 = summaries
         .iter()
+        .filter(|l| l.contains("client:outside-region="))
         .map(|l| field(l, "client:outside-region="))
         .sum();
     assert_eq!(by_rule, FLOOD as u64, "{summaries:#?}");
