@@ -2,8 +2,10 @@
 //! sockets: allocation, permissions, Send/Data indications and ChannelData (padded to 4 bytes
 //! both ways, §12.5), framing of messages split across writes and of several messages in one
 //! write, the allocation ending with its connection, REQUESTED-TRANSPORT TCP (442), the
-//! residency check at accept, the connection limits and the setup deadline (slow-loris and TLS
-//! handshake floods), and garbage on the stream.
+//! residency check at accept, the connection limits (per source; in total, shedding the oldest
+//! connection without an allocation) and the setup deadline, which only an authenticated
+//! Allocate ends (slow-loris, Binding chatter, TLS handshake floods), and garbage on the
+//! stream.
 //!
 //! The client here is written for these tests: it frames the stream itself (it does not use
 //! the relay's framing code), speaks TLS through `tokio-rustls` trusting the committed
