@@ -12,7 +12,7 @@
 //! counted for the summary line, not logged one by one.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -34,6 +34,11 @@ use crate::stun::{HEADER_LEN, stream_frame_len};
 const MAX_FRAME: usize = HEADER_LEN + 0xFFFF;
 /// Messages queued towards one client before new ones are dropped.
 const WRITE_QUEUE: usize = 256;
+/// Bytes queued towards a client without an allocation before new answers are dropped (a
+/// 420 to a large request may be half its size).
+const QUEUE_BYTES_SETUP: usize = 64 * 1024;
+/// Bytes queued towards a client with an allocation before new messages are dropped.
+const QUEUE_BYTES: usize = 1024 * 1024;
 /// The refusal kind of connection limits in the summary line.
 pub(super) const KIND: &str = "connection";
 
@@ -58,6 +63,30 @@ impl StreamSettings {
                 limits.ipv6_source_prefix,
             )),
             refusals,
+        }
+    }
+}
+
+/// The worker's end of a connection's write queue: bounded in messages and in bytes. What does
+/// not fit is dropped, as UDP would drop it, instead of growing memory.
+pub(super) struct Outbox {
+    tx: mpsc::Sender<Vec<u8>>,
+    /// Bytes queued and not yet written (the writer task subtracts what it wrote).
+    queued: Arc<AtomicUsize>,
+}
+
+impl Outbox {
+    /// Queues `bytes` unless the queue is full: [`QUEUE_BYTES`] once the connection has an
+    /// allocation (`allocated`), [`QUEUE_BYTES_SETUP`] before.
+    pub(super) fn push(&self, bytes: &[u8], allocated: bool) {
+        let limit = if allocated {
+            QUEUE_BYTES
+        } else {
+            QUEUE_BYTES_SETUP
+        };
+        let before = self.queued.fetch_add(bytes.len(), Ordering::AcqRel);
+        if before + bytes.len() > limit || self.tx.try_send(bytes.to_vec()).is_err() {
+            self.queued.fetch_sub(bytes.len(), Ordering::AcqRel);
         }
     }
 }
@@ -151,10 +180,15 @@ async fn serve_connection(
 ) {
     let deadline = tokio::time::Instant::now() + settings.setup_timeout;
     let (writer_tx, writer_rx) = mpsc::channel::<Vec<u8>>(WRITE_QUEUE);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let outbox = Outbox {
+        tx: writer_tx,
+        queued: queued.clone(),
+    };
     let (reply_tx, reply_rx) = oneshot::channel();
     let opened = Input::StreamOpened {
         five,
-        writer: writer_tx,
+        writer: outbox,
         reply: reply_tx,
         mark: admitted.mark(),
     };
@@ -167,7 +201,8 @@ async fn serve_connection(
             Some(acceptor) => {
                 match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
                     Ok(Ok(tls)) => {
-                        run(tls, five, writer_rx, deadline, allocated, settings, &tx).await
+                        let writer = (writer_rx, queued);
+                        run(tls, five, writer, deadline, allocated, settings, &tx).await
                     }
                     Ok(Err(e)) => {
                         // e.g. "no cipher suites in common": a client outside the bsi profile.
@@ -178,7 +213,10 @@ async fn serve_connection(
                     Err(_) => Err("TLS handshake not completed in time"),
                 }
             }
-            None => run(stream, five, writer_rx, deadline, allocated, settings, &tx).await,
+            None => {
+                let writer = (writer_rx, queued);
+                run(stream, five, writer, deadline, allocated, settings, &tx).await
+            }
         }
     };
     let result = tokio::select! {
@@ -203,7 +241,7 @@ impl Drop for AbortOnDrop {
 async fn run<S>(
     stream: S,
     five: FiveTuple,
-    writer_rx: mpsc::Receiver<Vec<u8>>,
+    (writer_rx, queued): (mpsc::Receiver<Vec<u8>>, Arc<AtomicUsize>),
     setup_deadline: tokio::time::Instant,
     allocated: &AtomicBool,
     settings: &StreamSettings,
@@ -213,7 +251,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut reader, writer) = tokio::io::split(stream);
-    let _writer = AbortOnDrop(tokio::spawn(write_loop(writer, writer_rx)));
+    let _writer = AbortOnDrop(tokio::spawn(write_loop(writer, writer_rx, queued)));
     read_loop(&mut reader, five, setup_deadline, allocated, settings, tx).await
 }
 
@@ -290,16 +328,22 @@ async fn read_loop<R: AsyncRead + Unpin>(
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Vec<u8>>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: W,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    queued: Arc<AtomicUsize>,
+) {
     while let Some(bytes) = rx.recv().await {
         if writer.write_all(&bytes).await.is_err() {
             return;
         }
+        queued.fetch_sub(bytes.len(), Ordering::AcqRel);
         // Coalesce what is queued before flushing (TLS records, fewer syscalls).
         while let Ok(more) = rx.try_recv() {
             if writer.write_all(&more).await.is_err() {
                 return;
             }
+            queued.fetch_sub(more.len(), Ordering::AcqRel);
         }
         if writer.flush().await.is_err() {
             return;
@@ -312,4 +356,47 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver
 pub(super) fn acceptor(tls: &crate::config::TlsConfig) -> anyhow::Result<SharedAcceptor> {
     let config = crate::tls::server_config(tls).context("loading the TLS certificate")?;
     Ok(Arc::new(RwLock::new(TlsAcceptor::from(config))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drain(rx: &mut mpsc::Receiver<Vec<u8>>) -> usize {
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    #[test]
+    fn the_write_queue_is_bounded_in_bytes_and_messages() {
+        let (tx, mut rx) = mpsc::channel(WRITE_QUEUE);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let outbox = Outbox {
+            tx,
+            queued: queued.clone(),
+        };
+        let big = vec![0u8; 30 * 1024];
+        // Without an allocation: 64 KiB, two of them.
+        for _ in 0..3 {
+            outbox.push(&big, false);
+        }
+        assert_eq!(queued.load(Ordering::Acquire), 60 * 1024);
+        // With one: up to 1 MiB in all.
+        for _ in 0..40 {
+            outbox.push(&big, true);
+        }
+        assert_eq!(queued.load(Ordering::Acquire), 34 * 30 * 1024);
+        assert_eq!(drain(&mut rx), 34);
+        // The writer has taken them (and subtracts what it wrote): small messages stop at the
+        // message limit.
+        queued.store(0, Ordering::Release);
+        for _ in 0..WRITE_QUEUE + 10 {
+            outbox.push(b"answer", true);
+        }
+        assert_eq!(drain(&mut rx), WRITE_QUEUE);
+        assert_eq!(queued.load(Ordering::Acquire), WRITE_QUEUE * 6);
+    }
 }

@@ -31,6 +31,7 @@ use super::evidence::{CLOSED_REASON, Sink};
 use super::lifecycle::Heartbeat;
 use super::refusals::Refusals;
 use super::sockets::bind_udp;
+use super::stream::Outbox;
 use super::{log, now};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
@@ -58,7 +59,7 @@ pub(super) enum Input {
     /// A TCP/TLS connection is up (handshake done): may it stay?
     StreamOpened {
         five: FiveTuple,
-        writer: mpsc::Sender<Vec<u8>>,
+        writer: Outbox,
         reply: oneshot::Sender<bool>,
         /// Marks the connection once its Allocate has succeeded.
         mark: Mark,
@@ -82,7 +83,7 @@ pub(super) enum Input {
 /// A TCP/TLS connection as its worker knows it.
 struct StreamClient {
     /// Its writer task's queue.
-    writer: mpsc::Sender<Vec<u8>>,
+    writer: Outbox,
     /// Until its Allocate has succeeded.
     mark: Option<Mark>,
 }
@@ -599,7 +600,7 @@ impl Worker {
         for (to, range) in to_clients.iter().filter(|(to, _)| to.transport.is_stream()) {
             if let (Some(s), Some(bytes)) = (streams.get(to), batch.buf.get(range.clone())) {
                 // A full queue means the client does not read: drop, as UDP would.
-                let _ = s.writer.try_send(bytes.to_vec());
+                s.writer.push(bytes, s.mark.is_none());
             }
         }
         to_clients.clear();
@@ -655,7 +656,7 @@ impl Worker {
                     mark.allocated();
                 }
                 // A full queue means the client does not read: drop, as UDP would.
-                let _ = s.writer.try_send(bytes.to_vec());
+                s.writer.push(bytes, s.mark.is_none());
             }
         } else if let Some((_, sock)) = self.listeners.iter().find(|(a, _)| *a == to.server)
             && let Err(e) = send_udp(sock, bytes, to.client)
