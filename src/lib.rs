@@ -13,7 +13,7 @@
 //! - [`api`]: the credential HTTPS API; [`metrics`]: the Prometheus text; [`tls`]: the TLS profile;
 //! - `http`: the one HTTP/1.1 accept loop (connection limit, timeouts) that serves the API and
 //!   the metrics listener;
-//! - [`pii`]: redaction of addresses in logs; [`geo_build`]: CSV → `.mmdb` for test geodata.
+//! - [`pii`]: redaction of addresses and escaping of client-chosen text in logs; [`geo_build`]: CSV → `.mmdb` for test geodata.
 //!
 //! `docs/ARCHITECTURE.md` draws the whole picture.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]

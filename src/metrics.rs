@@ -83,6 +83,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     (DROPPED, Kind::Counter, "Datagrams dropped, by reason."),
     (
+        CONNECTIONS_REFUSED,
+        Kind::Counter,
+        "TCP/TLS connections closed at accept by a connection limit, or shed for a new one, by rule.",
+    ),
+    (
         GEO_DB_BUILD,
         Kind::Gauge,
         "Build time of each GeoIP database in force (Unix seconds).",
@@ -261,6 +266,8 @@ pub struct Sample<'a> {
     pub tls_not_after: Option<SystemTime>,
     /// The process, when it could be read.
     pub process: Option<ProcessMetrics>,
+    /// TCP/TLS connections refused or shed by a connection limit, by rule.
+    pub connections_refused: &'a [(&'static str, u64)],
     /// The wall clock.
     pub now: SystemTime,
 }
@@ -375,6 +382,9 @@ fn set_all(s: &Sample<'_>) {
     }
     for (reason, n) in &st.dropped {
         counter(DROPPED, vec![lbl("reason", *reason)], *n);
+    }
+    for (rule, n) in s.connections_refused {
+        counter(CONNECTIONS_REFUSED, vec![lbl("rule", *rule)], *n);
     }
     set_databases(s);
     let reloads = &s.shell.reloads;
@@ -547,6 +557,8 @@ pub const RELAYED_PACKETS: &str = "eeaturn_relayed_packets_total";
 pub const RELAYED_BYTES: &str = "eeaturn_relayed_bytes_total";
 /// `eeaturn_dropped_total`.
 pub const DROPPED: &str = "eeaturn_dropped_total";
+/// TCP/TLS connections refused or shed by a connection limit, by rule.
+pub const CONNECTIONS_REFUSED: &str = "eeaturn_connections_refused_total";
 /// `eeaturn_geo_db_build_timestamp_seconds`.
 pub const GEO_DB_BUILD: &str = "eeaturn_geo_db_build_timestamp_seconds";
 /// `eeaturn_geo_db_age_seconds`.
@@ -609,6 +621,7 @@ mod tests {
             evidence: None,
             tls_not_after: None,
             process: None,
+            connections_refused: &[],
             now,
         }
     }
@@ -633,6 +646,7 @@ mod tests {
             evidence: Some(EvidenceMetrics::default()),
             tls_not_after: Some(UNIX_EPOCH + Duration::from_secs(1_900_000_000)),
             process: Some(ProcessMetrics::default()),
+            connections_refused: &[("limit-per-source", 2)],
             ..sample(
                 &stats,
                 &policy,

@@ -2,8 +2,10 @@
 //! sockets: allocation, permissions, Send/Data indications and ChannelData (padded to 4 bytes
 //! both ways, §12.5), framing of messages split across writes and of several messages in one
 //! write, the allocation ending with its connection, REQUESTED-TRANSPORT TCP (442), the
-//! residency check at accept, the connection limits and the setup deadline (slow-loris and TLS
-//! handshake floods), and garbage on the stream.
+//! residency check at accept, the connection limits (per source; in total, shedding the oldest
+//! connection without an allocation) and the setup deadline, which only an authenticated
+//! Allocate ends (slow-loris, Binding chatter, TLS handshake floods), and garbage on the
+//! stream.
 //!
 //! The client here is written for these tests: it frames the stream itself (it does not use
 //! the relay's framing code), speaks TLS through `tokio-rustls` trusting the committed
@@ -37,7 +39,7 @@ use rustls_pki_types::{CertificateDer, ServerName};
 use tempfile::TempDir;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpSocket;
-use tokio::time::{Instant, sleep, timeout, timeout_at};
+use tokio::time::{Instant, sleep, sleep_until, timeout, timeout_at};
 use tokio_rustls::TlsConnector;
 
 /// First relay port of this file's configs (apart from the other test files' ranges).
@@ -1169,7 +1171,7 @@ async fn loris(kind: Kind, server: SocketAddr, from_ip: String, how: Loris) -> D
             tokio::select! {
                 () = reader => {}
                 () = writer => unreachable!("the writer never ends"),
-                () = tokio::time::sleep_until(deadline) => panic!("{what}: still open at its deadline"),
+                () = sleep_until(deadline) => panic!("{what}: still open at its deadline"),
             }
             return t0.elapsed();
         }
@@ -1405,7 +1407,8 @@ async fn per_ip_limit_counts_connections_on_every_listener() {
     server.stop().await;
 }
 
-/// `limits.max_connections` counts "TCP/TLS connections in total", over every listener.
+/// `limits.max_connections` counts "TCP/TLS connections in total", over every listener. The
+/// three connections have allocations, so none of them is shed for the fourth.
 #[tokio::test]
 async fn total_connection_limit_counts_every_listener() {
     let server = start(
@@ -1416,7 +1419,9 @@ async fn total_connection_limit_counts_every_listener() {
     let mut open_ones = Vec::new();
     for (i, kind) in [Kind::Tcp, Kind::Tls, Kind::Tcp].into_iter().enumerate() {
         let mut c = server.client(kind, &format!("127.0.1.{}", 10 + i)).await;
-        c.binding().await;
+        c.allocate()
+            .await
+            .expect("an allocation on each connection");
         open_ones.push(c);
     }
     let t0 = Instant::now();
@@ -1438,15 +1443,20 @@ async fn total_connection_limit_counts_every_listener() {
     server.stop().await;
 }
 
+/// At the total limit with an allocation on every connection, a new connection is closed at
+/// once (nothing may be shed); once one closes, a slot is free again.
 #[tokio::test]
-async fn tcp_total_connection_limit_closes_new_connections_at_once() {
+async fn tcp_total_connection_limit_closes_new_connections_when_every_connection_has_an_allocation()
+{
     let server = start(&[Kind::Tcp], &format!("{SLOW_SETUP}\nmax_connections = 3")).await;
     let mut open_ones = Vec::new();
     for i in 0..3 {
         let mut c = server
             .client(Kind::Tcp, &format!("127.0.1.{}", 10 + i))
             .await;
-        c.binding().await;
+        c.allocate()
+            .await
+            .expect("an allocation on each connection");
         open_ones.push(c);
     }
     let t0 = Instant::now();
@@ -1476,6 +1486,155 @@ async fn tcp_total_connection_limit_closes_new_connections_at_once() {
         sleep(Duration::from_millis(50)).await;
     }
     server.stop().await;
+}
+
+// --- admission: the setup deadline and shedding ---------------------------------------------
+
+/// An unauthenticated Allocate (answered with 401).
+fn unauthenticated_allocate() -> Vec<u8> {
+    let mut b = MessageBuilder::new(
+        MessageType::new(Method::ALLOCATE, Class::Request),
+        next_tid(),
+    );
+    b.add_raw(attr::REQUESTED_TRANSPORT, &[attr::TRANSPORT_UDP, 0, 0, 0]);
+    b.add_fingerprint();
+    b.finish()
+}
+
+/// Opens a connection from `from_ip` that keeps sending `request()` every 200 ms and reads
+/// the answers, never authenticating. Returns how long after connecting the server closed it
+/// and how many bytes it answered before. Fails if it is still open after `SETUP + SLACK`.
+async fn chatter(
+    kind: Kind,
+    server: SocketAddr,
+    from_ip: &str,
+    request: fn() -> Vec<u8>,
+) -> (Duration, usize) {
+    let (io, _) = open(kind, server, from_ip)
+        .await
+        .unwrap_or_else(|e| panic!("connecting from {from_ip}: {e}"));
+    let t0 = Instant::now();
+    let (mut r, mut w) = tokio::io::split(io);
+    let writer = async move {
+        loop {
+            if w.write_all(&request()).await.is_err() || w.flush().await.is_err() {
+                break;
+            }
+            sleep(Duration::from_millis(200)).await;
+        }
+        std::future::pending::<()>().await;
+    };
+    let reader = async {
+        let mut buf = [0u8; 4096];
+        let mut answered = 0;
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return answered,
+                Ok(n) => answered += n,
+            }
+        }
+    };
+    tokio::select! {
+        answered = reader => (t0.elapsed(), answered),
+        () = writer => unreachable!("the writer never ends"),
+        () = sleep_until(t0 + SETUP + SLACK) => panic!("{kind:?} chatter from {from_ip}: still open at its deadline"),
+    }
+}
+
+/// Bindings and unauthenticated Allocates are answered but do not buy time: the connection
+/// is closed at the setup deadline (issue: one Binding used to exempt it until the idle
+/// timeout). A connection whose Allocate succeeded outlives the deadline, silent.
+async fn setup_deadline_needs_an_allocation(kind: Kind) {
+    let server = start(&[kind], FAST_SETUP).await;
+    let addr = server.addr(kind);
+    let binder = tokio::spawn(chatter(kind, addr, "127.0.1.60", || binding_request().1));
+    let challenged = tokio::spawn(chatter(kind, addr, "127.0.1.61", unauthenticated_allocate));
+    let peer = Peer::bind("127.0.2.1").await;
+    let mut good = server.client(kind, "127.0.1.1").await;
+    let relayed = allocate_and_roundtrip(&mut good, &peer, "allocated").await;
+    for (what, task) in [
+        ("Binding", binder),
+        ("unauthenticated Allocate", challenged),
+    ] {
+        let (took, answered) = task.await.expect("a chatter task");
+        assert!(answered > 0, "{what}: answered before the close");
+        assert!(
+            took >= SETUP - Duration::from_millis(200),
+            "{what}: closed at the setup deadline, not before ({took:?})"
+        );
+    }
+    // Silent past the deadline, the allocated connection is still served.
+    sleep(SETUP + Duration::from_millis(500)).await;
+    send_roundtrip(&mut good, &peer, relayed, "after the deadline, silent").await;
+    assert_eq!(good.refresh(600).await, Ok(600));
+    let stats = server.stop().await;
+    assert_eq!(stats.allocations_created, 1);
+}
+
+#[tokio::test]
+async fn tcp_binding_does_not_exempt_a_connection_from_the_setup_deadline() {
+    setup_deadline_needs_an_allocation(Kind::Tcp).await;
+}
+
+#[tokio::test]
+async fn tls_binding_does_not_exempt_a_connection_from_the_setup_deadline() {
+    setup_deadline_needs_an_allocation(Kind::Tls).await;
+}
+
+/// At `limits.max_connections` a new connection is admitted by closing the oldest connection
+/// without an allocation; a connection with an allocation is never shed.
+async fn shed_oldest_unallocated(kind: Kind) {
+    let server = start(&[kind], &format!("{SLOW_SETUP}\nmax_connections = 3")).await;
+    let peer = Peer::bind("127.0.2.1").await;
+    // The oldest connection allocates: it must survive everything below.
+    let mut allocated = server.client(kind, "127.0.1.30").await;
+    let relayed = allocate_and_roundtrip(&mut allocated, &peer, "oldest, allocated").await;
+    let mut older = server.client(kind, "127.0.1.31").await;
+    older.binding().await;
+    let mut newer = server.client(kind, "127.0.1.32").await;
+    newer.binding().await;
+
+    let mut fourth = server.client(kind, "127.0.1.33").await;
+
+    let got = older
+        .closed_by_server(TIMEOUT, "the oldest connection without an allocation")
+        .await;
+    assert!(got.is_empty(), "nothing sent before shedding: {got:02x?}");
+    assert_eq!(
+        fourth.binding().await,
+        fourth.local,
+        "the new one is served"
+    );
+    assert_eq!(
+        newer.binding().await,
+        newer.local,
+        "the younger one is kept"
+    );
+    // The fifth sheds the next oldest without an allocation, never the allocated one.
+    let mut fifth = server.client(kind, "127.0.1.34").await;
+    newer
+        .closed_by_server(TIMEOUT, "the next oldest without an allocation")
+        .await;
+    assert_eq!(fifth.binding().await, fifth.local);
+    send_roundtrip(&mut allocated, &peer, relayed, "after two sheddings").await;
+    let stats = server.stop().await;
+    assert_eq!(stats.allocations_created, 1);
+    assert_eq!(
+        ended(&stats, "connection-closed"),
+        0,
+        "{:?}",
+        stats.allocations_ended
+    );
+}
+
+#[tokio::test]
+async fn tcp_at_the_connection_limit_the_oldest_unallocated_connection_is_shed() {
+    shed_oldest_unallocated(Kind::Tcp).await;
+}
+
+#[tokio::test]
+async fn tls_at_the_connection_limit_the_oldest_unallocated_connection_is_shed() {
+    shed_oldest_unallocated(Kind::Tls).await;
 }
 
 // --- garbage ------------------------------------------------------------------------------------

@@ -799,3 +799,34 @@ async fn four_workers_share_the_port_the_quotas_and_the_reservations() {
     assert_eq!(stats.packets_to_peer, 20);
     assert_eq!(stats.packets_to_client, 20);
 }
+
+/// `limits.max_allocations_per_source`: one address holds at most that many allocations,
+/// whatever user ids it presents (486), while another address is served; a freed allocation
+/// frees its slot.
+#[tokio::test]
+async fn the_per_source_quota_answers_486_whatever_the_user() {
+    let server = start_server("[limits]\nmax_allocations_per_source = 2\n").await;
+    let mut clients = Vec::new();
+    for user in ["erin", "frank"] {
+        let mut c = server.client("127.0.1.4", user).await;
+        c.allocate().await.expect("within the source's quota");
+        clients.push(c);
+    }
+    let mut third = server.client("127.0.1.4", "grace").await;
+    assert_eq!(
+        third.allocate().await.map(|_| ()).map_err(|e| e.code),
+        Err(486)
+    );
+    let mut elsewhere = server.client("127.0.1.5", "grace").await;
+    elsewhere
+        .allocate()
+        .await
+        .expect("another address is not affected");
+    clients[0].refresh(0).await.expect("Refresh 0 frees one");
+    third
+        .allocate()
+        .await
+        .expect("the freed slot is the source's again");
+    let stats = server.stop().await;
+    assert_eq!(stats.allocations_created, 4);
+}

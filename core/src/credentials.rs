@@ -12,8 +12,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use ring::hmac;
 
-/// The most bytes a USERNAME may have. See RFC 8489 §14.3.
-pub const MAX_USERNAME_LEN: usize = 513;
+/// The most bytes a USERNAME may have: RFC 8489 §14.3 says fewer than 509.
+pub const MAX_USERNAME_LEN: usize = 508;
 
 /// Errors of parsing secrets and verifying usernames.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,13 +182,22 @@ pub fn check_username(
     Ok(parsed)
 }
 
+/// Returns true when `username` may be a REST username at all: printable ASCII only (space to
+/// `~`: no control character, no byte above 0x7E) and at most [`MAX_USERNAME_LEN`] bytes. The
+/// relay answers any other USERNAME with 400, so nothing it writes to a log or to evidence
+/// can carry a line break, an escape sequence or a NUL from a username.
+pub fn is_strict_username(username: &str) -> bool {
+    username.len() <= MAX_USERNAME_LEN && username.bytes().all(|b| (0x20..=0x7E).contains(&b))
+}
+
 /// Parses `"<unix-expiry>"` or `"<unix-expiry>:<user-id>"`.
 ///
 /// # Errors
 ///
-/// Returns [`Error::Malformed`] when the expiry is not a decimal number.
+/// Returns [`Error::Malformed`] when the expiry is not a decimal number, or the username
+/// fails [`is_strict_username`].
 pub fn parse_username(username: &str) -> Result<RestUsername<'_>, Error> {
-    if username.len() > MAX_USERNAME_LEN {
+    if !is_strict_username(username) {
         return Err(Error::Malformed);
     }
     let (ts, user) = username.split_once(':').unwrap_or((username, ""));
@@ -355,6 +364,20 @@ mod tests {
         );
         assert_eq!(
             check_username("99999999999999999999999:b", now, HOUR, Duration::ZERO),
+            Err(Error::Malformed)
+        );
+        for bad in ["2000:b\nob", "2000:b\u{1b}", "2000:\u{0}", "2000:bøb"] {
+            assert_eq!(
+                check_username(bad, now, HOUR, Duration::ZERO),
+                Err(Error::Malformed),
+                "{bad:?}"
+            );
+        }
+        let longest = format!("2000:{}", "x".repeat(MAX_USERNAME_LEN - 5));
+        assert!(check_username(&longest, now, HOUR, Duration::ZERO).is_ok());
+        let too_long = format!("{longest}x");
+        assert_eq!(
+            check_username(&too_long, now, HOUR, Duration::ZERO),
             Err(Error::Malformed)
         );
     }

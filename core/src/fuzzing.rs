@@ -239,6 +239,8 @@ impl Harness {
             limits: Limits {
                 max_allocations: 4,
                 max_allocations_per_user: 2,
+                max_allocations_per_source: 8,
+                ipv6_source_prefix: 64,
                 max_permissions_per_allocation: 4,
                 max_channels_per_allocation: 3,
                 default_lifetime: Duration::from_secs(600),

@@ -111,7 +111,7 @@ async fn issue(s: &AppState, req: Request, shape: Shape) -> Response {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
                 + cred.ttl;
-            tracing::info!(target: "eeaturn::api", key = %key.name, user = %label, ttl = cred.ttl, expires, endpoint, "issued a TURN credential");
+            tracing::info!(target: "eeaturn::api", key = %key.name, user = %crate::pii::Escaped(&label), ttl = cred.ttl, expires, endpoint, "issued a TURN credential");
             let body = match shape {
                 Shape::Rest => serde_json::json!({
                     "username": cred.username,

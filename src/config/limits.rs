@@ -18,6 +18,12 @@ pub struct RawLimits {
     /// Allocations per user id (per username where the username has no user id).
     #[serde(default = "default_max_allocations_per_user")]
     pub max_allocations_per_user: usize,
+    /// Allocations per source: an IPv4 address, or an IPv6 prefix of `ipv6_source_prefix`.
+    #[serde(default = "default_max_allocations_per_source")]
+    pub max_allocations_per_source: usize,
+    /// Leading bits of an IPv6 address that make one source, for every per-source limit.
+    #[serde(default = "default_ipv6_source_prefix")]
+    pub ipv6_source_prefix: u8,
     /// Permissions per allocation.
     #[serde(default = "default_max_permissions")]
     pub max_permissions_per_allocation: usize,
@@ -27,9 +33,13 @@ pub struct RawLimits {
     /// TCP/TLS connections in total.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// TCP/TLS connections per client IP address.
-    #[serde(default = "default_max_connections_per_ip")]
-    pub max_connections_per_ip: usize,
+    /// TCP/TLS connections per source (IPv4 address or IPv6 prefix). Its first name,
+    /// `max_connections_per_ip`, is still read.
+    #[serde(
+        default = "default_max_connections_per_source",
+        alias = "max_connections_per_ip"
+    )]
+    pub max_connections_per_source: usize,
     /// Time a new TCP/TLS connection has to complete its TLS handshake and send a first
     /// complete STUN message.
     #[serde(
@@ -62,10 +72,12 @@ impl Default for RawLimits {
         Self {
             max_allocations: default_max_allocations(),
             max_allocations_per_user: default_max_allocations_per_user(),
+            max_allocations_per_source: default_max_allocations_per_source(),
+            ipv6_source_prefix: default_ipv6_source_prefix(),
             max_permissions_per_allocation: default_max_permissions(),
             max_channels_per_allocation: default_max_channels(),
             max_connections: default_max_connections(),
-            max_connections_per_ip: default_max_connections_per_ip(),
+            max_connections_per_source: default_max_connections_per_source(),
             connection_setup_timeout: default_connection_setup_timeout(),
             connection_idle_timeout: default_connection_idle_timeout(),
             default_lifetime: default_default_lifetime(),
@@ -80,6 +92,14 @@ fn default_max_allocations() -> usize {
 fn default_max_allocations_per_user() -> usize {
     100
 }
+/// A clinic behind one NAT address: 100 calls at once, each with up to four allocations (a
+/// browser allocates per TURN URL: UDP, TCP, TLS, and per address family), is 400.
+fn default_max_allocations_per_source() -> usize {
+    500
+}
+fn default_ipv6_source_prefix() -> u8 {
+    crate::relay::DEFAULT_IPV6_SOURCE_PREFIX
+}
 fn default_max_permissions() -> usize {
     32
 }
@@ -89,7 +109,7 @@ fn default_max_channels() -> usize {
 fn default_max_connections() -> usize {
     10_000
 }
-fn default_max_connections_per_ip() -> usize {
+fn default_max_connections_per_source() -> usize {
     64
 }
 fn default_connection_setup_timeout() -> Duration {
@@ -110,8 +130,10 @@ fn default_max_lifetime() -> Duration {
 pub struct ConnectionLimits {
     /// TCP/TLS connections in total.
     pub max_connections: usize,
-    /// TCP/TLS connections per client IP.
-    pub max_connections_per_ip: usize,
+    /// TCP/TLS connections per source (IPv4 address or IPv6 prefix).
+    pub max_connections_per_source: usize,
+    /// Leading bits of an IPv6 address that make one source.
+    pub ipv6_source_prefix: u8,
     /// Deadline for the TLS handshake and the first STUN message.
     pub connection_setup_timeout: Duration,
     /// Idle limit of connections (closed with their allocation).
@@ -147,12 +169,24 @@ pub(super) fn validate(raw: &RawLimits) -> Result<(Limits, ConnectionLimits), Er
     if max_lifetime > Duration::from_secs(86_400) {
         return Err(invalid("limits.max_lifetime", "must be at most 24h"));
     }
+    let ipv6_source_prefix = raw.ipv6_source_prefix;
+    if !(32..=128).contains(&ipv6_source_prefix) {
+        return Err(invalid(
+            "limits.ipv6_source_prefix",
+            "must be between 32 and 128 (64 counts a /64 as one source)",
+        ));
+    }
     let limits = Limits {
         max_allocations: positive("limits.max_allocations", raw.max_allocations)?,
         max_allocations_per_user: positive(
             "limits.max_allocations_per_user",
             raw.max_allocations_per_user,
         )?,
+        max_allocations_per_source: positive(
+            "limits.max_allocations_per_source",
+            raw.max_allocations_per_source,
+        )?,
+        ipv6_source_prefix,
         max_permissions_per_allocation: positive(
             "limits.max_permissions_per_allocation",
             raw.max_permissions_per_allocation,
@@ -166,10 +200,11 @@ pub(super) fn validate(raw: &RawLimits) -> Result<(Limits, ConnectionLimits), Er
     };
     let connections = ConnectionLimits {
         max_connections: positive("limits.max_connections", raw.max_connections)?,
-        max_connections_per_ip: positive(
-            "limits.max_connections_per_ip",
-            raw.max_connections_per_ip,
+        max_connections_per_source: positive(
+            "limits.max_connections_per_source",
+            raw.max_connections_per_source,
         )?,
+        ipv6_source_prefix,
         connection_setup_timeout: nonzero(
             "limits.connection_setup_timeout",
             raw.connection_setup_timeout,

@@ -55,6 +55,23 @@ fn minimal_config_gets_defaults() {
 }
 
 #[test]
+fn per_source_limits_default_and_read_the_old_key_name() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.limits.max_allocations_per_source, 500);
+    assert_eq!(c.limits.ipv6_source_prefix, 64);
+    assert_eq!(c.connections.max_connections_per_source, 64);
+    assert_eq!(c.connections.ipv6_source_prefix, 64);
+    let c = parse(&format!(
+        "{MINIMAL}\n[limits]\nmax_connections_per_ip = 5\nipv6_source_prefix = 56\nmax_allocations_per_source = 7"
+    ))
+    .unwrap();
+    assert_eq!(c.connections.max_connections_per_source, 5);
+    assert_eq!(c.connections.ipv6_source_prefix, 56);
+    assert_eq!(c.limits.ipv6_source_prefix, 56);
+    assert_eq!(c.limits.max_allocations_per_source, 7);
+}
+
+#[test]
 fn drain_is_off_by_default_and_reads_its_alternates() {
     let off = parse(MINIMAL).unwrap();
     let on = parse(&MINIMAL.replace(
@@ -256,6 +273,18 @@ fn table_errors_name_the_key() {
     assert_eq!(
         invalid_key(&with("[limits]\nmax_lifetime = \"2d\"")),
         "limits.max_lifetime"
+    );
+    assert_eq!(
+        invalid_key(&with("[limits]\nipv6_source_prefix = 16")),
+        "limits.ipv6_source_prefix"
+    );
+    assert_eq!(
+        invalid_key(&with("[limits]\nmax_allocations_per_source = 0")),
+        "limits.max_allocations_per_source"
+    );
+    assert_eq!(
+        invalid_key(&with("[limits]\nmax_connections_per_source = 0")),
+        "limits.max_connections_per_source"
     );
     assert_eq!(
         invalid_key(&with("[peers]\ndeny = [\"10.0.0.0/33\"]")),

@@ -37,6 +37,8 @@ pub(super) struct Coordinator {
     pub(super) evidence: Option<super::evidence::Writer>,
     /// Readiness, status and watchdog notifications to systemd.
     pub(super) systemd: Systemd,
+    /// Refusals counted for the summary lines (written from here once due).
+    pub(super) refusals: Arc<super::refusals::Refusals>,
 }
 
 /// What the rest of the process asks of the coordinator.
@@ -100,6 +102,7 @@ impl Coordinator {
                 }
                 _ = metrics_tick.tick() => {
                     self.publish_metrics();
+                    self.refusals.flush_if_due(now().mono);
                 }
                 _ = status_tick.tick() => {
                     self.systemd.status(&self.status_line(drain_until.is_some()));
@@ -162,6 +165,7 @@ impl Coordinator {
         for w in self.workers.drain(..) {
             stats.merge(&w.stop().await.stats);
         }
+        self.refusals.flush(now().mono);
         // After the workers: their last events (allocations ended at shutdown) are queued.
         if let Some(evidence) = self.evidence.take() {
             evidence.stop(reason).await;
@@ -215,6 +219,7 @@ impl Coordinator {
             evidence: self.evidence.as_ref().map(super::evidence::Writer::metrics),
             tls_not_after: self.tls_not_after,
             process: super::metrics::process(),
+            connections_refused: &self.refusals.totals(stream::KIND),
             now: now().wall,
         });
     }

@@ -1,10 +1,13 @@
-//! Log lines for core events. Addresses go through [`Pii`]; nothing of a payload is logged.
+//! Log lines for core events. Addresses go through [`Pii`], user ids through [`Escaped`];
+//! nothing of a payload is logged. Policy refusals are counted for the summary line
+//! ([`Refusals`]) and logged one by one only at debug level.
 
-use crate::pii::Pii;
+use super::refusals::Refusals;
+use crate::pii::{Escaped, Pii};
 use crate::relay::Event;
 
 /// Logs one core event at a fitting level.
-pub(super) fn event(ev: &Event) {
+pub(super) fn event(ev: &Event, refusals: &Refusals) {
     match ev {
         Event::AllocationCreated {
             id,
@@ -21,7 +24,7 @@ pub(super) fn event(ev: &Event) {
                 allocation = %id,
                 transport = transport.name(),
                 client = %Pii(client),
-                user = %user,
+                user = %Escaped(user),
                 relayed = %relayed.join(","),
                 lifetime_s = lifetime.as_secs(),
                 "allocation created"
@@ -62,8 +65,9 @@ pub(super) fn event(ev: &Event) {
             rule,
             ..
         } => {
+            refusals.note(subject.name(), rule.id(), 1, super::now().mono);
             let allocation = id.map_or_else(|| "-".to_owned(), |i| i.to_string());
-            tracing::warn!(
+            tracing::debug!(
                 target: "eeaturn::policy",
                 allocation = %allocation,
                 subject = %subject.name(),

@@ -8,12 +8,14 @@
 //! Nothing here decides anything about TURN.
 
 mod batch;
+mod connections;
 mod coordinator;
 pub(crate) mod evidence;
 pub mod geo;
 mod lifecycle;
 mod log;
 mod metrics;
+mod refusals;
 mod sockets;
 mod stream;
 mod worker;
@@ -107,8 +109,6 @@ impl Controller {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let secrets = load_secrets(&config)?;
     let mut rng = StdRng::from_os_rng();
-    let mut nonce_key = [0u8; 32];
-    rng.fill_bytes(&mut nonce_key);
     let policy = geo::load_policy(&config, now().wall)?;
     geo::check_relay_location(&config, &policy)?;
     raise_fd_limit();
@@ -118,14 +118,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         Some(ev) => Some(evidence::Writer::start(&config, ev, &policy)?),
         None => None,
     };
+    // One count of refusals for the whole relay: one summary line per interval.
+    let refusals = Arc::new(refusals::Refusals::default());
     let (workers, shared) = spawn_workers(
         &config,
         udp,
         &secrets,
         &policy,
-        nonce_key,
         &mut rng,
         evidence.as_ref(),
+        &refusals,
     )?;
     let tls = match &config.tls {
         Some(t) => {
@@ -135,7 +137,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         None => None,
     };
     let (stream_addrs, mut readers) =
-        spawn_stream_listeners(&config, &workers, tls.as_ref()).await?;
+        spawn_stream_listeners(&config, &workers, tls.as_ref(), &refusals).await?;
     local_addrs.extend(stream_addrs);
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     // Installed before `start` returns, so a SIGHUP after "ready" never hits the default
@@ -196,6 +198,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         // READY=1 is sent as the coordinator starts: every listener is bound and the evidence
         // is open by now.
         systemd: lifecycle::Systemd::from_env(),
+        refusals,
     };
     let task = tokio::spawn(coordinator.run(control_rx, hup));
     Ok(Running {
@@ -243,16 +246,19 @@ fn bind_udp_listeners(
 }
 
 /// Starts one data-path worker per set of listening sockets, each with its own [`Server`]
-/// (its own RNG drawn from `rng`); returns them and the [`Shared`] state of them all.
+/// (its own RNG drawn from `rng`, the nonce key too); returns them and the [`Shared`] state of them all.
 fn spawn_workers(
     config: &Config,
     udp: Vec<Vec<std::net::UdpSocket>>,
     secrets: &Secrets,
     policy: &Policy,
-    nonce_key: [u8; 32],
     rng: &mut StdRng,
     evidence: Option<&evidence::Writer>,
+    refusals: &Arc<refusals::Refusals>,
 ) -> anyhow::Result<(Vec<WorkerHandle>, Arc<Shared>)> {
+    // One nonce key for every worker: a client's requests may reach any of them.
+    let mut nonce_key = [0u8; 32];
+    rng.fill_bytes(&mut nonce_key);
     let shared = Arc::new(Shared::new(config.relay.ports.clone()));
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
@@ -279,6 +285,7 @@ fn spawn_workers(
                 socks,
                 relay_sockets.clone(),
                 evidence.map(evidence::Writer::sink),
+                refusals.clone(),
             )
             .context("starting a data-path worker")?,
         );
@@ -293,15 +300,11 @@ async fn spawn_stream_listeners(
     config: &Config,
     workers: &[WorkerHandle],
     tls: Option<&stream::SharedAcceptor>,
+    refusals: &Arc<refusals::Refusals>,
 ) -> anyhow::Result<(Vec<SocketAddr>, Vec<JoinHandle<()>>)> {
     let inputs: Arc<[worker::WorkerInput]> = workers.iter().map(|w| w.input.clone()).collect();
     // One set of counters for every TCP/TLS listener: the limits are per relay, not per port.
-    let settings = stream::StreamSettings::new(
-        config.connections.max_connections,
-        config.connections.max_connections_per_ip,
-        config.connections.connection_setup_timeout,
-        config.connections.connection_idle_timeout,
-    );
+    let settings = stream::StreamSettings::new(&config.connections, refusals.clone());
     let mut addrs = Vec::new();
     let mut tasks = Vec::new();
     for l in config

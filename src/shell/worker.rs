@@ -12,7 +12,7 @@
 //! (their framed messages), reloaded secrets and policies, and the stop. A sender wakes the
 //! event loop after queueing ([`WorkerInput::send`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
@@ -26,9 +26,12 @@ use rand::rngs::StdRng;
 use tokio::sync::{mpsc, oneshot};
 
 use super::batch::{BATCH, Batch, SLOT};
+use super::connections::Mark;
 use super::evidence::{CLOSED_REASON, Sink};
 use super::lifecycle::Heartbeat;
+use super::refusals::Refusals;
 use super::sockets::bind_udp;
+use super::stream::Outbox;
 use super::{log, now};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
@@ -56,8 +59,10 @@ pub(super) enum Input {
     /// A TCP/TLS connection is up (handshake done): may it stay?
     StreamOpened {
         five: FiveTuple,
-        writer: mpsc::Sender<Vec<u8>>,
+        writer: Outbox,
         reply: oneshot::Sender<bool>,
+        /// Marks the connection once its Allocate has succeeded.
+        mark: Mark,
     },
     /// Complete framed messages from a TCP/TLS connection, back to back (what one read
     /// brought).
@@ -73,6 +78,14 @@ pub(super) enum Input {
     Drain,
     /// End every allocation and stop.
     Stop,
+}
+
+/// A TCP/TLS connection as its worker knows it.
+struct StreamClient {
+    /// Its writer task's queue.
+    writer: Outbox,
+    /// Until its Allocate has succeeded.
+    mark: Option<Mark>,
 }
 
 /// Where to send [`Input`]s for one worker.
@@ -151,6 +164,7 @@ pub(super) fn spawn(
     listeners: Vec<std::net::UdpSocket>,
     relay: RelaySockets,
     evidence: Option<Sink>,
+    refusals: Arc<Refusals>,
 ) -> io::Result<WorkerHandle> {
     let poll = Poll::new()?;
     let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -189,6 +203,8 @@ pub(super) fn spawn(
             draining: false,
             heartbeat: beat,
             evidence,
+            refusals,
+            auth_failures_seen: BTreeMap::new(),
         }
         .run();
     })?;
@@ -252,7 +268,7 @@ struct Worker {
     relays: RelayTable,
     relay_buffer: usize,
     reserved: Reserved,
-    streams: HashMap<FiveTuple, mpsc::Sender<Vec<u8>>>,
+    streams: HashMap<FiveTuple, StreamClient>,
     /// Every datagram is read here, a batch at a time (peer data with room to frame it in
     /// place), and sent from here.
     batch: Batch,
@@ -273,6 +289,10 @@ struct Worker {
     heartbeat: Heartbeat,
     /// Where core events go as evidence, when `[evidence]` is on.
     evidence: Option<Sink>,
+    /// Refusals are counted here and summarised (see [`Refusals`]).
+    refusals: Arc<Refusals>,
+    /// The core's refused-credential counters as last handed to `refusals`.
+    auth_failures_seen: BTreeMap<&'static str, u64>,
 }
 
 impl Worker {
@@ -355,7 +375,19 @@ impl Worker {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        // Refused credentials leave no line each: the increase since the last turn is counted.
+        // The challenge of a request without credentials is every client's first round trip,
+        // not a refusal worth a line.
+        let mono = now().mono;
+        for (&reason, &n) in &self.server.stats().auth_failures {
+            if reason == crate::relay::AUTH_NO_CREDENTIALS {
+                continue;
+            }
+            let seen = self.auth_failures_seen.entry(reason).or_default();
+            self.refusals.note("auth", reason, n - *seen, mono);
+            *seen = n;
+        }
         let s = Snapshot {
             stats: self.server.stats().clone(),
         };
@@ -382,10 +414,12 @@ impl Worker {
                     five,
                     writer,
                     reply,
+                    mark,
                 } => {
                     let allowed = self.server.handle_connection_opened(five, now);
                     if allowed {
-                        self.streams.insert(five, writer);
+                        let mark = Some(mark);
+                        self.streams.insert(five, StreamClient { writer, mark });
                     }
                     let _ = reply.send(allowed);
                 }
@@ -569,9 +603,9 @@ impl Worker {
             }
         }
         for (to, range) in to_clients.iter().filter(|(to, _)| to.transport.is_stream()) {
-            if let (Some(w), Some(bytes)) = (streams.get(to), batch.buf.get(range.clone())) {
+            if let (Some(s), Some(bytes)) = (streams.get(to), batch.buf.get(range.clone())) {
                 // A full queue means the client does not read: drop, as UDP would.
-                let _ = w.try_send(bytes.to_vec());
+                s.writer.push(bytes, s.mark.is_none());
             }
         }
         to_clients.clear();
@@ -606,7 +640,7 @@ impl Worker {
             }
         }
         while let Some(ev) = self.server.poll_event() {
-            log::event(&ev);
+            log::event(&ev, &self.refusals);
             if let Some(sink) = &mut self.evidence {
                 sink.push(ev);
             }
@@ -614,11 +648,20 @@ impl Worker {
     }
 
     /// Sends a message to a client: a datagram on UDP, a queued write on TCP/TLS.
-    fn send_to_client(&self, to: FiveTuple, bytes: &[u8]) {
+    fn send_to_client(&mut self, to: FiveTuple, bytes: &[u8]) {
         if to.transport.is_stream() {
-            if let Some(w) = self.streams.get(&to) {
+            if let Some(s) = self.streams.get_mut(&to) {
+                // The first answer after an Allocate succeeded (its success response) marks
+                // the connection before it is written: from then on it is never shed and the
+                // setup deadline no longer applies.
+                if s.mark.is_some()
+                    && self.server.has_allocation(to)
+                    && let Some(mark) = s.mark.take()
+                {
+                    mark.allocated();
+                }
                 // A full queue means the client does not read: drop, as UDP would.
-                let _ = w.try_send(bytes.to_vec());
+                s.writer.push(bytes, s.mark.is_none());
             }
         } else if let Some((_, sock)) = self.listeners.iter().find(|(a, _)| *a == to.server)
             && let Err(e) = send_udp(sock, bytes, to.client)

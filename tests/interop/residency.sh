@@ -29,6 +29,10 @@
 # policy to compare with.
 set -uo pipefail
 
+# The "denied by policy" line of each refusal is written at debug level (at info the relay
+# summarises refusals in one line per 10 s), and the scenarios below look for them.
+EEATURN_LOG_LEVEL="${EEATURN_LOG_LEVEL:-debug}"
+
 # shellcheck source=tests/interop/lib.sh
 source "$(dirname "$0")/lib.sh"
 

@@ -146,6 +146,13 @@ impl Authenticator {
                 AUTH_MALFORMED,
             );
         };
+        if !credentials::is_strict_username(username) {
+            return reject(
+                ErrorCode::BAD_REQUEST,
+                Some("USERNAME must be printable ASCII and fewer than 509 bytes"),
+                AUTH_MALFORMED,
+            );
+        }
         match self.check_nonce(nonce, client, now) {
             Ok(true) => {}
             Ok(false) => return reject(ErrorCode::STALE_NONCE, None, AUTH_STALE_NONCE),
@@ -250,7 +257,7 @@ pub const AUTH_FAILURE_REASONS: [&str; 8] = [
     AUTH_BAD_PASSWORD,
 ];
 /// No MESSAGE-INTEGRITY: the first request of every client, answered with the challenge.
-const AUTH_NO_CREDENTIALS: &str = "no-credentials";
+pub const AUTH_NO_CREDENTIALS: &str = "no-credentials";
 /// USERNAME, REALM, NONCE or the password algorithm attributes missing or malformed (400).
 const AUTH_MALFORMED: &str = "malformed";
 /// A nonce of ours that expired (438, the client retries with the fresh one).

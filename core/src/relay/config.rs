@@ -34,6 +34,11 @@ pub struct Limits {
     pub max_allocations: usize,
     /// Allocations per user.
     pub max_allocations_per_user: usize,
+    /// Allocations per source: an IPv4 address, or an IPv6 prefix of `ipv6_source_prefix`
+    /// bits (see [`Source`](super::Source)).
+    pub max_allocations_per_source: usize,
+    /// How many leading bits of an IPv6 address make one source (64: a /64 counts once).
+    pub ipv6_source_prefix: u8,
     /// Permissions per allocation.
     pub max_permissions_per_allocation: usize,
     /// Channels per allocation.

@@ -22,6 +22,7 @@ mod events;
 mod handle;
 mod ports;
 mod shared;
+mod source;
 mod table;
 #[cfg(test)]
 mod tests;
@@ -36,10 +37,11 @@ use rand::RngCore;
 use ring::hmac;
 use slotmap::SlotMap;
 
-pub use auth::AUTH_FAILURE_REASONS;
+pub use auth::{AUTH_FAILURE_REASONS, AUTH_NO_CREDENTIALS};
 pub use config::{Limits, ServerConfig};
 pub use events::{DropReason, EndReason, Event, RelayedTraffic, Stage, Stats};
 pub use shared::Shared;
+pub use source::{DEFAULT_IPV6_SOURCE_PREFIX, Source};
 pub use table::{MAX_LEDGER_PEERS, PeerTraffic, TrafficCounters};
 pub use types::{
     AllocationId, ClientTransmit, FiveTuple, Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit,
@@ -217,6 +219,16 @@ impl<R: RngCore> Server<R> {
         &self.stats
     }
 
+    /// Returns true when `five_tuple` has an allocation whose Allocate has succeeded (its
+    /// relay sockets are bound). The shell uses it to tell connections that authenticated
+    /// from those that did not.
+    pub fn has_allocation(&self, five_tuple: FiveTuple) -> bool {
+        self.by_five_tuple
+            .get(&five_tuple)
+            .and_then(|&slot| self.alloc(slot))
+            .is_some_and(Allocation::is_active)
+    }
+
     /// Returns the number of allocations (including those whose sockets are being bound).
     pub fn allocation_count(&self) -> usize {
         self.allocs.len()
@@ -322,7 +334,7 @@ impl<R: RngCore> Server<R> {
             return;
         };
         self.by_five_tuple.remove(&a.five_tuple);
-        self.shared.release(&a.auth.user_key);
+        self.shared.release(&a.auth.user_key, a.source);
         let was_active = a.is_active();
         if let table::AllocState::Pending(p) = &a.state {
             for &(family, port) in &p.busy {

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use super::Reservation;
 use super::ports::PortPool;
 use super::types::ReservationToken;
+use super::{Limits, Reservation, Source};
 use crate::stun::attr::Family;
 
 /// Which quota refused an allocation.
@@ -22,6 +22,8 @@ pub(super) enum Exceeded {
     Total,
     /// `limits.max_allocations_per_user`.
     User,
+    /// `limits.max_allocations_per_source`.
+    Source,
 }
 
 /// What the servers of one process share: allocation counts, the relay port pools and the
@@ -70,6 +72,7 @@ impl Ports {
 struct Counts {
     total: usize,
     per_user: HashMap<String, usize>,
+    per_source: HashMap<Source, usize>,
 }
 
 impl Shared {
@@ -90,34 +93,44 @@ impl Shared {
         self.ports.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts one more allocation of `user`, unless a limit is reached.
+    /// Counts one more allocation of `user` from `source`, unless a limit of `limits` is
+    /// reached: the total first, then the user's, then the source's.
     pub(super) fn try_take(
         &self,
         user: &str,
-        max_total: usize,
-        max_per_user: usize,
+        source: Source,
+        limits: &Limits,
     ) -> Result<(), Exceeded> {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        if c.total >= max_total {
+        if c.total >= limits.max_allocations {
             return Err(Exceeded::Total);
         }
-        let n = c.per_user.get(user).copied().unwrap_or(0);
-        if n >= max_per_user {
+        if c.per_user.get(user).copied().unwrap_or(0) >= limits.max_allocations_per_user {
             return Err(Exceeded::User);
+        }
+        if c.per_source.get(&source).copied().unwrap_or(0) >= limits.max_allocations_per_source {
+            return Err(Exceeded::Source);
         }
         c.total += 1;
         *c.per_user.entry(user.to_owned()).or_default() += 1;
+        *c.per_source.entry(source).or_default() += 1;
         Ok(())
     }
 
-    /// Counts one allocation of `user` less.
-    pub(super) fn release(&self, user: &str) {
+    /// Counts one allocation of `user` from `source` less.
+    pub(super) fn release(&self, user: &str, source: Source) {
         let mut c = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         c.total = c.total.saturating_sub(1);
         if let Some(n) = c.per_user.get_mut(user) {
             *n -= 1;
             if *n == 0 {
                 c.per_user.remove(user);
+            }
+        }
+        if let Some(n) = c.per_source.get_mut(&source) {
+            *n -= 1;
+            if *n == 0 {
+                c.per_source.remove(&source);
             }
         }
     }
@@ -135,18 +148,52 @@ impl Shared {
 mod tests {
     use super::*;
 
+    fn limits(total: usize, per_user: usize, per_source: usize) -> Limits {
+        Limits {
+            max_allocations: total,
+            max_allocations_per_user: per_user,
+            max_allocations_per_source: per_source,
+            ipv6_source_prefix: 64,
+            max_permissions_per_allocation: 1,
+            max_channels_per_allocation: 1,
+            default_lifetime: std::time::Duration::from_secs(600),
+            max_lifetime: std::time::Duration::from_secs(600),
+        }
+    }
+
+    fn src(s: &str) -> Source {
+        Source::new(s.parse().expect("an IP literal"), 64)
+    }
+
     #[test]
     fn limits_hold_across_takers() {
         let q = Shared::new(1000..=1009);
-        assert_eq!(q.try_take("a", 3, 2), Ok(()));
-        assert_eq!(q.try_take("a", 3, 2), Ok(()));
-        assert_eq!(q.try_take("a", 3, 2), Err(Exceeded::User));
-        assert_eq!(q.try_take("b", 3, 2), Ok(()));
-        assert_eq!(q.try_take("c", 3, 2), Err(Exceeded::Total));
-        q.release("a");
+        let l = limits(3, 2, 10);
+        let s = src("192.0.2.1");
+        assert_eq!(q.try_take("a", s, &l), Ok(()));
+        assert_eq!(q.try_take("a", s, &l), Ok(()));
+        assert_eq!(q.try_take("a", s, &l), Err(Exceeded::User));
+        assert_eq!(q.try_take("b", s, &l), Ok(()));
+        assert_eq!(q.try_take("c", s, &l), Err(Exceeded::Total));
+        q.release("a", s);
         assert_eq!(q.total(), 2);
-        assert_eq!(q.try_take("c", 3, 2), Ok(()));
-        q.release("nobody");
+        assert_eq!(q.try_take("c", s, &l), Ok(()));
+        q.release("nobody", src("192.0.2.99"));
         assert_eq!(q.total(), 2);
+    }
+
+    #[test]
+    fn source_limit_counts_a_prefix_whatever_the_user() {
+        let q = Shared::new(1000..=1009);
+        let l = limits(10, 10, 2);
+        assert_eq!(q.try_take("a", src("2001:db8::1"), &l), Ok(()));
+        assert_eq!(q.try_take("b", src("2001:db8::2"), &l), Ok(()));
+        assert_eq!(
+            q.try_take("c", src("2001:db8::3"), &l),
+            Err(Exceeded::Source)
+        );
+        assert_eq!(q.try_take("c", src("2001:db8:0:1::3"), &l), Ok(()));
+        q.release("a", src("2001:db8::1"));
+        assert_eq!(q.try_take("c", src("2001:db8::3"), &l), Ok(()));
     }
 }

@@ -145,6 +145,8 @@ pub(crate) enum AllocState {
 pub(crate) struct Allocation {
     pub(crate) id: AllocationId,
     pub(crate) five_tuple: FiveTuple,
+    /// The client's source, as counted by `limits.max_allocations_per_source`.
+    pub(crate) source: super::Source,
     pub(crate) auth: AuthState,
     pub(crate) relayed: Vec<Relayed>,
     pub(crate) state: AllocState,

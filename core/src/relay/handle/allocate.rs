@@ -12,7 +12,7 @@ use super::super::table::{
     AllocState, Allocation, AuthState, PendingAllocate, PortRequest, Relayed, Timer,
 };
 use super::super::types::ReservationToken;
-use super::super::{Admission, AllocationId, FiveTuple, Now, Server, Stage};
+use super::super::{Admission, AllocationId, FiveTuple, Now, Server, Source, Stage};
 use super::{Answer, Failure, parse_lifetime, secs_u32};
 use crate::policy::Subject;
 use crate::stun::attr::{self, Family};
@@ -203,21 +203,22 @@ impl<R: RngCore> Server<R> {
             None => None,
         };
         // Quotas, shared with the other workers; released when the allocation is deleted.
+        let source = Source::new(client, self.cfg.limits.ipv6_source_prefix);
         self.shared
-            .try_take(
-                &auth.user_key,
-                self.cfg.limits.max_allocations,
-                self.cfg.limits.max_allocations_per_user,
-            )
+            .try_take(&auth.user_key, source, &self.cfg.limits)
             .map_err(|e| match e {
                 Exceeded::Total => Failure::new(ErrorCode::INSUFFICIENT_CAPACITY),
                 Exceeded::User => Failure::new(ErrorCode::ALLOCATION_QUOTA_REACHED),
+                Exceeded::Source => Failure::with(
+                    ErrorCode::ALLOCATION_QUOTA_REACHED,
+                    "allocation quota of this source address reached",
+                ),
             })?;
         if let PortRequest::Token(t) = req.port {
             // Consumed: the reserved port now belongs to this allocation. Another worker may
             // have redeemed the same token a moment ago.
             if self.shared.ports().reservations.remove(&t).is_none() {
-                self.shared.release(&auth.user_key);
+                self.shared.release(&auth.user_key, source);
                 return Err(Failure::with(
                     ErrorCode::INSUFFICIENT_CAPACITY,
                     "unknown reservation token",
@@ -249,6 +250,7 @@ impl<R: RngCore> Server<R> {
         let a = Allocation {
             id,
             five_tuple: from,
+            source,
             auth,
             relayed,
             state: AllocState::Pending(pending),

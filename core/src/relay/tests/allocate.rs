@@ -566,3 +566,82 @@ fn denied_client_is_403_with_a_denied_event() {
         Some(&1)
     );
 }
+
+/// `limits.max_allocations_per_source`: one address, whatever user ids it uses.
+#[test]
+fn per_source_quota_is_486_across_user_ids() {
+    let mut cfg = roomy_config();
+    cfg.limits.max_allocations_per_source = 2;
+    let mut ts = TestServer::with_config(cfg);
+    let mut a = ts.client_as("127.0.0.1:40001", "alice");
+    let mut b = ts.client_as("127.0.0.1:40002", "bob");
+    let mut c = ts.client_as("127.0.0.1:40003", "carol");
+    let mut other = ts.client_as("127.0.0.2:40003", "carol");
+    ts.allocate(&mut a);
+    ts.allocate(&mut b);
+
+    let (r, cmds) = ts.call_cmds(&mut c, &Req::allocate());
+
+    r.assert_error(486);
+    assert!(bind_requests(&cmds).is_empty());
+    assert_eq!(ts.server.allocation_count(), 2);
+    ts.allocate(&mut other);
+    assert_eq!(ts.server.allocation_count(), 3);
+    // An allocation of the source ends: its slot is free again.
+    ts.call(&mut a, &Req::refresh().lifetime(0)).assert_ok();
+    ts.allocate(&mut c);
+    assert_eq!(ts.server.allocation_count(), 3);
+}
+
+/// An IPv6 /64 (`limits.ipv6_source_prefix` = 64) is one source; the next /64 is another.
+#[test]
+fn per_source_quota_counts_an_ipv6_prefix_once() {
+    let mut cfg = roomy_config();
+    cfg.limits.max_allocations_per_source = 2;
+    let mut ts = TestServer::with_config(cfg);
+    for (i, from) in ["[2001:db8:0:1::1]:40001", "[2001:db8:0:1:ffff::2]:40001"]
+        .into_iter()
+        .enumerate()
+    {
+        let mut c = ts.client_as(from, &format!("user{i}"));
+        ts.allocate(&mut c);
+    }
+    let mut third = ts.client_as("[2001:db8:0:1::3]:40001", "user3");
+    let mut next_prefix = ts.client_as("[2001:db8:0:2::3]:40001", "user3");
+
+    ts.call(&mut third, &Req::allocate()).assert_error(486);
+    ts.allocate(&mut next_prefix);
+
+    assert_eq!(ts.server.allocation_count(), 3);
+}
+
+/// With `ipv6_source_prefix` = 128 every IPv6 address is a source of its own.
+#[test]
+fn per_source_quota_per_address_with_prefix_128() {
+    let mut cfg = roomy_config();
+    cfg.limits.max_allocations_per_source = 1;
+    cfg.limits.ipv6_source_prefix = 128;
+    let mut ts = TestServer::with_config(cfg);
+    let mut a = ts.client_as("[2001:db8::1]:40001", "alice");
+    let mut b = ts.client_as("[2001:db8::2]:40001", "alice");
+    let mut a2 = ts.client_as("[2001:db8::1]:40002", "alice");
+
+    ts.allocate(&mut a);
+    ts.allocate(&mut b);
+    ts.call(&mut a2, &Req::allocate()).assert_error(486);
+}
+
+/// A 486 for the source names it in the reason phrase, and the total limit (508) still wins
+/// over it.
+#[test]
+fn total_limit_is_checked_before_the_source_quota() {
+    let mut cfg = roomy_config();
+    cfg.limits.max_allocations = 1;
+    cfg.limits.max_allocations_per_source = 1;
+    let mut ts = TestServer::with_config(cfg);
+    let mut a = ts.client_as("127.0.0.1:40001", "alice");
+    let mut b = ts.client_as("127.0.0.1:40002", "bob");
+    ts.allocate(&mut a);
+
+    ts.call(&mut b, &Req::allocate()).assert_error(508);
+}

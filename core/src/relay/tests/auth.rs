@@ -331,3 +331,108 @@ fn older_secret_is_accepted_until_rotated_out() {
     ts.allocate(&mut current);
     assert_eq!(ts.server.allocation_count(), 2);
 }
+
+/// A REST username with a control character, a byte above 0x7E, or 509 bytes and more is 400,
+/// even with a correct HMAC: it would otherwise reach logs and evidence as written.
+#[test]
+fn username_outside_printable_ascii_or_too_long_is_400() {
+    let mut ts = TestServer::new();
+    let signer = Secrets::parse(SECRET).unwrap();
+    let expiry = WALL_START + 3600;
+    let long_user = "a".repeat(509 - format!("{expiry}:").len());
+    let cases = [
+        format!("{expiry}:bob\nforged log line"),
+        format!("{expiry}:bob\u{1b}[31m"),
+        format!("{expiry}:bob\0"),
+        format!("{expiry}:bob\u{7f}"),
+        format!("{expiry}:bøb"),
+        format!("{expiry}:{long_user}"),
+    ];
+    for (i, username) in cases.iter().enumerate() {
+        let port = 40001 + u16::try_from(i).unwrap();
+        let mut c = ts.client_with(&format!("127.0.0.1:{port}"), username, &signer);
+
+        let cmds = ts.exchange(&mut c, &Req::allocate());
+
+        let r = response(&cmds);
+        r.assert_error(400);
+        assert!(bind_requests(&cmds).is_empty(), "{username:?}");
+    }
+    assert_eq!(ts.server.allocation_count(), 0);
+    assert!(ts.take_events().is_empty());
+    let failures = &ts.server.stats().auth_failures;
+    assert_eq!(failures.get("malformed"), Some(&6), "{failures:?}");
+}
+
+/// Refused credentials are counted by reason; the challenge of a request without credentials
+/// is counted apart, as `no-credentials` (the metrics show it, the log summaries skip it).
+#[test]
+fn refused_credentials_are_counted_by_reason() {
+    let mut ts = TestServer::new();
+    let mut c = ts.client(40001);
+    c.creds.password = "not-the-password".to_owned();
+
+    response(&ts.exchange(&mut c, &Req::allocate())).assert_error(401);
+    response(&ts.exchange(&mut c, &Req::allocate())).assert_error(401);
+
+    let failures = &ts.server.stats().auth_failures;
+    assert_eq!(failures.get("bad-password"), Some(&2), "{failures:?}");
+    assert!(
+        failures
+            .keys()
+            .all(|r| ["bad-password", "no-credentials"].contains(r)),
+        "{failures:?}"
+    );
+}
+
+/// 508 bytes of printable ASCII (spaces included) is the longest username accepted.
+#[test]
+fn username_of_508_printable_bytes_is_accepted() {
+    let mut ts = TestServer::new();
+    let signer = Secrets::parse(SECRET).unwrap();
+    let expiry = WALL_START + 3600;
+    let prefix = format!("{expiry}:a b~");
+    let username = format!("{prefix}{}", "z".repeat(508 - prefix.len()));
+    assert_eq!(username.len(), 508);
+    let mut c = ts.client_with("127.0.0.1:40001", &username, &signer);
+
+    let r = ts.call(&mut c, &Req::allocate());
+
+    r.assert_ok();
+    assert_eq!(ts.server.allocation_count(), 1);
+}
+
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        /// Whatever the user part (any characters, up to 600 bytes), an Allocate with a
+        /// correctly signed REST username gets 400 exactly when the username is not printable
+        /// ASCII of fewer than 509 bytes, and succeeds otherwise.
+        #[test]
+        fn strict_usernames_decide_between_400_and_success(
+            user in prop_oneof![
+                "[ -~]{0,520}",
+                "[ -~]{0,40}[\u{0}-\u{1f}\u{7f}][ -~]{0,40}",
+                "\\PC{0,200}",
+            ],
+        ) {
+            let mut ts = TestServer::new();
+            let signer = Secrets::parse(SECRET).unwrap();
+            let username = format!("{}:{user}", WALL_START + 3600);
+            let strict = username.len() < 509 && username.bytes().all(|b| (0x20..=0x7e).contains(&b));
+            let mut c = ts.client_with("127.0.0.1:40001", &username, &signer);
+
+            let r = ts.call(&mut c, &Req::allocate());
+
+            if strict {
+                prop_assert_eq!(r.class(), Class::Success, "{:?}: {:?}", username, r.error());
+            } else {
+                prop_assert_eq!(r.code(), Some(400), "{:?}", username);
+                prop_assert_eq!(ts.server.allocation_count(), 0);
+            }
+        }
+    }
+}

@@ -89,6 +89,8 @@ fn config() -> ServerConfig {
         limits: Limits {
             max_allocations: 4,
             max_allocations_per_user: 2,
+            max_allocations_per_source: 8,
+            ipv6_source_prefix: 64,
             max_permissions_per_allocation: 3,
             max_channels_per_allocation: 2,
             default_lifetime: secs(600),
@@ -105,6 +107,7 @@ fn roomy_config() -> ServerConfig {
     let mut cfg = config();
     cfg.limits.max_allocations = 10;
     cfg.limits.max_allocations_per_user = 10;
+    cfg.limits.max_allocations_per_source = 10;
     cfg
 }
 
