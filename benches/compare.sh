@@ -454,6 +454,8 @@ addresses = ["$HOST"]
 port_range = "$RELAY_MIN-$RELAY_MAX"
 [limits]
 max_allocations = 20000
+# The load tool makes every allocation from one client address.
+max_allocations_per_source = 20000
 [geo]
 country_db = "$REPO/geo/testdata/world-country.mmdb"
 asn_db = "$REPO/geo/testdata/world-asn.mmdb"

@@ -96,6 +96,8 @@ addresses = ["127.0.0.1"]
 port_range = "40000-59999"
 [limits]
 max_allocations = 20000
+# The load tool makes every allocation from one client address.
+max_allocations_per_source = 20000
 [geo]
 country_db = "$REPO/geo/testdata/world-country.mmdb"
 asn_db = "$REPO/geo/testdata/world-asn.mmdb"
