@@ -367,6 +367,31 @@ impl<R: RngCore> Server<R> {
         }
     }
 
+    /// Drops the timer entries that can no longer do anything once they could outnumber the
+    /// live ones (see [`table::Timers`]): the entries of allocations that are gone, and those
+    /// superseded by a later deadline of the same allocation, permission or channel. An entry
+    /// at or after its object's deadline is kept, so the current one always is.
+    fn compact_timers(&mut self) {
+        if !self.timers.compaction_due() {
+            return;
+        }
+        let allocs = &self.allocs;
+        self.timers.retain(|at, t| match t {
+            table::Timer::Allocation(slot) => allocs.get(slot).is_some_and(|a| at >= a.expires),
+            table::Timer::Permission(slot, ip) => allocs
+                .get(slot)
+                .is_some_and(|a| a.permissions.iter().any(|p| p.ip == ip && at >= p.expires)),
+            table::Timer::Channel(slot, number) => allocs.get(slot).is_some_and(|a| {
+                a.channels
+                    .iter()
+                    .any(|c| c.number == number && at >= c.expires)
+            }),
+            table::Timer::Cooldown(slot) => allocs.contains_key(slot),
+            // Few and short: each ends a port reservation of its own.
+            table::Timer::Reservation(_) => true,
+        });
+    }
+
     /// Handles a passed deadline: expires allocations, permissions, channels and reservations.
     pub fn handle_timeout(&mut self, now: Now) {
         while let Some(t) = self.timers.pop_due(now.mono) {

@@ -209,6 +209,8 @@ impl<R: RngCore> Server<R> {
             Ok(Answer::Deferred) => {}
             Err(f) => self.send_error(from, msg, &f, Some(&integrity)),
         }
+        // Authenticated requests are what add timer entries (and release allocations).
+        self.compact_timers();
     }
 
     /// Answers an Allocate retransmission from the stored response, even if the nonce has
