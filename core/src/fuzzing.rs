@@ -17,7 +17,7 @@ use crate::credentials::Secrets;
 use crate::host::RelayAddresses;
 use crate::policy::Policy;
 use crate::relay::{
-    BindResult, Command, FiveTuple, Limits, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
+    AnswerLimit, BindResult, Command, FiveTuple, Limits, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
     ServerConfig, Transport,
 };
 use crate::stun::attr::{self, Family};
@@ -247,6 +247,7 @@ impl Harness {
             nonce_lifetime: Duration::from_secs(3600),
             max_credential_ttl: Duration::from_secs(86_400),
             alternate_servers: Vec::new(),
+            answer_limit: AnswerLimit::OFF,
         };
         let net = |s: &str| s.parse::<IpNet>().expect("fixed network");
         let policy = Policy::dangerous_without_geo(
