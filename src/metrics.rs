@@ -83,6 +83,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
     ),
     (DROPPED, Kind::Counter, "Datagrams dropped, by reason."),
     (
+        ANSWERS_RATE_LIMITED,
+        Kind::Counter,
+        "Answers to unauthenticated UDP requests not sent: their source prefix had used its limits.unauthenticated_* budget.",
+    ),
+    (
         GEO_DB_BUILD,
         Kind::Gauge,
         "Build time of each GeoIP database in force (Unix seconds).",
@@ -376,6 +381,7 @@ fn set_all(s: &Sample<'_>) {
     for (reason, n) in &st.dropped {
         counter(DROPPED, vec![lbl("reason", *reason)], *n);
     }
+    counter(ANSWERS_RATE_LIMITED, Vec::new(), st.answers_rate_limited);
     set_databases(s);
     let reloads = &s.shell.reloads;
     for (result, ok) in [("ok", true), ("failed", false)] {
@@ -547,6 +553,8 @@ pub const RELAYED_PACKETS: &str = "eeaturn_relayed_packets_total";
 pub const RELAYED_BYTES: &str = "eeaturn_relayed_bytes_total";
 /// `eeaturn_dropped_total`.
 pub const DROPPED: &str = "eeaturn_dropped_total";
+/// `eeaturn_answers_rate_limited_total`.
+pub const ANSWERS_RATE_LIMITED: &str = "eeaturn_answers_rate_limited_total";
 /// `eeaturn_geo_db_build_timestamp_seconds`.
 pub const GEO_DB_BUILD: &str = "eeaturn_geo_db_build_timestamp_seconds";
 /// `eeaturn_geo_db_age_seconds`.
