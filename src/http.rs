@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -30,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -97,8 +99,8 @@ pub(crate) async fn serve(
             },
             WhenFull::EvictIdle => None,
         };
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::debug!(target: "eeaturn::http", listener = limits.target, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -136,7 +138,7 @@ pub(crate) async fn serve(
                 match acceptor {
                     Some(a) => {
                         match tokio::time::timeout(limits.handshake_timeout, a.accept(tcp)).await {
-                            Ok(Ok(stream)) => serve_connection(stream, app, limits, &slot).await,
+                            Ok(Ok(stream)) => serve_connection(stream, peer, app, limits, &slot).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(target: "eeaturn::http", listener = limits.target, error = %e, "TLS handshake failed");
                             }
@@ -145,7 +147,7 @@ pub(crate) async fn serve(
                             }
                         }
                     }
-                    None => serve_connection(tcp, app, limits, &slot).await,
+                    None => serve_connection(tcp, peer, app, limits, &slot).await,
                 }
             };
             tokio::select! {
@@ -168,18 +170,22 @@ struct Slot {
     close: Notify,
 }
 
-/// Serves HTTP/1.1 on one connection until it closes or is idle for too long.
-async fn serve_connection<I>(io: I, app: Router, limits: Limits, slot: &Arc<Slot>)
+/// Serves HTTP/1.1 on one connection until it closes or is idle for too long. Every request
+/// carries the client's address as axum's [`ConnectInfo`] extension.
+async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router, limits: Limits, slot: &Arc<Slot>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Marks the slot busy as soon as a request's head has been read.
     let marker = slot.clone();
-    let app =
-        tower::ServiceExt::map_request(app, move |req: hyper::Request<hyper::body::Incoming>| {
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
             marker.requested.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(ConnectInfo(peer));
             req
-        });
+        },
+    );
     let activity = Activity::new();
     let io = Watched {
         io,

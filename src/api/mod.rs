@@ -73,6 +73,8 @@ struct AppState {
     secrets: watch::Receiver<Arc<Secrets>>,
     ready: Arc<AtomicBool>,
     limiter: Arc<Mutex<limit::RateLimiter>>,
+    /// Failed key attempts per source.
+    failures: Arc<Mutex<limit::FailureLimiter>>,
     counters: metrics::Counters,
     https: bool,
     /// The node's evidence, when `[evidence]` is on.
@@ -138,6 +140,7 @@ impl Api {
             secrets: secrets_rx,
             ready: Arc::new(AtomicBool::new(false)),
             limiter: Arc::default(),
+            failures: Arc::default(),
             counters: Arc::default(),
             https: config.https,
             evidence: evidence.map(|e| Arc::new(evidence::Evidence::new(e))),
