@@ -13,13 +13,19 @@ use super::error::ApiError;
 use super::issue::now_mono;
 use super::{AppState, lock};
 use crate::config::UNAUTHENTICATED_LABEL;
+use crate::http::ConflictingLengths;
 
-/// Runs before every route: refuses keys in the query string, answers CORS preflights,
-/// bounds the request's time, and adds the security (and CORS) headers to every answer.
+/// Runs before every route: refuses a request with both Content-Length and Transfer-Encoding,
+/// and `/v1/` requests from a source with too many failed key attempts
+/// ([`FailureLimiter`](super::limit::FailureLimiter)); refuses keys in the query string,
+/// answers CORS preflights, bounds the request's time, and adds the security (and CORS)
+/// headers to every answer.
 pub(super) async fn front(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    if req.headers().contains_key(header::TRANSFER_ENCODING)
-        && req.headers().contains_key(header::CONTENT_LENGTH)
-    {
+    // hyper drops the Content-Length of such a request; the stack marks it instead.
+    let both = req.extensions().get::<ConflictingLengths>().is_some()
+        || (req.headers().contains_key(header::TRANSFER_ENCODING)
+            && req.headers().contains_key(header::CONTENT_LENGTH));
+    if both {
         return conflicting_lengths();
     }
     let source = req
@@ -27,13 +33,17 @@ pub(super) async fn front(State(s): State<AppState>, req: Request, next: Next) -
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip())
         .filter(|_| req.uri().path().starts_with("/v1/"));
-    if let Some(ip) = source {
-        if let Err(secs) = lock(&s.failures).check(ip, now_mono()) {
-            return too_many_failures(&s, req.uri().path(), secs);
-        }
+    if let Some(ip) = source
+        && let Err(secs) = lock(&s.failures).check(ip, now_mono())
+    {
+        return too_many_failures(&s, req.uri().path(), secs);
     }
+    // A failed attempt is a key presented and refused (a guess), not a missing key or one
+    // refused for standing in the URL, which was never looked at.
+    let guess = req.headers().contains_key(header::AUTHORIZATION)
+        && !req.uri().query().is_some_and(has_key_param);
     let resp = inner(&s, req, next).await;
-    if let Some(ip) = source.filter(|_| resp.status() == StatusCode::UNAUTHORIZED) {
+    if let Some(ip) = source.filter(|_| guess && resp.status() == StatusCode::UNAUTHORIZED) {
         lock(&s.failures).fail(ip, now_mono());
     }
     resp

@@ -735,7 +735,7 @@ fn an_exposed_metrics_listener_needs_tls_and_a_token() {
 #[test]
 fn unauthenticated_answer_budget_defaults_bounds_and_off() {
     let c = parse(MINIMAL).unwrap();
-    assert_eq!(c.answer_limit, crate::relay::AnswerLimit::DEFAULT);
+    assert_eq!(c.answer_limit, AnswerLimit::DEFAULT);
     assert_eq!(c.server_config().answer_limit, c.answer_limit);
     let with = |extra: &str| format!("{MINIMAL}\n[limits]\n{extra}");
     for (text, key) in [
@@ -757,7 +757,7 @@ fn unauthenticated_answer_budget_defaults_bounds_and_off() {
     };
     assert!(message.contains("at least 1024"), "{message}");
     let off = parse(&with("unauthenticated_rate = 0\nunauthenticated_burst = 0")).unwrap();
-    assert_eq!(off.answer_limit, crate::relay::AnswerLimit::OFF);
+    assert_eq!(off.answer_limit, AnswerLimit::OFF);
     let set = parse(&with(
         "unauthenticated_rate = 500\nunauthenticated_burst = 4000",
     ))
