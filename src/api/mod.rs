@@ -14,6 +14,9 @@ mod error;
 mod evidence;
 mod front;
 mod issue;
+
+#[cfg(feature = "fuzzing")]
+pub use issue::fuzz_body;
 mod keys;
 mod limit;
 mod metrics;
