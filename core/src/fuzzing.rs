@@ -216,8 +216,8 @@ pub fn stream_framing(data: &[u8]) {
     }
     let (frames, _) = &whole;
     let mut h = Harness::new();
-    let mut from = h.client;
-    from.transport = Transport::Tcp;
+    h.client.transport = Transport::Tcp;
+    let from = h.client;
     assert!(
         h.server.handle_connection_opened(from, h.now),
         "the fixed client may connect"
