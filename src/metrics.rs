@@ -88,6 +88,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "TCP/TLS connections closed at accept by a connection limit, or shed for a new one, by rule.",
     ),
     (
+        ANSWERS_RATE_LIMITED,
+        Kind::Counter,
+        "Answers to unauthenticated UDP requests not sent: their source prefix had used its limits.unauthenticated_* budget.",
+    ),
+    (
         GEO_DB_BUILD,
         Kind::Gauge,
         "Build time of each GeoIP database in force (Unix seconds).",
@@ -391,6 +396,7 @@ fn set_all(s: &Sample<'_>) {
             .map_or(0, |(_, n)| *n);
         counter(CONNECTIONS_REFUSED, vec![lbl("rule", rule)], n);
     }
+    counter(ANSWERS_RATE_LIMITED, Vec::new(), st.answers_rate_limited);
     set_databases(s);
     let reloads = &s.shell.reloads;
     for (result, ok) in [("ok", true), ("failed", false)] {
@@ -568,6 +574,8 @@ pub const CONNECTIONS_REFUSED: &str = "eeaturn_connections_refused_total";
 /// it happens), so that alerts and rate() see the series before the first refusal.
 pub const CONNECTION_REFUSAL_RULES: [&str; 3] =
     ["limit-per-source", "limit-total", "shed-unallocated"];
+/// `eeaturn_answers_rate_limited_total`.
+pub const ANSWERS_RATE_LIMITED: &str = "eeaturn_answers_rate_limited_total";
 /// `eeaturn_geo_db_build_timestamp_seconds`.
 pub const GEO_DB_BUILD: &str = "eeaturn_geo_db_build_timestamp_seconds";
 /// `eeaturn_geo_db_age_seconds`.

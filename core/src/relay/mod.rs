@@ -21,6 +21,7 @@ mod config;
 mod events;
 mod handle;
 mod ports;
+mod ratelimit;
 mod shared;
 mod source;
 mod table;
@@ -38,7 +39,7 @@ use ring::hmac;
 use slotmap::SlotMap;
 
 pub use auth::{AUTH_FAILURE_REASONS, AUTH_NO_CREDENTIALS};
-pub use config::{Limits, ServerConfig};
+pub use config::{AnswerLimit, Limits, ServerConfig};
 pub use events::{DropReason, EndReason, Event, RelayedTraffic, Stage, Stats};
 pub use shared::Shared;
 pub use source::{DEFAULT_IPV6_SOURCE_PREFIX, Source};
@@ -49,6 +50,7 @@ pub use types::{
 };
 
 use self::auth::Authenticator;
+use self::ratelimit::AnswerLimiter;
 use self::table::{Allocation, Slot, Timers};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
@@ -141,6 +143,8 @@ pub struct Server<R> {
     events: VecDeque<Event>,
     stats: Stats,
     admission: Admission,
+    /// Budgets of unauthenticated answers over UDP, per source prefix.
+    answer_limiter: AnswerLimiter,
 }
 
 /// A port held for a later Allocate with RESERVATION-TOKEN. See RFC 8656 §7.2.
@@ -168,6 +172,7 @@ impl<R: RngCore> Server<R> {
             nonce_lifetime: cfg.nonce_lifetime,
             max_credential_ttl: cfg.max_credential_ttl,
         };
+        let answer_limiter = AnswerLimiter::new(cfg.answer_limit);
         Self {
             shared: Arc::new(Shared::new(cfg.relay.ports.clone())),
             cfg,
@@ -183,6 +188,7 @@ impl<R: RngCore> Server<R> {
             events: VecDeque::new(),
             stats: Stats::default(),
             admission: Admission::Open,
+            answer_limiter,
         }
     }
 
