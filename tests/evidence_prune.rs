@@ -147,7 +147,8 @@ fn a_starting_relay_prunes_by_retention_at_once() {
     let old_key = n.dir.join(format!("keys/{old_day}.key"));
     assert!(old_key.exists());
     let old_stamp = old_day.replace('-', "");
-    let stamped_old = |files: &[String]| files.iter().any(|f| f.contains(&format!("-{old_stamp}T")));
+    let stamped_old =
+        |files: &[String]| files.iter().any(|f| f.contains(&format!("-{old_stamp}T")));
     assert!(stamped_old(&n.segment_files()), "{:?}", n.segment_files());
 
     let mut relay = Command::new(BIN)
