@@ -169,6 +169,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     site: ev.site.clone(),
                     retention: ev.retention,
                     public_key: w.public_key,
+                    previous_public_keys: ev
+                        .previous_public_keys
+                        .iter()
+                        .filter(|k| **k != w.public_key)
+                        .copied()
+                        .collect(),
                     status: w.status.clone(),
                 });
             let api = crate::api::Api::start(a, config.tls.as_ref(), secrets, source).await?;
