@@ -66,7 +66,7 @@ pub struct RawLimits {
     )]
     pub max_lifetime: Duration,
     /// Bytes per second that the budget of answers to unauthenticated UDP requests refills at,
-    /// per source prefix (an IPv4 address or an IPv6 /64).
+    /// per source (an IPv4 address or an IPv6 prefix of `ipv6_source_prefix` bits).
     #[serde(default = "default_unauthenticated_rate")]
     pub unauthenticated_rate: u32,
     /// Bytes of answers to unauthenticated UDP requests a source prefix may get at once.

@@ -31,9 +31,9 @@ pub struct ServerConfig {
 }
 
 /// The budget of answers to unauthenticated requests over UDP (401, 438, 400, 420 and Binding
-/// success), per source prefix: an IPv4 address or an IPv6 /64. A token bucket counted in
-/// bytes of answer: `burst` at once, refilled at `rate` per second; beyond it the answer is
-/// dropped. Answers to authenticated requests and over TCP/TLS are never counted. `rate` and
+/// success), per [`Source`](super::Source): an IPv4 address or an IPv6 prefix of
+/// [`Limits::ipv6_source_prefix`] bits. A token bucket counted in bytes of answer: `burst` at
+/// once, refilled at `rate` per second; beyond it the answer is dropped. Answers to authenticated requests and over TCP/TLS are never counted. `rate` and
 /// `burst` both 0 turn the limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerLimit {
@@ -71,7 +71,8 @@ pub struct Limits {
     /// Allocations per source: an IPv4 address, or an IPv6 prefix of `ipv6_source_prefix`
     /// bits (see [`Source`](super::Source)).
     pub max_allocations_per_source: usize,
-    /// How many leading bits of an IPv6 address make one source (64: a /64 counts once).
+    /// How many leading bits of an IPv6 address make one source (64: a /64 counts once), for
+    /// the allocation quota and the budget of unauthenticated answers.
     pub ipv6_source_prefix: u8,
     /// Permissions per allocation.
     pub max_permissions_per_allocation: usize,

@@ -172,7 +172,7 @@ impl<R: RngCore> Server<R> {
             nonce_lifetime: cfg.nonce_lifetime,
             max_credential_ttl: cfg.max_credential_ttl,
         };
-        let answer_limiter = AnswerLimiter::new(cfg.answer_limit);
+        let answer_limiter = AnswerLimiter::new(cfg.answer_limit, cfg.limits.ipv6_source_prefix);
         Self {
             shared: Arc::new(Shared::new(cfg.relay.ports.clone())),
             cfg,

@@ -8,9 +8,10 @@
 //! forged address names. With one, the bytes sent towards any one prefix without
 //! authentication are at most `burst + rate × t`, however fast the requests come.
 //!
-//! What a prefix is: an IPv4 address (/32), or an IPv6 /64 (one subscriber line or host usually
-//! holds a whole /64). `::ffff:a.b.c.d` is the IPv4 address. IPv4 is not aggregated to a /24 as
-//! DNS RRL does: a /24 would make every customer of a hosting or access network share one
+//! What a prefix is: a [`Source`], as for every per-source limit: an IPv4 address (/32), or an
+//! IPv6 prefix of `limits.ipv6_source_prefix` bits (a /64 by default: one subscriber line or
+//! host usually holds a whole /64). `::ffff:a.b.c.d` is the IPv4 address. IPv4 is not
+//! aggregated to a /24 as DNS RRL does: a /24 would make every customer of a hosting or access network share one
 //! budget, so that one flooding neighbour silences the rest; the cost is that a victim network's
 //! /24 can receive up to 256 budgets, which the default rate keeps to a few hundred KiB/s.
 //!
@@ -27,21 +28,24 @@
 //! it out, and gets at most one more budget for all of them together.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::ops::Bound;
 use std::time::Instant;
 
+use super::Source;
 use super::config::AnswerLimit;
 
 /// The per-prefix buckets of one server.
 #[derive(Debug)]
 pub(crate) struct AnswerLimiter {
     cfg: AnswerLimit,
-    buckets: BTreeMap<IpAddr, Bucket>,
+    /// Leading bits of an IPv6 address that make one prefix (`limits.ipv6_source_prefix`).
+    v6_prefix: u8,
+    buckets: BTreeMap<Source, Bucket>,
     /// The bucket shared by new prefixes while the table is full; `None` until first used.
     overflow: Option<Bucket>,
     /// Where the next sweep for refilled entries starts.
-    cursor: Option<IpAddr>,
+    cursor: Option<Source>,
 }
 
 /// A token bucket: micro-bytes of answer it may still send, as of `at`. Micro-bytes, so that
@@ -53,10 +57,11 @@ struct Bucket {
 }
 
 impl AnswerLimiter {
-    /// Creates an empty table.
-    pub(crate) fn new(cfg: AnswerLimit) -> Self {
+    /// Creates an empty table, counting IPv6 addresses by their first `v6_prefix` bits.
+    pub(crate) fn new(cfg: AnswerLimit, v6_prefix: u8) -> Self {
         Self {
             cfg,
+            v6_prefix,
             buckets: BTreeMap::new(),
             overflow: None,
             cursor: None,
@@ -72,7 +77,7 @@ impl AnswerLimiter {
         let cost = u64::try_from(bytes)
             .unwrap_or(u64::MAX)
             .saturating_mul(MICRO);
-        let prefix = prefix(ip);
+        let prefix = Source::new(ip, self.v6_prefix);
         let full = self.full();
         let rate = u64::from(self.cfg.rate);
         if let Some(b) = self.buckets.get_mut(&prefix) {
@@ -155,17 +160,6 @@ impl Bucket {
     }
 }
 
-/// The prefix `ip` is counted under: the IPv4 address, or the IPv6 /64.
-fn prefix(ip: IpAddr) -> IpAddr {
-    match crate::policy::canonical(ip) {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => {
-            let bits = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(bits))
-        }
-    }
-}
-
 /// Micro-bytes per byte.
 const MICRO: u64 = 1_000_000;
 /// Refilled entries removed per sweep at most.
@@ -180,11 +174,16 @@ mod tests {
     use super::*;
 
     fn limiter(rate: u32, burst: u32, table_size: usize) -> AnswerLimiter {
-        AnswerLimiter::new(AnswerLimit {
+        with_prefix(rate, burst, table_size, 64)
+    }
+
+    fn with_prefix(rate: u32, burst: u32, table_size: usize, v6_prefix: u8) -> AnswerLimiter {
+        let limit = AnswerLimit {
             rate,
             burst,
             table_size,
-        })
+        };
+        AnswerLimiter::new(limit, v6_prefix)
     }
 
     #[expect(
@@ -219,7 +218,7 @@ mod tests {
     }
 
     #[test]
-    fn prefixes_are_an_ipv4_address_or_an_ipv6_slash_64() {
+    fn prefixes_are_an_ipv4_address_or_an_ipv6_slash_64_by_default() {
         let mut l = limiter(0, 140, 16);
         let now = origin();
         assert!(l.allow(ip("192.0.2.1"), 140, now));
@@ -237,6 +236,53 @@ mod tests {
             "the same /64"
         );
         assert!(l.allow(ip("2001:db8:1:3::1"), 140, now), "another /64");
+    }
+
+    #[test]
+    fn ipv6_prefixes_follow_the_configured_length() {
+        let now = origin();
+        let mut l = with_prefix(0, 140, 16, 56);
+        assert!(l.allow(ip("2001:db8:1:200::1"), 140, now));
+        assert!(
+            !l.allow(ip("2001:db8:1:2ff:ffff::9"), 140, now),
+            "another /64 of the same /56"
+        );
+        assert!(l.allow(ip("2001:db8:1:300::1"), 140, now), "the next /56");
+
+        let mut l = with_prefix(0, 140, 16, 64);
+        assert!(l.allow(ip("2001:db8:1:200::1"), 140, now));
+        assert!(
+            l.allow(ip("2001:db8:1:201::1"), 140, now),
+            "with /64, the next /64 is another source"
+        );
+        assert!(!l.allow(ip("2001:db8:1:200:8000::1"), 140, now));
+
+        let mut l = with_prefix(0, 140, 16, 128);
+        assert!(l.allow(ip("2001:db8::1"), 140, now));
+        assert!(
+            l.allow(ip("2001:db8::2"), 140, now),
+            "with /128, each address"
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_addresses_count_per_ipv4_address_whatever_the_ipv6_prefix() {
+        // Without canonicalising first, every mapped address would fall in ::ffff:0:0/56 (or
+        // /64) and share one budget; and `a.b.c.d` would escape its budget as `::ffff:a.b.c.d`.
+        for v6_prefix in [32, 56, 64, 128] {
+            let mut l = with_prefix(0, 140, 16, v6_prefix);
+            let now = origin();
+            assert!(l.allow(ip("::ffff:192.0.2.1"), 140, now), "/{v6_prefix}");
+            assert!(
+                !l.allow(ip("192.0.2.1"), 140, now),
+                "/{v6_prefix}: the same address in both forms"
+            );
+            assert!(
+                l.allow(ip("::ffff:192.0.2.2"), 140, now),
+                "/{v6_prefix}: the next IPv4 address is another source"
+            );
+            assert!(!l.allow(ip("::ffff:192.0.2.2"), 140, now));
+        }
     }
 
     #[test]
