@@ -72,7 +72,7 @@ pub struct RawLimits {
     /// Bytes of answers to unauthenticated UDP requests a source prefix may get at once.
     #[serde(default = "default_unauthenticated_burst")]
     pub unauthenticated_burst: u32,
-    /// Source prefixes whose budget is tracked, per worker.
+    /// Sources whose budget is tracked, for the whole relay.
     #[serde(default = "default_unauthenticated_table_size")]
     pub unauthenticated_table_size: usize,
 }
