@@ -1063,11 +1063,8 @@ async fn status_tells_the_chain_head_checkpoint_admission_and_retention() {
     let last_line = last_record_line(ev.path());
     assert_eq!(
         status["head"]["hash"].as_str().unwrap(),
-        hex::encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            last_line.as_bytes()
-        )),
-        "the head is the hash of the last line written: {status}"
+        eeaturn_evidence::merkle::leaf_hash(last_line.as_bytes()).to_hex(),
+        "the head is the hash (RFC 9162 leaf hash) of the last line written: {status}"
     );
     assert!(status["last_checkpoint"].is_string(), "{status}");
     assert_eq!(status["admission_closed"], false);
