@@ -179,6 +179,27 @@ fn ipv6_loopback_is_the_relay_in_germany() {
 }
 
 #[test]
+fn an_ipv6_documentation_block_is_in_germany() {
+    let (maxmind, flat, asn) = (
+        open("world-country.mmdb"),
+        open("world-country-flat.mmdb"),
+        open("world-asn.mmdb"),
+    );
+    let telekom = Some((3320, "Deutsche Telekom AG"));
+    for ip in [
+        "2001:db8:de::",
+        "2001:db8:de:1::1",
+        "2001:db8:de:ffff:ffff::1",
+    ] {
+        let ip = ip.parse().unwrap();
+        check(&maxmind, &flat, &asn, ip, Some("DE"), Some("EU"), telekom);
+    }
+    for ip in ["2001:db8:df::1", "2001:db8::1"] {
+        check(&maxmind, &flat, &asn, ip.parse().unwrap(), None, None, None);
+    }
+}
+
+#[test]
 fn mapped_ipv4_finds_the_ipv4_record() {
     // The relay canonicalises before lookup; the databases answer either way.
     let maxmind = open("world-country.mmdb");

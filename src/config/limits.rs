@@ -66,13 +66,13 @@ pub struct RawLimits {
     )]
     pub max_lifetime: Duration,
     /// Bytes per second that the budget of answers to unauthenticated UDP requests refills at,
-    /// per source prefix (an IPv4 address or an IPv6 /64).
+    /// per source (an IPv4 address or an IPv6 prefix of `ipv6_source_prefix` bits).
     #[serde(default = "default_unauthenticated_rate")]
     pub unauthenticated_rate: u32,
     /// Bytes of answers to unauthenticated UDP requests a source prefix may get at once.
     #[serde(default = "default_unauthenticated_burst")]
     pub unauthenticated_burst: u32,
-    /// Source prefixes whose budget is tracked, per worker.
+    /// Sources whose budget is tracked, for the whole relay.
     #[serde(default = "default_unauthenticated_table_size")]
     pub unauthenticated_table_size: usize,
 }

@@ -288,7 +288,7 @@ fn spawn_workers(
     // One nonce key for every worker: a client's requests may reach any of them.
     let mut nonce_key = [0u8; 32];
     rng.fill_bytes(&mut nonce_key);
-    let shared = Arc::new(Shared::new(config.relay.ports.clone()));
+    let shared = Arc::new(Shared::new(&config.server_config(), rng));
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
         buffer: config.sockets.buffer,

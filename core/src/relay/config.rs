@@ -25,23 +25,25 @@ pub struct ServerConfig {
     /// Where clients are sent while the relay drains ([`super::Admission::Draining`]): the
     /// first address of the client's family goes into ALTERNATE-SERVER.
     pub alternate_servers: Vec<SocketAddr>,
-    /// The budget of unauthenticated answers over UDP per source prefix (see
-    /// [`AnswerLimit`]).
+    /// The budget of unauthenticated answers over UDP per source (see [`AnswerLimit`]).
     pub answer_limit: AnswerLimit,
 }
 
 /// The budget of answers to unauthenticated requests over UDP (401, 438, 400, 420 and Binding
-/// success), per source prefix: an IPv4 address or an IPv6 /64. A token bucket counted in
-/// bytes of answer: `burst` at once, refilled at `rate` per second; beyond it the answer is
-/// dropped. Answers to authenticated requests and over TCP/TLS are never counted. `rate` and
-/// `burst` both 0 turn the limit off.
+/// success), per [`Source`](super::Source): an IPv4 address or an IPv6 prefix of
+/// [`Limits::ipv6_source_prefix`] bits. A token bucket counted in bytes of answer: `burst` at
+/// once, refilled at `rate` per second; beyond it the answer is dropped. One budget per source
+/// for every server sharing one [`Shared`](super::Shared) (the workers of a relay). Answers to
+/// authenticated requests and over TCP/TLS are never counted. `rate` and `burst` both 0 turn
+/// the limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AnswerLimit {
     /// Bytes per second a prefix's budget refills at.
     pub rate: u32,
     /// Bytes a prefix may be sent at once (the bucket's size).
     pub burst: u32,
-    /// Prefixes tracked at most; new prefixes share one more budget while the table is full.
+    /// Sources tracked at most (rounded up to a multiple of the table's 16 shards); new sources
+    /// share one more budget while the table is full.
     pub table_size: usize,
 }
 
@@ -71,7 +73,8 @@ pub struct Limits {
     /// Allocations per source: an IPv4 address, or an IPv6 prefix of `ipv6_source_prefix`
     /// bits (see [`Source`](super::Source)).
     pub max_allocations_per_source: usize,
-    /// How many leading bits of an IPv6 address make one source (64: a /64 counts once).
+    /// How many leading bits of an IPv6 address make one source (64: a /64 counts once), for
+    /// the allocation quota and the budget of unauthenticated answers.
     pub ipv6_source_prefix: u8,
     /// Permissions per allocation.
     pub max_permissions_per_allocation: usize,

@@ -34,7 +34,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::RngCore;
+use rand::{RngCore, SeedableRng as _};
 use ring::hmac;
 use slotmap::SlotMap;
 
@@ -50,7 +50,6 @@ pub use types::{
 };
 
 use self::auth::Authenticator;
-use self::ratelimit::AnswerLimiter;
 use self::table::{Allocation, Slot, Timers};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
@@ -143,8 +142,6 @@ pub struct Server<R> {
     events: VecDeque<Event>,
     stats: Stats,
     admission: Admission,
-    /// Budgets of unauthenticated answers over UDP, per source prefix.
-    answer_limiter: AnswerLimiter,
 }
 
 /// A port held for a later Allocate with RESERVATION-TOKEN. See RFC 8656 §7.2.
@@ -172,9 +169,14 @@ impl<R: RngCore> Server<R> {
             nonce_lifetime: cfg.nonce_lifetime,
             max_credential_ttl: cfg.max_credential_ttl,
         };
-        let answer_limiter = AnswerLimiter::new(cfg.answer_limit);
+        // Until `with_shared` replaces it, a server has shared state of its own. Its shard key
+        // comes from the nonce key, not from `rng`, so that the RNG's sequence (allocation ids,
+        // ports) does not depend on it.
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(hmac::sign(&auth.nonce_key, b"eeaturn answer budget shards").as_ref());
+        let mut seed_rng = rand::rngs::StdRng::from_seed(seed);
         Self {
-            shared: Arc::new(Shared::new(cfg.relay.ports.clone())),
+            shared: Arc::new(Shared::new(&cfg, &mut seed_rng)),
             cfg,
             auth,
             policy,
@@ -188,14 +190,14 @@ impl<R: RngCore> Server<R> {
             events: VecDeque::new(),
             stats: Stats::default(),
             admission: Admission::Open,
-            answer_limiter,
         }
     }
 
-    /// Makes this server share allocation counts, relay ports and reservations with the other
-    /// servers of the process (one per worker), so that the limits hold for the whole relay and
-    /// a reservation made at one can be redeemed at another. `shared` must cover the same port
-    /// range as this server's config. Call before the first input.
+    /// Makes this server share allocation counts, relay ports, reservations and the budgets
+    /// of unauthenticated answers with the other servers of the process (one per worker), so
+    /// that the limits hold for the whole relay and a reservation made at one can be redeemed
+    /// at another. `shared` must be made from the same config ([`Shared::new`]). Call before
+    /// the first input.
     #[must_use]
     pub fn with_shared(mut self, shared: Arc<Shared>) -> Self {
         self.shared = shared;

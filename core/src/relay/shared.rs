@@ -4,15 +4,20 @@
 //! for the process, relay ports come from one pool, and a RESERVATION-TOKEN made by one worker
 //! can be redeemed at another (the kernel spreads a client's sockets over the workers), so
 //! those live here, behind locks taken when an allocation is created, bound or ends, never per
-//! packet.
+//! packet. The budgets of unauthenticated answers are here for the same reason (one budget per
+//! source prefix, however its datagrams are spread over the workers), behind sharded locks
+//! taken only to answer an unauthenticated request.
 
 use std::collections::HashMap;
 use std::ops::RangeInclusive;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use rand::RngCore;
+
 use super::ports::PortPool;
+use super::ratelimit::AnswerBudgets;
 use super::types::ReservationToken;
-use super::{Limits, Reservation, Source};
+use super::{Limits, Reservation, ServerConfig, Source};
 use crate::stun::attr::Family;
 
 /// Which quota refused an allocation.
@@ -26,12 +31,13 @@ pub(super) enum Exceeded {
     Source,
 }
 
-/// What the servers of one process share: allocation counts, the relay port pools and the
-/// port reservations.
+/// What the servers of one process share: allocation counts, the relay port pools, the
+/// port reservations and the budgets of unauthenticated answers.
 #[derive(Debug)]
 pub struct Shared {
     counts: Mutex<Counts>,
     ports: Mutex<Ports>,
+    answers: AnswerBudgets,
 }
 
 /// The relay ports of both families and the reservations holding some of them.
@@ -76,8 +82,16 @@ struct Counts {
 }
 
 impl Shared {
-    /// Shared state over the relay port range `ports`.
-    pub fn new(ports: RangeInclusive<u16>) -> Self {
+    /// Shared state for servers of `cfg`: its relay port range, its answer budget
+    /// ([`ServerConfig::answer_limit`]) counted per source as its limits say
+    /// ([`Limits::ipv6_source_prefix`]). `rng` keys the hash that spreads sources over the
+    /// budget table's shards.
+    pub fn new<R: RngCore + ?Sized>(cfg: &ServerConfig, rng: &mut R) -> Self {
+        let answers = AnswerBudgets::new(cfg.answer_limit, cfg.limits.ipv6_source_prefix, rng);
+        Self::with_ports(cfg.relay.ports.clone(), answers)
+    }
+
+    fn with_ports(ports: RangeInclusive<u16>, answers: AnswerBudgets) -> Self {
         Self {
             counts: Mutex::default(),
             ports: Mutex::new(Ports {
@@ -85,7 +99,13 @@ impl Shared {
                 v6: PortPool::new(ports),
                 reservations: HashMap::new(),
             }),
+            answers,
         }
+    }
+
+    /// The budgets of unauthenticated answers.
+    pub(super) fn answers(&self) -> &AnswerBudgets {
+        &self.answers
     }
 
     /// The port pools and reservations, locked.
@@ -147,6 +167,14 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::relay::AnswerLimit;
+
+    fn shared(ports: RangeInclusive<u16>) -> Shared {
+        use rand::SeedableRng as _;
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        let answers = AnswerBudgets::new(AnswerLimit::OFF, 64, &mut rng);
+        Shared::with_ports(ports, answers)
+    }
 
     fn limits(total: usize, per_user: usize, per_source: usize) -> Limits {
         Limits {
@@ -167,7 +195,7 @@ mod tests {
 
     #[test]
     fn limits_hold_across_takers() {
-        let q = Shared::new(1000..=1009);
+        let q = shared(1000..=1009);
         let l = limits(3, 2, 10);
         let s = src("192.0.2.1");
         assert_eq!(q.try_take("a", s, &l), Ok(()));
@@ -184,7 +212,7 @@ mod tests {
 
     #[test]
     fn source_limit_counts_a_prefix_whatever_the_user() {
-        let q = Shared::new(1000..=1009);
+        let q = shared(1000..=1009);
         let l = limits(10, 10, 2);
         assert_eq!(q.try_take("a", src("2001:db8::1"), &l), Ok(()));
         assert_eq!(q.try_take("b", src("2001:db8::2"), &l), Ok(()));

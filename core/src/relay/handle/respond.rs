@@ -40,13 +40,15 @@ impl<R: RngCore> Server<R> {
     }
 
     /// Sends an answer to an unauthenticated request, over UDP only within the budget of the
-    /// client's source prefix: a forged source address must not turn the relay into an
-    /// amplifier. TCP and TLS clients have proven their address with the handshake.
+    /// client's source prefix (one budget for every worker of the relay, in
+    /// [`Shared`](super::super::Shared)): a
+    /// forged source address must not turn the relay into an amplifier. TCP and TLS clients have proven their address with the handshake.
     /// Returns false when the answer was dropped.
     pub(super) fn send_unauthenticated(&mut self, to: FiveTuple, bytes: Vec<u8>, now: Now) -> bool {
         if to.transport == Transport::Udp
             && !self
-                .answer_limiter
+                .shared
+                .answers()
                 .allow(to.client.ip(), bytes.len(), now.mono)
         {
             self.stats.answers_rate_limited += 1;

@@ -130,3 +130,52 @@ fn refused_sources_get_no_binding_answer_and_their_refusals_share_the_budget() {
         "{denied} refusals reported"
     );
 }
+
+#[test]
+fn workers_sharing_state_share_one_budget_per_source() {
+    // Two servers with one `Shared`, as two workers of a relay: the kernel spreads a source's
+    // ports over them, and together they answer it no more than one budget.
+    let mut cfg = roomy_config();
+    cfg.answer_limit = AnswerLimit {
+        rate: 100,
+        burst: 1000,
+        table_size: 64,
+    };
+    let shared = Arc::new(Shared::new(&cfg, &mut SmallRng::seed_from_u64(1)));
+    let mut workers = [
+        TestServer::with_config(cfg.clone()).sharing(shared.clone()),
+        TestServer::with_config(cfg).sharing(shared),
+    ];
+    let mut out = [0, 0];
+    for port in 0..400u16 {
+        let w = usize::from(port % 2);
+        let from = workers[w].client(40000 + port).five_tuple;
+        out[w] += flood(&mut workers[w], from, 1).1;
+    }
+    assert!(out.iter().all(|&o| o > 0), "both answered: {out:?}");
+    assert!(out[0] + out[1] <= 1000, "one burst for both: {out:?}");
+}
+
+#[test]
+fn the_budget_counts_ipv6_sources_by_the_configured_prefix() {
+    // With `limits.ipv6_source_prefix` = 56, two /64s of one /56 are one source.
+    let mut cfg = roomy_config();
+    cfg.limits.ipv6_source_prefix = 56;
+    cfg.answer_limit = AnswerLimit {
+        rate: 100,
+        burst: 1000,
+        table_size: 64,
+    };
+    let mut ts = TestServer::with_config(cfg);
+    let a = ts.client_as("[2001:db8:0:100::1]:40001", "a").five_tuple;
+    let b = ts.client_as("[2001:db8:0:1ff::2]:40001", "b").five_tuple;
+    let other = ts.client_as("[2001:db8:0:200::1]:40001", "c").five_tuple;
+    let (_, first) = flood(&mut ts, a, 100);
+    assert!(first > 0);
+    assert_eq!(
+        flood(&mut ts, b, 100).1,
+        0,
+        "the same /56: its budget is spent"
+    );
+    assert!(flood(&mut ts, other, 100).1 > 0, "the next /56 has its own");
+}

@@ -10,6 +10,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use rand::SeedableRng;
@@ -17,7 +18,8 @@ use rand::rngs::SmallRng;
 
 use super::{
     AnswerLimit, BindResult, BindToken, Command, EndReason, Event, FiveTuple, Limits, Now,
-    PEER_HEADROOM, PEER_TAILROOM, PeerTransmit, Server, ServerConfig, TrafficCounters, Transport,
+    PEER_HEADROOM, PEER_TAILROOM, PeerTransmit, Server, ServerConfig, Shared, TrafficCounters,
+    Transport,
 };
 use crate::credentials::Secrets;
 use crate::host::RelayAddresses;
@@ -173,6 +175,12 @@ impl TestServer {
             log: Vec::new(),
             tids: 0,
         }
+    }
+
+    /// Makes the server share `shared` with others, as the workers of a relay do.
+    fn sharing(mut self, shared: Arc<Shared>) -> Self {
+        self.server = self.server.with_shared(shared);
+        self
     }
 
     fn next_tid(&mut self) -> TransactionId {
