@@ -227,10 +227,11 @@ int eeaturn_relay(struct xdp_md *ctx)
 		return XDP_PASS;
 	__u16 payload_len = udp_len - sizeof(*udp);
 
-	// ChannelData from a client: channel numbers 0x4000-0x4FFF, the length exact (the
-	// padding RFC 8656 §12.5 allows over UDP goes to user space).
+	// ChannelData from a client: channel numbers 0x4000-0x7FFF (the core accepts RFC 5766's
+	// range too), the length exact (the padding RFC 8656 §12.5 allows over UDP goes to user
+	// space).
 	if (payload_len >= CHANNEL_DATA_HEADER && (void *)(payload + CHANNEL_DATA_HEADER) <= end &&
-	    (payload[0] & 0xf0) == 0x40) {
+	    (payload[0] & 0xc0) == 0x40) {
 		__u16 cd_len = ((__u16)payload[2] << 8) | payload[3];
 		struct to_peer_key key = {};
 		__builtin_memcpy(key.client, &ip->saddr, 4);
