@@ -637,6 +637,9 @@ impl Worker {
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&addr);
                 }
+                // The worker's server is not built `with_kernel_paths` (no configuration key
+                // turns the kernel fast path on yet), so these never come.
+                Command::InstallKernelPath(_) | Command::RemoveKernelPath(_) => {}
             }
         }
         while let Some(ev) = self.server.poll_event() {

@@ -305,6 +305,19 @@ impl Stats {
         t.bytes_to_peer += len;
     }
 
+    /// Counts what the kernel relayed for a client on `transport`, both ways.
+    pub(crate) fn relayed_in_kernel(&mut self, transport: Transport, traffic: &TrafficCounters) {
+        self.packets_to_peer += traffic.packets_to_peer;
+        self.bytes_to_peer += traffic.bytes_to_peer;
+        self.packets_to_client += traffic.packets_to_client;
+        self.bytes_to_client += traffic.bytes_to_client;
+        let t = &mut self.relayed_by_transport[transport.index()];
+        t.packets_to_peer += traffic.packets_to_peer;
+        t.bytes_to_peer += traffic.bytes_to_peer;
+        t.packets_to_client += traffic.packets_to_client;
+        t.bytes_to_client += traffic.bytes_to_client;
+    }
+
     /// Counts a packet of `len` payload bytes relayed from a peer to a client on `transport`.
     pub(crate) fn relayed_to_client(&mut self, transport: Transport, len: u64) {
         self.packets_to_client += 1;

@@ -136,6 +136,9 @@ impl<R: RngCore> Server<R> {
                 match msg.class() {
                     Class::Request => {
                         self.handle_request(from, &msg, now);
+                        if let Some(&slot) = self.by_five_tuple.get(&from) {
+                            self.sync_kernel_paths(slot, now);
+                        }
                         None
                     }
                     Class::Indication if msg.method() == Method::SEND => {
