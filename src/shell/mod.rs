@@ -15,6 +15,7 @@ pub mod geo;
 mod lifecycle;
 mod log;
 mod metrics;
+mod offload;
 mod refusals;
 mod sockets;
 mod stream;
@@ -245,6 +246,44 @@ fn bind_udp_listeners(
     Ok((udp, local_addrs))
 }
 
+/// Loads the kernel fast path as `relay.offload` says: `None` when it is off, or unavailable
+/// under `"auto"` (logged once, with the reason).
+///
+/// # Errors
+///
+/// Fails under `"required"` when the fast path cannot be loaded.
+fn load_offload(config: &Config) -> anyhow::Result<Option<Arc<offload::KernelMaps>>> {
+    use crate::config::Offload;
+    if config.sockets.offload == Offload::Off {
+        return Ok(None);
+    }
+    let addrs: Vec<std::net::IpAddr> = config
+        .relay
+        .v4
+        .into_iter()
+        .chain(
+            config
+                .listen
+                .iter()
+                .filter(|l| l.transport == ListenTransport::Udp)
+                .map(|l| l.addr.ip()),
+        )
+        .filter(|ip| ip.is_ipv4() && !ip.is_unspecified())
+        .collect();
+    match offload::KernelMaps::load(&addrs) {
+        Ok(maps) => {
+            tracing::info!(target: "eeaturn::offload", interfaces = ?maps.interfaces(), "kernel fast path on: ChannelData over UDP/IPv4 relayed by XDP (generic mode)");
+            Ok(Some(maps))
+        }
+        Err(e) if config.sockets.offload == Offload::Required => Err(anyhow::Error::new(e)
+            .context("relay.offload = \"required\": the kernel fast path is not available (set \"auto\" to relay in user space instead)")),
+        Err(e) => {
+            tracing::info!(target: "eeaturn::offload", reason = %e, "kernel fast path unavailable (relay.offload = \"auto\"): relaying in user space");
+            Ok(None)
+        }
+    }
+}
+
 /// Starts one data-path worker per set of listening sockets, each with its own [`Server`]
 /// (its own RNG drawn from `rng`, the nonce key too); returns them and the [`Shared`] state of them all.
 fn spawn_workers(
@@ -260,6 +299,8 @@ fn spawn_workers(
     let mut nonce_key = [0u8; 32];
     rng.fill_bytes(&mut nonce_key);
     let shared = Arc::new(Shared::new(config.relay.ports.clone()));
+    let kernel = load_offload(config)?;
+    let kernel = kernel.as_ref();
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
         buffer: config.sockets.buffer,
@@ -278,10 +319,16 @@ fn spawn_workers(
             StdRng::from_rng(&mut *rng),
         )
         .with_shared(shared.clone());
+        let server = if kernel.is_some() {
+            server.with_kernel_paths()
+        } else {
+            server
+        };
         workers.push(
             worker::spawn(
                 format!("eeaturn-worker-{i}"),
                 server,
+                kernel.map(|k| offload::WorkerPaths::new(k.clone())),
                 socks,
                 relay_sockets.clone(),
                 evidence.map(evidence::Writer::sink),

@@ -171,6 +171,35 @@ pub(crate) async fn start_server_with_server_keys(
     }
 }
 
+/// Starts a relay on the test configuration with `relay_keys` (lines of `[relay]`, e.g.
+/// `"offload = \"required\"\n"`) added to the `[relay]` table; returns the error of a relay
+/// that does not start instead of failing the test.
+pub(crate) async fn try_start_server_with_relay_keys(
+    relay_keys: &str,
+) -> anyhow::Result<TestServer> {
+    let (dir, path) = write_config_dir("");
+    let text = std::fs::read_to_string(&path)
+        .expect("reading the config back")
+        .replacen("[relay]\n", &format!("[relay]\n{relay_keys}"), 1);
+    let config = Config::parse(&text, dir.path()).expect("the test config is valid");
+    let running = eeaturn::shell::start(config).await?;
+    let find = |v4: bool| {
+        running
+            .local_addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == v4)
+            .expect("a listener of each family")
+    };
+    let (v4, v6) = (find(true), find(false));
+    Ok(TestServer {
+        v4,
+        v6,
+        running,
+        _dir: dir,
+    })
+}
+
 impl TestServer {
     /// Issues a REST credential for `user`, valid for an hour.
     pub(crate) fn credential(&self, user: &str) -> Credential {
@@ -630,6 +659,17 @@ impl Peer {
     /// Sends `data` to `to`.
     pub(crate) async fn send_to(&self, data: &[u8], to: SocketAddr) {
         self.sock.send_to(data, to).await.expect("peer send");
+    }
+
+    /// Receives one datagram if one comes within `wait`.
+    pub(crate) async fn try_recv(&self, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = timeout(wait, self.sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        buf.truncate(n);
+        Some((buf, from))
     }
 
     /// Receives one datagram within [`TIMEOUT`]; returns it and its source.

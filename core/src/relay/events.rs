@@ -237,6 +237,8 @@ pub struct Stats {
     /// The relayed packets and bytes again, by the client's transport (indexed by
     /// [`Transport::index`]).
     pub relayed_by_transport: [RelayedTraffic; 3],
+    /// The part of the relayed packets and bytes above that the kernel fast path relayed.
+    pub relayed_in_kernel: TrafficCounters,
     /// Allocations created, by the client's country (`None`: the database does not know it).
     pub allocations_by_country: BTreeMap<Option<CountryCode>, u64>,
     /// Policy refusals, by (subject, the address's country; `None`: unknown or not looked up).
@@ -277,6 +279,7 @@ impl Stats {
         self.bytes_to_peer += other.bytes_to_peer;
         self.packets_to_client += other.packets_to_client;
         self.bytes_to_client += other.bytes_to_client;
+        self.relayed_in_kernel.add(&other.relayed_in_kernel);
         add(&mut self.dropped, &other.dropped);
         add(&mut self.auth_failures, &other.auth_failures);
         add(
@@ -306,7 +309,8 @@ impl Stats {
     }
 
     /// Counts what the kernel relayed for a client on `transport`, both ways.
-    pub(crate) fn relayed_in_kernel(&mut self, transport: Transport, traffic: &TrafficCounters) {
+    pub(crate) fn count_kernel(&mut self, transport: Transport, traffic: &TrafficCounters) {
+        self.relayed_in_kernel.add(traffic);
         self.packets_to_peer += traffic.packets_to_peer;
         self.bytes_to_peer += traffic.bytes_to_peer;
         self.packets_to_client += traffic.packets_to_client;

@@ -61,8 +61,7 @@ impl<R: RngCore> Server<R> {
         if traffic == TrafficCounters::default() {
             return;
         }
-        self.stats
-            .relayed_in_kernel(path.client.transport, &traffic);
+        self.stats.count_kernel(path.client.transport, &traffic);
         let slot = self.by_five_tuple.get(&path.client).copied();
         if let Some(a) = slot.and_then(|s| self.allocs.get_mut(s))
             && a.id == path.id
@@ -110,6 +109,18 @@ impl<R: RngCore> Server<R> {
             && let Some(ending) = self.ending.remove(&path.id)
         {
             self.events.push_back(ending.event);
+        }
+    }
+
+    /// [`Server::sync_kernel_paths`], with the announcements queued before the commands from
+    /// position `at` on (the answer to the request that changed the allocation): a client
+    /// that gets its ChannelBind success and sends at once finds its path in the kernel.
+    pub(crate) fn sync_kernel_paths_before(&mut self, slot: Slot, at: usize, now: Now) {
+        let end = self.commands.len();
+        self.sync_kernel_paths(slot, now);
+        let at = at.min(end);
+        for (i, cmd) in self.commands.split_off(end).into_iter().enumerate() {
+            self.commands.insert(at + i, cmd);
         }
     }
 

@@ -135,9 +135,10 @@ impl<R: RngCore> Server<R> {
                 };
                 match msg.class() {
                     Class::Request => {
+                        let before = self.commands.len();
                         self.handle_request(from, &msg, now);
                         if let Some(&slot) = self.by_five_tuple.get(&from) {
-                            self.sync_kernel_paths(slot, now);
+                            self.sync_kernel_paths_before(slot, before, now);
                         }
                         None
                     }

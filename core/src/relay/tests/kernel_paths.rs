@@ -45,6 +45,16 @@ fn a_bound_channel_is_installed_and_refresh_0_removes_it() {
         (p.client, p.channel.get(), p.relay, p.peer),
         (c.five_tuple, 0x4000, relayed, addr("127.0.0.2:9000"))
     );
+    // Announced before the success response: a client that sends at once finds it.
+    let install = ts
+        .log
+        .iter()
+        .rposition(|c| matches!(c, Command::InstallKernelPath(_)));
+    let answer = ts
+        .log
+        .iter()
+        .rposition(|c| matches!(c, Command::SendToClient { .. }));
+    assert!(install < answer, "{:?}", ts.log);
     ts.call(&mut c, &Req::refresh().lifetime(0)).assert_ok();
     assert!(ts.kernel.is_empty());
 }
@@ -121,6 +131,7 @@ fn kernel_counters_reach_the_ledger_the_stats_and_the_end_event() {
     assert_eq!((stats.packets_to_client, stats.bytes_to_client), (2, 50));
     let udp = stats.relayed_by_transport[Transport::Udp.index()];
     assert_eq!((udp.packets_to_peer, udp.bytes_to_client), (5, 50));
+    assert_eq!(stats.relayed_in_kernel, traffic((4, 310), (2, 50)));
     assert!(ts.server.ending.is_empty());
     // The allocation's relay socket is gone too: nothing of it is left to fold into.
     assert!(
