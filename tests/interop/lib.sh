@@ -239,6 +239,7 @@ secret_file = "$dir/secret"
 [relay]
 addresses = ["127.0.0.1", "::1"]
 port_range = "$range"
+${SERVER_RELAY_EXTRA:-}
 
 [geo]
 country_db = "$REPO_ROOT/geo/testdata/world-country.mmdb"
