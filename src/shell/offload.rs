@@ -42,7 +42,10 @@ pub(crate) enum OffloadError {
     #[error("no network interface holds relay address {0}")]
     NoInterface(IpAddr),
     /// The program did not attach.
-    #[error("cannot attach the XDP program to {interface}: {reason}")]
+    #[error(
+        "cannot attach the XDP program to {interface} (only one can be attached in generic \
+         mode: is another relay or XDP program on it? `ip link show {interface}`): {reason}"
+    )]
     Attach {
         /// The interface.
         interface: String,
@@ -83,7 +86,7 @@ impl KernelMaps {
     pub(crate) fn load(addrs: &[IpAddr]) -> Result<Arc<Self>, OffloadError> {
         let interfaces = interfaces_of(addrs)?;
         let mut ebpf = Ebpf::load(aya::include_bytes_aligned!("../../bpf/relay.bpf.o"))
-            .map_err(|e| OffloadError::Load(e.to_string()))?;
+            .map_err(|e| OffloadError::Load(with_sources(&e)))?;
         let program: &mut Xdp = ebpf
             .program_mut(PROGRAM)
             .ok_or_else(|| OffloadError::Load(format!("no program {PROGRAM} in the object")))?
@@ -91,13 +94,13 @@ impl KernelMaps {
             .map_err(|e: aya::programs::ProgramError| OffloadError::Load(e.to_string()))?;
         program
             .load()
-            .map_err(|e| OffloadError::Load(e.to_string()))?;
+            .map_err(|e| OffloadError::Load(with_sources(&e)))?;
         for interface in &interfaces {
             program
                 .attach(interface, XdpMode::Skb)
                 .map_err(|e| OffloadError::Attach {
                     interface: interface.clone(),
-                    reason: e.to_string(),
+                    reason: with_sources(&e),
                 })?;
         }
         let to_peer = take(&mut ebpf, "to_peer", ToPeer::try_from)?;
@@ -303,6 +306,18 @@ fn since(now: &TrafficCounters, last: &TrafficCounters) -> TrafficCounters {
         packets_to_client: now.packets_to_client.wrapping_sub(last.packets_to_client),
         bytes_to_client: now.bytes_to_client.wrapping_sub(last.bytes_to_client),
     }
+}
+
+/// `e` and the errors under it, as one line.
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 fn take<M>(
