@@ -454,6 +454,13 @@ addresses = ["$HOST"]
 port_range = "$RELAY_MIN-$RELAY_MAX"
 [limits]
 max_allocations = 20000
+# The load tool makes every allocation from one client address.
+max_allocations_per_source = 20000
+# The load tool opens thousands of allocations from one address, each with its own 401 round
+# trip: the per-source budget of unauthenticated answers (threat-model.md T3) would measure
+# itself, not the setup path, and coturn has no such limit to compare with. Off here only.
+unauthenticated_rate = 0
+unauthenticated_burst = 0
 [geo]
 country_db = "$REPO/geo/testdata/world-country.mmdb"
 asn_db = "$REPO/geo/testdata/world-asn.mmdb"

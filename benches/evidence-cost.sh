@@ -96,6 +96,13 @@ addresses = ["127.0.0.1"]
 port_range = "40000-59999"
 [limits]
 max_allocations = 20000
+# The load tool makes every allocation from one client address.
+max_allocations_per_source = 20000
+# The load tool makes thousands of allocations from one address, each with its own 401 round
+# trip: the per-source budget of unauthenticated answers would throttle the tool, not test
+# the relay (threat-model.md T3; tests/hostile.rs covers the budget). Off here only.
+unauthenticated_rate = 0
+unauthenticated_burst = 0
 [geo]
 country_db = "$REPO/geo/testdata/world-country.mmdb"
 asn_db = "$REPO/geo/testdata/world-asn.mmdb"

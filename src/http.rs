@@ -23,6 +23,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -30,6 +31,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -97,8 +99,8 @@ pub(crate) async fn serve(
             },
             WhenFull::EvictIdle => None,
         };
-        let tcp = match listener.accept().await {
-            Ok((tcp, _)) => tcp,
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::debug!(target: "eeaturn::http", listener = limits.target, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -136,7 +138,7 @@ pub(crate) async fn serve(
                 match acceptor {
                     Some(a) => {
                         match tokio::time::timeout(limits.handshake_timeout, a.accept(tcp)).await {
-                            Ok(Ok(stream)) => serve_connection(stream, app, limits, &slot).await,
+                            Ok(Ok(stream)) => serve_connection(stream, peer, app, limits, &slot).await,
                             Ok(Err(e)) => {
                                 tracing::debug!(target: "eeaturn::http", listener = limits.target, error = %e, "TLS handshake failed");
                             }
@@ -145,7 +147,7 @@ pub(crate) async fn serve(
                             }
                         }
                     }
-                    None => serve_connection(tcp, app, limits, &slot).await,
+                    None => serve_connection(tcp, peer, app, limits, &slot).await,
                 }
             };
             tokio::select! {
@@ -168,22 +170,32 @@ struct Slot {
     close: Notify,
 }
 
-/// Serves HTTP/1.1 on one connection until it closes or is idle for too long.
-async fn serve_connection<I>(io: I, app: Router, limits: Limits, slot: &Arc<Slot>)
+/// Serves HTTP/1.1 on one connection until it closes or is idle for too long. Every request
+/// carries the client's address as axum's [`ConnectInfo`] extension.
+async fn serve_connection<I>(io: I, peer: SocketAddr, app: Router, limits: Limits, slot: &Arc<Slot>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let framing = Framing::new(limits.max_header_size);
     // Marks the slot busy as soon as a request's head has been read.
     let marker = slot.clone();
-    let app =
-        tower::ServiceExt::map_request(app, move |req: hyper::Request<hyper::body::Incoming>| {
+    let heads = framing.clone();
+    let app = tower::ServiceExt::map_request(
+        app,
+        move |mut req: hyper::Request<hyper::body::Incoming>| {
             marker.requested.store(true, Ordering::Relaxed);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            if heads.next_had_both_lengths() {
+                req.extensions_mut().insert(ConflictingLengths);
+            }
             req
-        });
+        },
+    );
     let activity = Activity::new();
     let io = Watched {
         io,
         activity: activity.clone(),
+        framing: framing.clone(),
     };
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -239,10 +251,12 @@ impl Activity {
     }
 }
 
-/// A stream that notes in its [`Activity`] every read or write that moved bytes.
+/// A stream that notes in its [`Activity`] every read or write that moved bytes, and lets a
+/// [`Framing`] scanner see every byte read.
 struct Watched<I> {
     io: I,
     activity: Activity,
+    framing: Framing,
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -255,6 +269,8 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         let poll = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.touch();
+            let Self { framing, .. } = &mut *self;
+            framing.scan(&buf.filled()[before..]);
         }
         poll
     }
@@ -298,5 +314,244 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
+/// Marks a request whose head carried both Content-Length and Transfer-Encoding. hyper reads
+/// such a request by Transfer-Encoding alone, closes the connection after it, and drops the
+/// Content-Length header, so a handler cannot see it; this extension tells it. A service may
+/// refuse the request (RFC 9112 §6.1: a proxy in front might have read the other framing).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ConflictingLengths;
+
+/// Follows the requests on one connection through the bytes read, as hyper frames them (head,
+/// then a body by Transfer-Encoding: chunked, else by Content-Length, else none), and notes
+/// for each head whether it carried both Content-Length and Transfer-Encoding. hyper answers
+/// the requests of a connection in order, so the notes are taken in order too
+/// ([`Self::next_had_both_lengths`]). When the bytes stop making sense (a head over the size
+/// limit, a malformed chunk size), it stops: hyper refuses such a request and closes.
+#[derive(Debug, Clone)]
+struct Framing(Arc<std::sync::Mutex<FramingState>>);
+
+#[derive(Debug)]
+struct FramingState {
+    state: Phase,
+    /// The head read so far, or the chunk-size line.
+    line: Vec<u8>,
+    max_head: usize,
+    /// One entry per head seen and not yet taken: whether it had both lengths.
+    heads: VecDeque<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Head,
+    /// Body bytes left.
+    Body(u64),
+    ChunkSize,
+    /// Chunk bytes left, then CRLF.
+    ChunkData(u64),
+    ChunkEnd(u8),
+    /// Trailer lines until an empty one.
+    Trailers,
+    Lost,
+}
+
+impl Framing {
+    fn new(max_head: usize) -> Self {
+        Self(Arc::new(std::sync::Mutex::new(FramingState {
+            state: Phase::Head,
+            line: Vec::new(),
+            max_head,
+            heads: VecDeque::new(),
+        })))
+    }
+
+    /// Returns whether the oldest head not yet taken had both lengths.
+    fn next_had_both_lengths(&self) -> bool {
+        let mut st = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        st.heads.pop_front().unwrap_or(false)
+    }
+
+    fn scan(&mut self, mut bytes: &[u8]) {
+        let mut st = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        while !bytes.is_empty() {
+            match st.state {
+                Phase::Lost => return,
+                Phase::Body(left) => {
+                    let n = bytes.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    bytes = &bytes[n..];
+                    let left = left - n as u64;
+                    st.state = if left == 0 {
+                        Phase::Head
+                    } else {
+                        Phase::Body(left)
+                    };
+                }
+                Phase::ChunkData(left) => {
+                    let n = bytes.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    bytes = &bytes[n..];
+                    let left = left - n as u64;
+                    st.state = if left == 0 {
+                        Phase::ChunkEnd(2)
+                    } else {
+                        Phase::ChunkData(left)
+                    };
+                }
+                Phase::ChunkEnd(left) => {
+                    bytes = &bytes[1..];
+                    st.state = if left <= 1 {
+                        Phase::ChunkSize
+                    } else {
+                        Phase::ChunkEnd(left - 1)
+                    };
+                }
+                Phase::Head | Phase::ChunkSize | Phase::Trailers => {
+                    let b = bytes[0];
+                    bytes = &bytes[1..];
+                    st.line.push(b);
+                    if st.line.len() > st.max_head {
+                        st.state = Phase::Lost;
+                        return;
+                    }
+                    st.step_line();
+                }
+            }
+        }
+    }
+}
+
+impl FramingState {
+    /// Acts on the line buffer after a byte was added in a line-reading phase.
+    fn step_line(&mut self) {
+        match self.state {
+            Phase::Head => {
+                if self.line == b"\r\n" || self.line == b"\n" {
+                    // Blank lines before a request line are ignored (RFC 9112 §2.2).
+                    self.line.clear();
+                } else if self.line.ends_with(b"\r\n\r\n") || self.line.ends_with(b"\n\n") {
+                    let head = std::mem::take(&mut self.line);
+                    self.state = self.end_of_head(&head);
+                }
+            }
+            Phase::ChunkSize if self.line.ends_with(b"\n") => {
+                let line = std::mem::take(&mut self.line);
+                let text = String::from_utf8_lossy(&line);
+                let size = text.trim().split(';').next().unwrap_or("").trim();
+                self.state = match u64::from_str_radix(size, 16) {
+                    Ok(0) => Phase::Trailers,
+                    Ok(n) => Phase::ChunkData(n),
+                    Err(_) => Phase::Lost,
+                };
+            }
+            Phase::Trailers if self.line.ends_with(b"\n") => {
+                let blank = self.line.len() <= 2;
+                self.line.clear();
+                if blank {
+                    self.state = Phase::Head;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Notes the head's lengths and returns how its body is framed.
+    fn end_of_head(&mut self, head: &[u8]) -> Phase {
+        let text = String::from_utf8_lossy(head);
+        let (mut length, mut te, mut cl) = (None, false, false);
+        for line in text.lines().skip(1) {
+            let Some((name, value)) = line.split_once(':') else {
+                continue;
+            };
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("transfer-encoding") {
+                te = true;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                cl = true;
+                length = value.trim().parse::<u64>().ok();
+            }
+        }
+        self.heads.push_back(te && cl);
+        if te {
+            // hyper accepts only chunked as the final coding; anything else ends the
+            // connection, and the scan with it.
+            let last = text
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .filter(|(n, _)| n.trim().eq_ignore_ascii_case("transfer-encoding"))
+                .filter_map(|(_, v)| v.rsplit(',').next().map(|c| c.trim().to_ascii_lowercase()))
+                .next_back();
+            return if last.as_deref() == Some("chunked") {
+                Phase::ChunkSize
+            } else {
+                Phase::Lost
+            };
+        }
+        match length {
+            Some(0) | None if !cl => Phase::Head,
+            Some(0) => Phase::Head,
+            Some(n) => Phase::Body(n),
+            None => Phase::Lost,
+        }
+    }
+}
+
 /// The smallest read buffer hyper accepts.
 const MIN_BUF_SIZE: usize = 8192;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heads(chunks: &[&[u8]]) -> Vec<bool> {
+        let mut f = Framing::new(16 * 1024);
+        for c in chunks {
+            f.scan(c);
+        }
+        let mut out = Vec::new();
+        while !f
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .heads
+            .is_empty()
+        {
+            out.push(f.next_had_both_lengths());
+        }
+        out
+    }
+
+    #[test]
+    fn both_lengths_are_noted_per_request_in_either_order() {
+        let cl_te =
+            b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let te_cl =
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n0\r\n\r\n";
+        assert_eq!(heads(&[cl_te]), vec![true]);
+        assert_eq!(heads(&[te_cl]), vec![true]);
+        assert_eq!(heads(&[b"GET / HTTP/1.1\r\nhost: x\r\n\r\n"]), vec![false]);
+    }
+
+    #[test]
+    fn bodies_are_skipped_so_pipelined_heads_line_up() {
+        // A Content-Length body that looks like a head with both lengths is a body.
+        let body = b"GET / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
+        let mut first =
+            format!("POST / HTTP/1.1\r\ncontent-length: {}\r\n\r\n", body.len()).into_bytes();
+        first.extend_from_slice(body);
+        let chunked = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n4;ext=1\r\nabcd\r\n0\r\nx-trailer: 1\r\n\r\n";
+        let both = b"POST / HTTP/1.1\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let all = [&first[..], chunked, both, b"GET / HTTP/1.1\r\n\r\n"].concat();
+        assert_eq!(heads(&[&all]), vec![false, false, true, false]);
+        // The same bytes one at a time.
+        let singles: Vec<&[u8]> = all.chunks(1).collect();
+        assert_eq!(heads(&singles), vec![false, false, true, false]);
+    }
+
+    #[test]
+    fn nonsense_stops_the_scan() {
+        let bad = b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nGET / HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n";
+        assert_eq!(heads(&[bad]), vec![false]);
+        let mut f = Framing::new(64);
+        f.scan(&[b'a'; 100]);
+        f.scan(b"\r\n\r\n");
+        assert!(!f.next_had_both_lengths());
+    }
+}

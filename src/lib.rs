@@ -22,6 +22,9 @@ pub use eeaturn_core::{client, credentials, host, policy, relay, stun};
 
 pub mod api;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(feature = "geo-build")]
 pub mod geo_build;
 mod http;

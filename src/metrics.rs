@@ -88,6 +88,11 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         "TCP/TLS connections closed at accept by a connection limit, or shed for a new one, by rule.",
     ),
     (
+        ANSWERS_RATE_LIMITED,
+        Kind::Counter,
+        "Answers to unauthenticated UDP requests not sent: their source prefix had used its limits.unauthenticated_* budget.",
+    ),
+    (
         GEO_DB_BUILD,
         Kind::Gauge,
         "Build time of each GeoIP database in force (Unix seconds).",
@@ -383,9 +388,15 @@ fn set_all(s: &Sample<'_>) {
     for (reason, n) in &st.dropped {
         counter(DROPPED, vec![lbl("reason", *reason)], *n);
     }
-    for (rule, n) in s.connections_refused {
-        counter(CONNECTIONS_REFUSED, vec![lbl("rule", *rule)], *n);
+    for rule in CONNECTION_REFUSAL_RULES {
+        let n = s
+            .connections_refused
+            .iter()
+            .find(|(r, _)| *r == rule)
+            .map_or(0, |(_, n)| *n);
+        counter(CONNECTIONS_REFUSED, vec![lbl("rule", rule)], n);
     }
+    counter(ANSWERS_RATE_LIMITED, Vec::new(), st.answers_rate_limited);
     set_databases(s);
     let reloads = &s.shell.reloads;
     for (result, ok) in [("ok", true), ("failed", false)] {
@@ -559,6 +570,12 @@ pub const RELAYED_BYTES: &str = "eeaturn_relayed_bytes_total";
 pub const DROPPED: &str = "eeaturn_dropped_total";
 /// TCP/TLS connections refused or shed by a connection limit, by rule.
 pub const CONNECTIONS_REFUSED: &str = "eeaturn_connections_refused_total";
+/// The `rule` label of [`CONNECTIONS_REFUSED`]: every value is exported from the start (0 until
+/// it happens), so that alerts and rate() see the series before the first refusal.
+pub const CONNECTION_REFUSAL_RULES: [&str; 3] =
+    ["limit-per-source", "limit-total", "shed-unallocated"];
+/// `eeaturn_answers_rate_limited_total`.
+pub const ANSWERS_RATE_LIMITED: &str = "eeaturn_answers_rate_limited_total";
 /// `eeaturn_geo_db_build_timestamp_seconds`.
 pub const GEO_DB_BUILD: &str = "eeaturn_geo_db_build_timestamp_seconds";
 /// `eeaturn_geo_db_age_seconds`.

@@ -545,6 +545,132 @@ async fn an_oversized_body_sent_whole_gets_413_and_the_connection_says_what_foll
     s.stop().await;
 }
 
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_400_and_the_connection_closes() {
+    let s = start(GENEROUS_LIMIT).await;
+    let body = r#"{"user":"u-smuggle"}"#;
+    // Both framings, in both orders and spellings; a proxy in front could pick either.
+    for (cl, te) in [
+        ("Content-Length", "Transfer-Encoding"),
+        ("content-length", "transfer-encoding"),
+    ] {
+        for te_first in [false, true] {
+            let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+            let (a, b) = (
+                format!("{cl}: {}\r\n", body.len()),
+                format!("{te}: chunked\r\n"),
+            );
+            let framing = if te_first { b + &a } else { a + &b };
+            let request = format!(
+                "POST /v1/credentials HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {SIGNALING_KEY}\r\ncontent-type: application/json\r\n{framing}\r\n{chunked}"
+            );
+            let mut tls = tls_to(s.api).await;
+            tls.write_all(request.as_bytes()).await.expect("writing");
+            tls.flush().await.expect("flushing");
+            let (head, answer) = read_response(&mut tls)
+                .await
+                .unwrap_or_else(|e| panic!("{framing:?}: no answer: {e}"));
+            assert!(head.starts_with("HTTP/1.1 400"), "{framing:?}: {head}");
+            assert!(
+                answer.contains("conflicting_lengths"),
+                "{framing:?}: {answer}"
+            );
+            assert!(!answer.contains("password"), "nothing was issued: {answer}");
+            assert!(
+                head.to_ascii_lowercase().contains("\r\nconnection: close"),
+                "{framing:?}: the server says it closes (RFC 9112 section 6.1): {head}"
+            );
+            // And it does: nothing more is read from this connection.
+            let mut rest = Vec::new();
+            let end = timeout(TIMEOUT, tls.read_to_end(&mut rest)).await;
+            assert!(
+                matches!(end, Ok(Ok(_)) | Ok(Err(_))),
+                "{framing:?}: the connection stayed open"
+            );
+        }
+    }
+    // Either framing alone is served.
+    let mut tls = tls_to(s.api).await;
+    let request = format!(
+        "POST /v1/credentials HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {SIGNALING_KEY}\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    );
+    tls.write_all(request.as_bytes()).await.expect("writing");
+    tls.flush().await.expect("flushing");
+    let (head, _) = read_response(&mut tls).await.expect("an answer");
+    assert!(head.starts_with("HTTP/1.1 200"), "chunked alone: {head}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn failed_key_attempts_are_throttled_per_source_with_retry_after() {
+    let s = start(GENEROUS_LIMIT).await;
+    let guess = |n: usize| {
+        s.raw(reqwest::Method::POST, "/v1/credentials")
+            .bearer_auth(&format!("guess-{n}"))
+            .json(&json!({}))
+    };
+    // Ten wrong keys are answered as such...
+    for n in 0..10 {
+        send(guess(n)).await.assert_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_api_key",
+            "a wrong key",
+        );
+    }
+    // ... then every /v1/ request from this address gets 429, before its key is looked at:
+    // a right key is not told from a wrong one.
+    let r = send(guess(10)).await;
+    r.assert_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        "the 11th wrong key",
+    );
+    let secs: u64 = r
+        .header("retry-after")
+        .unwrap_or_else(|| panic!("429 without Retry-After: {r:?}"))
+        .parse()
+        .expect("Retry-After is whole seconds");
+    assert!((1..=6).contains(&secs), "Retry-After {secs} s");
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff"),
+        "the security headers are there too"
+    );
+    let r = s.post("/v1/credentials", &json!({"user": "u-ivan"})).await;
+    r.assert_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        "the right key from the same address",
+    );
+    // Requests without a key, and the health probes, are not guesses and not throttled here.
+    assert_eq!(
+        s.get_unauthenticated("/healthz").await.status,
+        StatusCode::OK
+    );
+    // Another source (another loopback address) is not affected.
+    let other = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(&std::fs::read(dev_cert_path()).expect("the cert"))
+                .expect("PEM"),
+        )
+        .local_address(Some("127.0.0.2".parse().expect("an address")))
+        .resolve("localhost", s.api)
+        .timeout(TIMEOUT)
+        .build()
+        .expect("a client");
+    let r = other
+        .post(format!("https://localhost:{}/v1/credentials", s.api.port()))
+        .bearer_auth(SIGNALING_KEY)
+        .json(&json!({"user": "u-ivan"}))
+        .send()
+        .await
+        .expect("an answer");
+    assert_eq!(r.status(), StatusCode::OK, "another address is served");
+    s.stop().await;
+}
+
 // --- rate limit, headers, CORS, health -----------------------------------------------------------
 
 #[tokio::test]

@@ -1,8 +1,10 @@
-//! The fuzz targets as ordinary tests: every function of `eeaturn::fuzzing` runs over every
-//! file in `tests/vectors/`, any saved libFuzzer corpus in `fuzz/corpus/<target>/`, and a
-//! deterministic set of mutations of the vectors (bit flips, truncations, length-field edits,
-//! the same with FINGERPRINT recomputed, and seeded random edits). The stable toolchain cannot
-//! run `cargo fuzz`; this keeps the targets exercised in CI.
+//! The fuzz targets as ordinary tests: every binary-input function of `eeaturn_core::fuzzing`
+//! runs over every file in `tests/vectors/`, the committed minimised libFuzzer corpus in
+//! `fuzz/corpus/<target>/`, and a deterministic set of mutations of the vectors (bit flips,
+//! truncations, length-field edits, the same with FINGERPRINT recomputed, and seeded random
+//! edits). The text-input targets (REST usernames, the TOML config, the API body) run over
+//! their corpus, a few seeds and mutations of those. The stable toolchain cannot run
+//! `cargo fuzz`; this keeps every target exercised in CI.
 
 #[path = "common/vectors.rs"]
 mod vectors;
@@ -46,6 +48,74 @@ fn server_input_over_vectors_and_mutations() {
 }
 
 #[test]
+fn stream_framing_over_vectors_and_mutations() {
+    run("stream_framing", fuzzing::stream_framing);
+}
+
+#[test]
+fn rest_username_over_corpus_and_seeds() {
+    let seeds = [
+        "1700003600",
+        "1700003600:alice",
+        "1700003600:",
+        ":alice",
+        "soon:alice",
+        "-1:alice",
+        "99999999999999999999999:x",
+        "1700003600:a:b",
+        "1700003600:u\u{1b}[31m\n",
+        "1700090000:key/user-1",
+    ];
+    run_on(
+        "rest_username",
+        fuzzing::rest_username,
+        text_inputs("rest_username", &seeds),
+    );
+}
+
+#[test]
+fn config_parse_over_corpus_and_seeds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let files: Vec<String> = ["config/dev.toml", "config/eeaturn.example.toml"]
+        .iter()
+        .map(|f| std::fs::read_to_string(root.join(f)).expect("a shipped config"))
+        .collect();
+    let mut seeds: Vec<&str> = files.iter().map(String::as_str).collect();
+    seeds.extend([
+        "[server]\nrealm = \"r\"\nlisten = [\"udp://127.0.0.1:3478\"]\n[auth]\nsecret_file = \"s\"\n[relay]\naddresses = [\"127.0.0.1\"]\n[geo]\ncountry_db = \"c.mmdb\"\n",
+        "[limits]\nunauthenticated_rate = 4294967296\n",
+        "[limits]\nmax_lifetime = \"99999999999999999999s\"\n",
+        "[server]\nlisten = [\"tls://[::1]:99999\"]\n",
+    ]);
+    run_on(
+        "config_parse",
+        eeaturn::fuzzing::config_parse,
+        text_inputs("config_parse", &seeds),
+    );
+}
+
+#[test]
+fn api_body_over_corpus_and_seeds() {
+    let seeds = [
+        "{}",
+        r#"{"user":"u-1","ttl":60}"#,
+        r#"{"user":null}"#,
+        "[]",
+        r#"{"ttl":-1}"#,
+        r#"{"ttl":1.5e300}"#,
+        r#"{"user":"a","user":"b"}"#,
+        r#"{"user":"a","x":1}"#,
+        r#"{"user":"\u0000\n"}"#,
+        "nul\u{0}",
+    ];
+    run_on(
+        "api_body",
+        eeaturn::fuzzing::api_body,
+        text_inputs("api_body", &seeds),
+    );
+}
+
+#[test]
 fn mutations_are_deterministic_and_bounded() {
     let a = inputs("stun_parse");
     let b = inputs("stun_parse");
@@ -60,8 +130,12 @@ fn mutations_are_deterministic_and_bounded() {
 
 /// Runs `target` over every input and fails with a summary of the inputs that panicked.
 fn run(target: &str, f: fn(&[u8])) {
+    run_on(target, f, inputs(target));
+}
+
+/// Runs `f` over `inputs` and fails with a summary of the inputs that panicked.
+fn run_on(target: &str, f: fn(&[u8]), inputs: Vec<(String, Vec<u8>)>) {
     install_quiet_hook();
-    let inputs = inputs(target);
     let mut failures: Vec<(String, Vec<u8>, String)> = Vec::new();
     for (name, bytes) in &inputs {
         QUIET.set(true);
@@ -99,23 +173,12 @@ fn run(target: &str, f: fn(&[u8])) {
     panic!("{report}");
 }
 
-/// Every input for `target`: the vectors, a saved corpus if there is one, and the mutations
-/// of the vectors.
+/// Every input for `target`: the vectors, the committed corpus, and the mutations of the
+/// vectors.
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let vectors = vectors::all();
     let mut out = vectors.clone();
-    let corpus = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/corpus")
-        .join(target);
-    if let Ok(dir) = std::fs::read_dir(&corpus) {
-        let mut files: Vec<_> = dir.filter_map(Result::ok).map(|e| e.path()).collect();
-        files.sort();
-        for path in files {
-            if let Ok(bytes) = std::fs::read(&path) {
-                out.push((path.display().to_string(), bytes));
-            }
-        }
-    }
+    out.extend(corpus(target));
     for (name, bytes) in &vectors {
         mutate(name, bytes, &mut out);
     }
@@ -123,6 +186,53 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     for i in 0..HAVOC_PER_SET {
         let (_, a) = &vectors[rng.below(vectors.len())];
         let (_, b) = &vectors[rng.below(vectors.len())];
+        out.push((format!("havoc {i}"), havoc(a, b, &mut rng)));
+    }
+    out
+}
+
+/// The committed minimised corpus of `target` (`fuzz/corpus/<target>/`), in name order.
+fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    files.sort();
+    files
+        .into_iter()
+        .filter_map(|p| Some((p.display().to_string(), std::fs::read(&p).ok()?)))
+        .collect()
+}
+
+/// The inputs of a text target: `seeds`, its corpus, each seed and corpus file cut at every
+/// 7th byte and with every 5th byte of its first 256 flipped, and seeded random edits.
+fn text_inputs(target: &str, seeds: &[&str]) -> Vec<(String, Vec<u8>)> {
+    let mut base: Vec<(String, Vec<u8>)> = seeds
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("seed {i}"), s.as_bytes().to_vec()))
+        .collect();
+    base.extend(corpus(target));
+    let mut out = base.clone();
+    for (name, v) in &base {
+        for len in (0..v.len()).step_by(7) {
+            out.push((format!("{name} cut at {len}"), v[..len].to_vec()));
+        }
+        for at in (0..v.len().min(256)).step_by(5) {
+            for flip in [0x01, 0x20, 0x80] {
+                let mut m = v.clone();
+                m[at] ^= flip;
+                out.push((format!("{name} byte {at} ^ {flip:#x}"), m));
+            }
+        }
+    }
+    let mut rng = XorShift(0xC0FF_EE00_D15E_A5E5);
+    for i in 0..HAVOC_PER_SET / 2 {
+        let (_, a) = &base[rng.below(base.len())];
+        let (_, b) = &base[rng.below(base.len())];
         out.push((format!("havoc {i}"), havoc(a, b, &mut rng)));
     }
     out

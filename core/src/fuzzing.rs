@@ -13,13 +13,14 @@ use ipnet::IpNet;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use crate::credentials::Secrets;
+use crate::credentials::{self, Secrets};
 use crate::host::RelayAddresses;
 use crate::policy::Policy;
 use crate::relay::{
-    BindResult, Command, FiveTuple, Limits, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
+    AnswerLimit, BindResult, Command, FiveTuple, Limits, Now, PEER_HEADROOM, PEER_TAILROOM, Server,
     ServerConfig, Transport,
 };
+use crate::stun;
 use crate::stun::attr::{self, Family};
 use crate::stun::integrity::{long_term_key_md5, long_term_key_sha256};
 use crate::stun::{
@@ -198,6 +199,127 @@ pub fn server_input(data: &[u8]) {
     );
 }
 
+/// Splits `data` into frames as a TCP/TLS connection does ([`stream_frame_len`]), fed in
+/// pieces of every size from 1 to 7 bytes and all at once: every split gives the same frames;
+/// each frame is at least a header long, a STUN frame is 20 + its length, a ChannelData frame
+/// is 4 + its length padded to 4; and a complete frame parses as what its first bits say, or
+/// is refused by the parser alone (never by a panic). Then feeds the frames to a server as a
+/// stream client's input.
+pub fn stream_framing(data: &[u8]) {
+    let whole = frames(data, data.len().max(1));
+    for piece in 1..=7 {
+        assert_eq!(
+            frames(data, piece),
+            whole,
+            "framing does not depend on how bytes arrive"
+        );
+    }
+    let (frames, _) = &whole;
+    let mut h = Harness::new();
+    h.client.transport = Transport::Tcp;
+    let from = h.client;
+    assert!(
+        h.server.handle_connection_opened(from, h.now),
+        "the fixed client may connect"
+    );
+    for f in frames {
+        let frame = &data[f.clone()];
+        match frame[0] >> 6 {
+            0b00 => {
+                assert_eq!(
+                    frame.len(),
+                    HEADER_LEN + usize::from(u16::from_be_bytes([frame[2], frame[3]]))
+                );
+                stun_parse(frame);
+            }
+            0b01 => {
+                let len = usize::from(u16::from_be_bytes([frame[2], frame[3]]));
+                assert_eq!(frame.len(), CHANNEL_DATA_HEADER_LEN + len.div_ceil(4) * 4);
+                let cd = ChannelData::parse(frame).expect("a complete ChannelData frame parses");
+                assert_eq!(cd.data.len(), len);
+            }
+            _ => unreachable!("only 00 and 01 frame"),
+        }
+        let _ = h.server.handle_client_input(from, frame, h.now);
+        h.drain();
+    }
+    h.server.handle_connection_closed(from, h.now);
+    h.drain();
+    assert_eq!(
+        h.server.allocation_count(),
+        0,
+        "a closed connection leaves nothing"
+    );
+}
+
+/// The frames of `data` fed `piece` bytes at a time, as a connection's read loop keeps them:
+/// their ranges, and whether the stream ended in an error.
+fn frames(data: &[u8], piece: usize) -> (Vec<std::ops::Range<usize>>, bool) {
+    let mut out = Vec::new();
+    let (mut start, mut have) = (0, 0);
+    while have < data.len() || start < have {
+        have = (have + piece).min(data.len());
+        loop {
+            match stun::stream_frame_len(&data[start..have]) {
+                Ok(Some(len)) if start + len <= have => {
+                    assert!(
+                        len >= CHANNEL_DATA_HEADER_LEN,
+                        "a frame is at least a header"
+                    );
+                    out.push(start..start + len);
+                    start += len;
+                }
+                Ok(_) => break,
+                Err(_) => return (out, true),
+            }
+        }
+        if have == data.len() {
+            break;
+        }
+    }
+    (out, false)
+}
+
+/// Parses `data` (as UTF-8, lossily) as a TURN REST username and checks it against a fixed
+/// clock: a parsed username re-assembles to the input; the expiry is the decimal before the
+/// first ':'; an accepted one is in the future and within the allowed lifetime; and a
+/// credential issued for a valid user id parses back to that user id.
+pub fn rest_username(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let now = UNIX_EPOCH + Duration::from_secs(WALL_SECS);
+    let max = Duration::from_secs(86_400);
+    if let Ok(u) = credentials::parse_username(&text) {
+        let rebuilt = if text.contains(':') {
+            format!("{}:{}", text.split(':').next().unwrap_or(""), u.user)
+        } else {
+            text.to_string()
+        };
+        assert_eq!(rebuilt, text, "the parts make the username");
+        let ts = text.split(':').next().unwrap_or("");
+        assert_eq!(
+            ts.parse::<u64>().ok(),
+            Some(u.expiry),
+            "the expiry is the decimal before ':'"
+        );
+    }
+    if let Ok(u) = credentials::check_username(&text, now, max, Duration::ZERO) {
+        assert!(u.expiry > WALL_SECS && u.expiry - WALL_SECS <= max.as_secs());
+    }
+    let secrets = Secrets::parse(SECRET).expect("the fixed secret is valid");
+    if credentials::valid_user_id(&text) && text.len() <= 128 {
+        let c = secrets
+            .issue(&text, Duration::from_secs(60), max, now)
+            .expect("a valid user id can be issued a credential");
+        let u = credentials::check_username(&c.username, now, max, Duration::ZERO)
+            .expect("an issued username checks");
+        assert_eq!(u.user, text, "the user id comes back");
+        assert!(
+            secrets.passwords(&c.username).any(|p| p == c.password),
+            "the issued password is one the relay accepts"
+        );
+    }
+}
+
 /// A server with a fixed configuration, a client, and the state of its allocation.
 struct Harness {
     server: Server<StdRng>,
@@ -249,6 +371,7 @@ impl Harness {
             nonce_lifetime: Duration::from_secs(3600),
             max_credential_ttl: Duration::from_secs(86_400),
             alternate_servers: Vec::new(),
+            answer_limit: AnswerLimit::OFF,
         };
         let net = |s: &str| s.parse::<IpNet>().expect("fixed network");
         let policy = Policy::dangerous_without_geo(

@@ -2,18 +2,91 @@
 //! preflights, bounds the request's time, and adds the security (and CORS) headers to every
 //! answer.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
 use super::error::ApiError;
+use super::issue::now_mono;
+use super::{AppState, lock};
 use crate::config::UNAUTHENTICATED_LABEL;
+use crate::http::ConflictingLengths;
 
-/// Runs before every route: refuses keys in the query string, answers CORS preflights,
-/// bounds the request's time, and adds the security (and CORS) headers to every answer.
+/// Runs before every route: refuses a request with both Content-Length and Transfer-Encoding,
+/// and `/v1/` requests from a source with too many failed key attempts
+/// ([`FailureLimiter`](super::limit::FailureLimiter)); refuses keys in the query string,
+/// answers CORS preflights, bounds the request's time, and adds the security (and CORS)
+/// headers to every answer.
 pub(super) async fn front(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    // hyper drops the Content-Length of such a request; the stack marks it instead.
+    let both = req.extensions().get::<ConflictingLengths>().is_some()
+        || (req.headers().contains_key(header::TRANSFER_ENCODING)
+            && req.headers().contains_key(header::CONTENT_LENGTH));
+    if both {
+        return conflicting_lengths();
+    }
+    let source = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .filter(|_| req.uri().path().starts_with("/v1/"));
+    if let Some(ip) = source
+        && let Err(secs) = lock(&s.failures).check(ip, now_mono())
+    {
+        return too_many_failures(&s, req.uri().path(), secs);
+    }
+    // A failed attempt is a key presented and refused (a guess), not a missing key or one
+    // refused for standing in the URL, which was never looked at.
+    let guess = req.headers().contains_key(header::AUTHORIZATION)
+        && !req.uri().query().is_some_and(has_key_param);
+    let resp = inner(&s, req, next).await;
+    if let Some(ip) = source.filter(|_| guess && resp.status() == StatusCode::UNAUTHORIZED) {
+        lock(&s.failures).fail(ip, now_mono());
+    }
+    resp
+}
+
+/// Answers a request with both Content-Length and Transfer-Encoding: the two framings could
+/// be read differently by a proxy in front (request smuggling), so the request is refused and
+/// the connection closed. See RFC 9112 §6.1.
+fn conflicting_lengths() -> Response {
+    tracing::info!(target: "eeaturn::api", error = "conflicting_lengths", "refused an API request with both Content-Length and Transfer-Encoding");
+    let mut r = ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "conflicting_lengths",
+        "a request must not carry both Content-Length and Transfer-Encoding (RFC 9112 section 6.1)",
+    )
+    .into_response();
+    r.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    security_headers(r.headers_mut(), false);
+    r
+}
+
+/// Answers a request from a source that has used up its failed key attempts.
+fn too_many_failures(s: &AppState, path: &str, secs: u64) -> Response {
+    if let Some(endpoint) = endpoint_of(path) {
+        s.count(UNAUTHENTICATED_LABEL, endpoint, "too_many_failures");
+    }
+    tracing::info!(target: "eeaturn::api", error = "too_many_failures", retry_after = secs, "refused an API request from a source with too many failed key attempts");
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_failures",
+        format!(
+            "too many requests with a missing or unknown API key from this address; retry after {secs} s"
+        ),
+    );
+    e.retry_after = Some(secs);
+    let mut r = e.into_response();
+    security_headers(r.headers_mut(), s.https);
+    r
+}
+
+/// The middleware proper, once the request is admitted.
+async fn inner(s: &AppState, req: Request, next: Next) -> Response {
     let cfg = s.settings.borrow().clone();
     let origin = req
         .headers()
@@ -68,6 +141,16 @@ pub(super) async fn front(State(s): State<AppState>, req: Request, next: Next) -
         }
     };
     let h = resp.headers_mut();
+    security_headers(h, s.https);
+    if let Some(o) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    resp
+}
+
+/// Adds the security headers every answer carries.
+fn security_headers(h: &mut HeaderMap, https: bool) {
     for (name, value) in [
         (header::CACHE_CONTROL, "no-store"),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
@@ -80,17 +163,12 @@ pub(super) async fn front(State(s): State<AppState>, req: Request, next: Next) -
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
-    if s.https {
+    if https {
         h.insert(
             header::STRICT_TRANSPORT_SECURITY,
             HeaderValue::from_static("max-age=31536000"),
         );
     }
-    if let Some(o) = origin.and_then(|o| HeaderValue::from_str(&o).ok()) {
-        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
-        h.insert(header::VARY, HeaderValue::from_static("Origin"));
-    }
-    resp
 }
 
 /// Whether a raw query string has a parameter whose name looks like a credential. Names are

@@ -14,6 +14,9 @@ mod error;
 mod evidence;
 mod front;
 mod issue;
+
+#[cfg(feature = "fuzzing")]
+pub use issue::fuzz_body;
 mod keys;
 mod limit;
 mod metrics;
@@ -73,6 +76,8 @@ struct AppState {
     secrets: watch::Receiver<Arc<Secrets>>,
     ready: Arc<AtomicBool>,
     limiter: Arc<Mutex<limit::RateLimiter>>,
+    /// Failed key attempts per source.
+    failures: Arc<Mutex<limit::FailureLimiter>>,
     counters: metrics::Counters,
     https: bool,
     /// The node's evidence, when `[evidence]` is on.
@@ -138,6 +143,7 @@ impl Api {
             secrets: secrets_rx,
             ready: Arc::new(AtomicBool::new(false)),
             limiter: Arc::default(),
+            failures: Arc::default(),
             counters: Arc::default(),
             https: config.https,
             evidence: evidence.map(|e| Arc::new(evidence::Evidence::new(e))),

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::{Error, duration, invalid};
-use crate::relay::Limits;
+use crate::relay::{AnswerLimit, Limits};
 
 /// `[limits]` as written.
 #[derive(Debug, Deserialize)]
@@ -65,6 +65,16 @@ pub struct RawLimits {
         deserialize_with = "duration::deserialize"
     )]
     pub max_lifetime: Duration,
+    /// Bytes per second that the budget of answers to unauthenticated UDP requests refills at,
+    /// per source prefix (an IPv4 address or an IPv6 /64).
+    #[serde(default = "default_unauthenticated_rate")]
+    pub unauthenticated_rate: u32,
+    /// Bytes of answers to unauthenticated UDP requests a source prefix may get at once.
+    #[serde(default = "default_unauthenticated_burst")]
+    pub unauthenticated_burst: u32,
+    /// Source prefixes whose budget is tracked, per worker.
+    #[serde(default = "default_unauthenticated_table_size")]
+    pub unauthenticated_table_size: usize,
 }
 
 impl Default for RawLimits {
@@ -82,6 +92,9 @@ impl Default for RawLimits {
             connection_idle_timeout: default_connection_idle_timeout(),
             default_lifetime: default_default_lifetime(),
             max_lifetime: default_max_lifetime(),
+            unauthenticated_rate: default_unauthenticated_rate(),
+            unauthenticated_burst: default_unauthenticated_burst(),
+            unauthenticated_table_size: default_unauthenticated_table_size(),
         }
     }
 }
@@ -123,6 +136,15 @@ fn default_default_lifetime() -> Duration {
 }
 fn default_max_lifetime() -> Duration {
     Duration::from_secs(3600)
+}
+fn default_unauthenticated_rate() -> u32 {
+    AnswerLimit::DEFAULT.rate
+}
+fn default_unauthenticated_burst() -> u32 {
+    AnswerLimit::DEFAULT.burst
+}
+fn default_unauthenticated_table_size() -> usize {
+    AnswerLimit::DEFAULT.table_size
 }
 
 /// TCP/TLS connection limits (the shell's part of `[limits]`; the core's part is [`Limits`]).
@@ -216,3 +238,41 @@ pub(super) fn validate(raw: &RawLimits) -> Result<(Limits, ConnectionLimits), Er
     };
     Ok((limits, connections))
 }
+
+/// Validates the `limits.unauthenticated_*` keys: both 0 turn the limit off; otherwise the
+/// burst must hold the largest unauthenticated answer, and the table at least one prefix.
+pub(super) fn validate_answer_limit(raw: &RawLimits) -> Result<AnswerLimit, Error> {
+    let (rate, burst) = (raw.unauthenticated_rate, raw.unauthenticated_burst);
+    if rate == 0 && burst == 0 {
+        return Ok(AnswerLimit::OFF);
+    }
+    if burst < MIN_UNAUTHENTICATED_BURST {
+        return Err(invalid(
+            "limits.unauthenticated_burst",
+            "must be at least 1024 (a challenge is about 150 bytes; a burst that cannot hold \
+             one never answers), or 0 together with limits.unauthenticated_rate = 0 to turn \
+             the limit off",
+        ));
+    }
+    if rate == 0 {
+        return Err(invalid(
+            "limits.unauthenticated_rate",
+            "must be at least 1 byte per second (0 would never refill a budget once used), \
+             or 0 together with limits.unauthenticated_burst = 0 to turn the limit off",
+        ));
+    }
+    if raw.unauthenticated_table_size == 0 {
+        return Err(invalid(
+            "limits.unauthenticated_table_size",
+            "must be at least 1",
+        ));
+    }
+    Ok(AnswerLimit {
+        rate,
+        burst,
+        table_size: raw.unauthenticated_table_size,
+    })
+}
+
+/// The smallest `limits.unauthenticated_burst` (when the limit is on).
+const MIN_UNAUTHENTICATED_BURST: u32 = 1024;

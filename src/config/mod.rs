@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use crate::host::RelayAddresses;
 use crate::policy::Rules;
-use crate::relay::{Limits, ServerConfig};
+use crate::relay::{AnswerLimit, Limits, ServerConfig};
 
 mod api;
 mod auth;
@@ -157,6 +157,9 @@ pub struct Config {
     pub limits: Limits,
     /// TCP/TLS connection limits (the shell's part of `[limits]`).
     pub connections: ConnectionLimits,
+    /// The budget of unauthenticated answers over UDP per source prefix
+    /// (`limits.unauthenticated_*`).
+    pub answer_limit: AnswerLimit,
     /// The GeoIP databases.
     pub geo: GeoConfig,
     /// The residency rules (relay addresses and ports included).
@@ -188,6 +191,7 @@ impl Config {
             nonce_lifetime: self.nonce_lifetime,
             max_credential_ttl: self.max_credential_ttl,
             alternate_servers: self.alternate_servers.clone(),
+            answer_limit: self.answer_limit,
         }
     }
 
@@ -239,6 +243,7 @@ impl Config {
         let auth = auth::validate(&raw.auth, base)?;
         let (relay, sockets) = relay::validate(&raw.relay)?;
         let (limits, connections) = limits::validate(&raw.limits)?;
+        let answer_limit = limits::validate_answer_limit(&raw.limits)?;
         let tls = tls::validate(raw.tls.as_ref(), base, &server.listen)?;
         let api = raw
             .api
@@ -265,6 +270,7 @@ impl Config {
             sockets,
             limits,
             connections,
+            answer_limit,
             geo,
             rules,
             dangerous_allow_relay_outside_region: raw.policy.dangerous_allow_relay_outside_region,

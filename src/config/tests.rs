@@ -859,3 +859,36 @@ fn relay_offload_is_off_unless_asked_for() {
     };
     assert!(m.contains("auto") && m.contains("required"), "{m}");
 }
+
+#[test]
+fn unauthenticated_answer_budget_defaults_bounds_and_off() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.answer_limit, AnswerLimit::DEFAULT);
+    assert_eq!(c.server_config().answer_limit, c.answer_limit);
+    let with = |extra: &str| format!("{MINIMAL}\n[limits]\n{extra}");
+    for (text, key) in [
+        (
+            "unauthenticated_burst = 100",
+            "limits.unauthenticated_burst",
+        ),
+        ("unauthenticated_rate = 0", "limits.unauthenticated_rate"),
+        (
+            "unauthenticated_table_size = 0",
+            "limits.unauthenticated_table_size",
+        ),
+        ("unauthenticated_rate = -1", "limits.unauthenticated_rate"),
+    ] {
+        assert_eq!(invalid_key(&with(text)), key, "{text}");
+    }
+    let Err(Error::Invalid { message, .. }) = parse(&with("unauthenticated_burst = 100")) else {
+        panic!("a small burst is refused");
+    };
+    assert!(message.contains("at least 1024"), "{message}");
+    let off = parse(&with("unauthenticated_rate = 0\nunauthenticated_burst = 0")).unwrap();
+    assert_eq!(off.answer_limit, AnswerLimit::OFF);
+    let set = parse(&with(
+        "unauthenticated_rate = 500\nunauthenticated_burst = 4000",
+    ))
+    .unwrap();
+    assert_eq!((set.answer_limit.rate, set.answer_limit.burst), (500, 4000));
+}

@@ -48,6 +48,9 @@ struct Entry {
     shed: Option<oneshot::Sender<()>>,
 }
 
+/// The refusal-summary rule of a connection closed to admit a new one.
+pub(super) const SHED_RULE: &str = "shed-unallocated";
+
 /// Why a new connection is not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Refused {
@@ -200,6 +203,16 @@ impl Mark {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_rule_is_a_metric_label() {
+        for rule in [Refused::PerSource.rule(), Refused::Total.rule(), SHED_RULE] {
+            assert!(
+                crate::metrics::CONNECTION_REFUSAL_RULES.contains(&rule),
+                "{rule}"
+            );
+        }
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().expect("an IP literal")

@@ -143,7 +143,7 @@ pub(super) async fn spawn_listener(
             if admitted.shed_another {
                 settings
                     .refusals
-                    .note(KIND, "shed-unallocated", 1, super::now().mono);
+                    .note(KIND, super::connections::SHED_RULE, 1, super::now().mono);
             }
             let _ = stream.set_nodelay(true);
             let five = FiveTuple {

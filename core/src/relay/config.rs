@@ -25,6 +25,40 @@ pub struct ServerConfig {
     /// Where clients are sent while the relay drains ([`super::Admission::Draining`]): the
     /// first address of the client's family goes into ALTERNATE-SERVER.
     pub alternate_servers: Vec<SocketAddr>,
+    /// The budget of unauthenticated answers over UDP per source prefix (see
+    /// [`AnswerLimit`]).
+    pub answer_limit: AnswerLimit,
+}
+
+/// The budget of answers to unauthenticated requests over UDP (401, 438, 400, 420 and Binding
+/// success), per source prefix: an IPv4 address or an IPv6 /64. A token bucket counted in
+/// bytes of answer: `burst` at once, refilled at `rate` per second; beyond it the answer is
+/// dropped. Answers to authenticated requests and over TCP/TLS are never counted. `rate` and
+/// `burst` both 0 turn the limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnswerLimit {
+    /// Bytes per second a prefix's budget refills at.
+    pub rate: u32,
+    /// Bytes a prefix may be sent at once (the bucket's size).
+    pub burst: u32,
+    /// Prefixes tracked at most; new prefixes share one more budget while the table is full.
+    pub table_size: usize,
+}
+
+impl AnswerLimit {
+    /// The defaults of `limits.unauthenticated_rate`, `limits.unauthenticated_burst` and
+    /// `limits.unauthenticated_table_size`.
+    pub const DEFAULT: Self = Self {
+        rate: 2048,
+        burst: 8192,
+        table_size: 16_384,
+    };
+    /// No limit.
+    pub const OFF: Self = Self {
+        rate: 0,
+        burst: 0,
+        table_size: 0,
+    };
 }
 
 /// Limits on what clients may hold (`[limits]`).

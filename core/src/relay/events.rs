@@ -188,6 +188,8 @@ pub enum DropReason {
     FamilyMismatch,
     /// The framed message would not fit the buffer or a STUN length field.
     TooLarge,
+    /// A Binding request over UDP from a client address the residency policy refuses.
+    RefusedSource,
 }
 
 impl DropReason {
@@ -204,6 +206,7 @@ impl DropReason {
             Self::UnsupportedAttribute => "unsupported-attribute",
             Self::FamilyMismatch => "family-mismatch",
             Self::TooLarge => "too-large",
+            Self::RefusedSource => "refused-source",
         }
     }
 }
@@ -243,6 +246,9 @@ pub struct Stats {
     pub allocations_by_country: BTreeMap<Option<CountryCode>, u64>,
     /// Policy refusals, by (subject, the address's country; `None`: unknown or not looked up).
     pub denials_by_country: BTreeMap<(&'static str, Option<CountryCode>), u64>,
+    /// Answers to unauthenticated UDP requests not sent: their source prefix had used its
+    /// budget ([`AnswerLimit`](super::AnswerLimit)).
+    pub answers_rate_limited: u64,
 }
 
 /// Relayed packets and payload bytes each way, for one client transport.
@@ -287,6 +293,7 @@ impl Stats {
             &other.allocations_by_country,
         );
         add(&mut self.denials_by_country, &other.denials_by_country);
+        self.answers_rate_limited += other.answers_rate_limited;
         for (t, o) in self
             .relayed_by_transport
             .iter_mut()

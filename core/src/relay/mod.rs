@@ -22,6 +22,7 @@ mod events;
 mod handle;
 mod kernel;
 mod ports;
+mod ratelimit;
 mod shared;
 mod source;
 mod table;
@@ -39,7 +40,7 @@ use ring::hmac;
 use slotmap::SlotMap;
 
 pub use auth::{AUTH_FAILURE_REASONS, AUTH_NO_CREDENTIALS};
-pub use config::{Limits, ServerConfig};
+pub use config::{AnswerLimit, Limits, ServerConfig};
 pub use events::{DropReason, EndReason, Event, RelayedTraffic, Stage, Stats};
 pub use kernel::KernelPath;
 pub use shared::Shared;
@@ -51,6 +52,7 @@ pub use types::{
 };
 
 use self::auth::Authenticator;
+use self::ratelimit::AnswerLimiter;
 use self::table::{Allocation, Slot, Timers};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
@@ -153,6 +155,8 @@ pub struct Server<R> {
     kernel_paths: bool,
     /// Ended allocations waiting for their kernel paths' last counters.
     ending: HashMap<AllocationId, kernel::Ending>,
+    /// Budgets of unauthenticated answers over UDP, per source prefix.
+    answer_limiter: AnswerLimiter,
 }
 
 /// A port held for a later Allocate with RESERVATION-TOKEN. See RFC 8656 §7.2.
@@ -180,6 +184,7 @@ impl<R: RngCore> Server<R> {
             nonce_lifetime: cfg.nonce_lifetime,
             max_credential_ttl: cfg.max_credential_ttl,
         };
+        let answer_limiter = AnswerLimiter::new(cfg.answer_limit);
         Self {
             shared: Arc::new(Shared::new(cfg.relay.ports.clone())),
             cfg,
@@ -197,6 +202,7 @@ impl<R: RngCore> Server<R> {
             admission: Admission::Open,
             kernel_paths: false,
             ending: HashMap::new(),
+            answer_limiter,
         }
     }
 
@@ -384,6 +390,31 @@ impl<R: RngCore> Server<R> {
                 self.events.push_back(ended);
             }
         }
+    }
+
+    /// Drops the timer entries that can no longer do anything once they could outnumber the
+    /// live ones (see [`table::Timers`]): the entries of allocations that are gone, and those
+    /// superseded by a later deadline of the same allocation, permission or channel. An entry
+    /// at or after its object's deadline is kept, so the current one always is.
+    fn compact_timers(&mut self) {
+        if !self.timers.compaction_due() {
+            return;
+        }
+        let allocs = &self.allocs;
+        self.timers.retain(|at, t| match t {
+            table::Timer::Allocation(slot) => allocs.get(slot).is_some_and(|a| at >= a.expires),
+            table::Timer::Permission(slot, ip) => allocs
+                .get(slot)
+                .is_some_and(|a| a.permissions.iter().any(|p| p.ip == ip && at >= p.expires)),
+            table::Timer::Channel(slot, number) => allocs.get(slot).is_some_and(|a| {
+                a.channels
+                    .iter()
+                    .any(|c| c.number == number && at >= c.expires)
+            }),
+            table::Timer::Cooldown(slot) => allocs.contains_key(slot),
+            // Few and short: each ends a port reservation of its own.
+            table::Timer::Reservation(_) => true,
+        });
     }
 
     /// Handles a passed deadline: expires allocations, permissions, channels and reservations.

@@ -244,18 +244,55 @@ pub(crate) enum Timer {
 }
 
 /// Deadlines ordered by time. Entries are not removed when a deadline moves (a refresh adds a
-/// new entry); a fired entry whose object has a later deadline is skipped. Each operation is
+/// new entry) or when their object goes away; a fired entry whose object has a later deadline,
+/// or no object, is skipped. So that such stale entries cannot pile up (an allocation set up
+/// and released a thousand times a second would otherwise leave 600,000 entries behind, one
+/// per lifetime), the server drops them with [`Timers::retain`] whenever the map has doubled
+/// since it last did ([`Timers::compaction_due`]): memory stays within twice the live entries
+/// plus [`Timers::MIN_COMPACTION`], at an amortised O(log n) per entry. Each operation is
 /// O(log n).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Timers {
     map: BTreeMap<(Instant, u64), Timer>,
     seq: u64,
+    /// The size at which stale entries are dropped next.
+    compact_at: usize,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        Self {
+            map: BTreeMap::new(),
+            seq: 0,
+            compact_at: Self::MIN_COMPACTION,
+        }
+    }
 }
 
 impl Timers {
+    /// Below this many entries, stale ones are left to fire.
+    pub(crate) const MIN_COMPACTION: usize = 4096;
+
     pub(crate) fn add(&mut self, at: Instant, t: Timer) {
         self.seq += 1;
         self.map.insert((at, self.seq), t);
+    }
+
+    /// Entries in the map, stale ones included.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// The map has grown to twice its size after the last [`Timers::retain`].
+    pub(crate) fn compaction_due(&self) -> bool {
+        self.map.len() >= self.compact_at
+    }
+
+    /// Keeps the entries for which `keep(deadline, timer)` holds.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(Instant, Timer) -> bool) {
+        self.map.retain(|&(at, _), t| keep(at, *t));
+        self.compact_at = (2 * self.map.len()).max(Self::MIN_COMPACTION);
     }
 
     pub(crate) fn next_deadline(&self) -> Option<Instant> {

@@ -188,7 +188,8 @@ fn session(dir: &Path) {
     s.peer_data(relayed, PEER_NO, b"hej igjen", clock.now);
     clock.advance(Duration::from_secs(1));
     s.call(&mut de, permission(&[PEER_US]), clock.now);
-    // An American client cannot allocate.
+    // An American client cannot allocate: refused before it authenticates (it never gets a
+    // nonce), so the record names no user.
     let mut us = s.client("127.0.5.2:40002", "bob", &secrets, clock.now.wall);
     s.call(&mut us, allocate(), clock.now);
     clock.advance(Duration::from_secs(30));

@@ -195,6 +195,7 @@ impl<R: RngCore> Server<R> {
                 Method::ALLOCATE,
                 &Failure::new(ErrorCode::INSUFFICIENT_CAPACITY),
                 Some(&pending.integrity),
+                now,
             );
         }
         self.delete_allocation(slot, EndReason::BindFailed, now);

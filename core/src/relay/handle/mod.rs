@@ -26,8 +26,8 @@ use rand::RngCore;
 
 use super::auth::{AuthOutcome, ResponseIntegrity};
 use super::table::{AllocState, AuthState};
-use super::{Command, DropReason, FiveTuple, Now, PeerTransmit, Server};
-use crate::policy::{Rule, Subject};
+use super::{Command, DropReason, FiveTuple, Now, PeerTransmit, Server, Stage, Transport};
+use crate::policy::{Decision, Facts, Rule, Subject};
 use crate::stun::attr;
 use crate::stun::{Class, ErrorCode, Message, MessageBuilder, Method};
 
@@ -162,14 +162,20 @@ impl<R: RngCore> Server<R> {
     fn handle_request(&mut self, from: FiveTuple, msg: &Message<'_>, now: Now) {
         let method = msg.method();
         if method == Method::BINDING {
-            self.handle_binding(from, msg);
+            self.handle_binding(from, msg, now);
             return;
         }
         if !matches!(
             method,
             Method::ALLOCATE | Method::REFRESH | Method::CREATE_PERMISSION | Method::CHANNEL_BIND
         ) {
-            self.send_error(from, msg, &Failure::bad_request("unknown method"), None);
+            self.send_error(
+                from,
+                msg,
+                &Failure::bad_request("unknown method"),
+                None,
+                now,
+            );
             return;
         }
         if method == Method::ALLOCATE && self.answer_retransmission(from, msg) {
@@ -187,7 +193,10 @@ impl<R: RngCore> Server<R> {
                 reason,
             } => {
                 *self.stats.auth_failures.entry(reason).or_default() += 1;
-                if AuthOutcome::challenges(code) {
+                if let Some((rule, facts)) = self.refused_udp_source(from) {
+                    // No nonce for a source the policy refuses: the smallest correct answer.
+                    self.refuse_unauthenticated(from, msg, rule, facts, now);
+                } else if AuthOutcome::challenges(code) {
                     self.send_challenge(from, msg, code, now);
                 } else {
                     let f = Failure {
@@ -195,24 +204,26 @@ impl<R: RngCore> Server<R> {
                         detail: detail.map(Cow::Borrowed),
                         alternate: None,
                     };
-                    self.send_error(from, msg, &f, None);
+                    self.send_error(from, msg, &f, None, now);
                 }
                 return;
             }
         };
         let unknown = unknown_required(msg);
         if !unknown.is_empty() {
-            self.send_unknown_attributes(from, msg, &unknown, Some(&integrity));
+            self.send_unknown_attributes(from, msg, &unknown, Some(&integrity), now);
             return;
         }
         match self.dispatch(from, msg, auth, &integrity, now) {
             Ok(Answer::Respond(b)) => {
                 self.count_ok(method);
-                self.finish_and_send(from, b, Some(&integrity));
+                self.finish_and_send(from, b, Some(&integrity), now);
             }
             Ok(Answer::Deferred) => {}
-            Err(f) => self.send_error(from, msg, &f, Some(&integrity)),
+            Err(f) => self.send_error(from, msg, &f, Some(&integrity), now),
         }
+        // Authenticated requests are what add timer entries (and release allocations).
+        self.compact_timers();
     }
 
     /// Answers an Allocate retransmission from the stored response, even if the nonce has
@@ -269,16 +280,80 @@ impl<R: RngCore> Server<R> {
     }
 
     /// Answers a Binding request with the client's address. See RFC 8489 §3.
-    fn handle_binding(&mut self, from: FiveTuple, msg: &Message<'_>) {
+    /// A UDP source the residency policy refuses gets no answer: it cannot use the relay, and
+    /// the answer would only serve whoever forged that address.
+    fn handle_binding(&mut self, from: FiveTuple, msg: &Message<'_>, now: Now) {
+        if self.refused_udp_source(from).is_some() {
+            self.stats.drop(DropReason::RefusedSource);
+            return;
+        }
         let unknown = unknown_required(msg);
         if !unknown.is_empty() {
-            self.send_unknown_attributes(from, msg, &unknown, None);
+            self.send_unknown_attributes(from, msg, &unknown, None, now);
             return;
         }
         let mut b = self.response(msg, Class::Success);
         b.add_xor_address(attr::XOR_MAPPED_ADDRESS, from.client);
         self.count_ok(Method::BINDING);
-        self.finish_and_send(from, b, None);
+        self.finish_and_send(from, b, None, now);
+    }
+
+    /// Returns the refusing rule when `from` is a UDP client whose address the residency
+    /// policy refuses. Over TCP and TLS the connection was refused already
+    /// (`handle_connection_opened`).
+    fn refused_udp_source(&self, from: FiveTuple) -> Option<(Rule, Facts)> {
+        if from.transport != Transport::Udp {
+            return None;
+        }
+        match self.policy.check_client(from.client.ip()) {
+            Decision::Allow { .. } => None,
+            Decision::Deny { rule, facts } => Some((rule, facts)),
+        }
+    }
+
+    /// Answers an unauthenticated request from a refused source with the smallest correct
+    /// answer: a 403 whose reason phrase names the subject and the rule (what the user and the
+    /// operator need), without REALM, NONCE, PASSWORD-ALGORITHMS, SOFTWARE or FINGERPRINT, so
+    /// that the client cannot go on to authenticate; within the source's answer budget. Only
+    /// an answered refusal is counted and reported as [`Event::Denied`](super::Event), so
+    /// that a flood cannot flood the log and the evidence either.
+    fn refuse_unauthenticated(
+        &mut self,
+        from: FiveTuple,
+        msg: &Message<'_>,
+        rule: Rule,
+        facts: Facts,
+        now: Now,
+    ) {
+        let code = ErrorCode::FORBIDDEN;
+        self.count_failure(msg.method(), code);
+        let mut b = self.response(msg, Class::Error);
+        let reason = format!(
+            "{} address refused by rule {}",
+            Subject::Client.name(),
+            rule.id()
+        );
+        b.add_error_code(code.code(), &reason);
+        if !self.send_unauthenticated(from, b.finish(), now) {
+            return;
+        }
+        let stage = match msg.method() {
+            Method::ALLOCATE => Stage::Allocate {
+                transport: from.transport,
+                user: String::new(),
+            },
+            Method::REFRESH => Stage::Refresh,
+            Method::CREATE_PERMISSION => Stage::CreatePermission,
+            _ => Stage::ChannelBind,
+        };
+        self.deny(
+            (None, stage),
+            Subject::Client,
+            from.client.ip(),
+            rule,
+            facts,
+            now,
+        );
     }
 }
 

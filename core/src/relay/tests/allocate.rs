@@ -537,14 +537,22 @@ fn bind_failure_is_508_and_leaves_nothing_behind() {
 }
 
 #[test]
-fn denied_client_is_403_with_a_denied_event() {
+fn denied_client_is_403_without_a_nonce_and_with_a_denied_event() {
     let mut ts = TestServer::new();
-    let mut c = ts.client_as("127.0.9.1:40001", "alice");
+    let c = ts.client_as("127.0.9.1:40001", "alice");
 
-    let (r, cmds) = ts.call_cmds(&mut c, &Req::allocate());
+    // Unauthenticated: the smallest correct answer, no challenge to authenticate with.
+    let r = ts.unauthenticated(c.five_tuple, &Req::allocate());
 
     r.assert_error(403);
-    assert!(bind_requests(&cmds).is_empty());
+    assert_eq!(
+        r.error().map(|e| e.1),
+        Some("client address refused by rule clients.deny".to_owned())
+    );
+    assert_eq!(r.nonce(), None, "no NONCE: the client cannot authenticate");
+    for ty in [attr::REALM, attr::SOFTWARE, attr::FINGERPRINT] {
+        assert!(r.get(ty).is_none(), "no attribute {ty:#06x}");
+    }
     assert_eq!(ts.server.allocation_count(), 0);
     assert_eq!(
         ts.take_events(),
@@ -553,7 +561,7 @@ fn denied_client_is_403_with_a_denied_event() {
             at: ts.now.wall,
             stage: crate::relay::Stage::Allocate {
                 transport: Transport::Udp,
-                user: "alice".to_owned(),
+                user: String::new(),
             },
             subject: Subject::Client,
             addr: ip("127.0.9.1"),
@@ -644,4 +652,24 @@ fn total_limit_is_checked_before_the_source_quota() {
     ts.allocate(&mut a);
 
     ts.call(&mut b, &Req::allocate()).assert_error(508);
+}
+
+#[test]
+fn denied_client_with_a_nonce_from_before_gets_the_full_403() {
+    // Nonces are bound to the client's IP, so a refused client holds one only from before a
+    // policy reload refused it. Issue one directly.
+    let mut ts = TestServer::new();
+    let mut c = ts.client_as("127.0.9.1:40001", "alice");
+    c.nonce = Some(ts.server.auth.nonce(ip("127.0.9.1"), ts.now.wall));
+
+    let (r, cmds) = ts.call_cmds(&mut c, &Req::allocate());
+
+    r.assert_error(403);
+    assert!(r.msg().has_integrity(), "an authenticated answer");
+    assert!(bind_requests(&cmds).is_empty());
+    let events = ts.take_events();
+    assert!(
+        matches!(&events[..], [Event::Denied { stage: crate::relay::Stage::Allocate { user, .. }, .. }] if user == "alice"),
+        "{events:?}"
+    );
 }

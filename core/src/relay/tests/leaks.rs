@@ -55,3 +55,67 @@ fn failed_allocate_with_a_reservation_token_does_not_leak_the_reserved_port() {
     ts.allocate(&mut bob);
     ts.allocate(&mut carol);
 }
+
+/// Timer entries are not removed when their allocation ends; without compaction an allocation
+/// set up and released in a loop left one entry per allocation (and per permission and
+/// channel) for a whole lifetime: 190 MB after ten minutes of the soak (tests/soak/soak.sh).
+#[test]
+fn timer_entries_of_released_allocations_do_not_pile_up() {
+    let mut ts = TestServer::with_config(roomy_config());
+    let mut peak = 0;
+    for i in 0..12_000u16 {
+        let mut c = ts.client(20_000 + i);
+        ts.allocate(&mut c);
+        ts.permit(&mut c, &["127.0.2.1:9000"]);
+        if i % 4 == 0 {
+            ts.bind_channel(&mut c, 0x4000, "127.0.2.1:9000");
+        }
+        ts.call(&mut c, &Req::refresh().lifetime(0)).assert_ok();
+        peak = peak.max(ts.server.timers.len());
+    }
+    assert_eq!(ts.server.allocation_count(), 0);
+    // Without compaction: about 12,000 × 2.25 entries.
+    assert!(
+        peak <= 2 * crate::relay::table::Timers::MIN_COMPACTION,
+        "{peak} timer entries for no live allocation"
+    );
+}
+
+/// Compaction drops only entries that can do nothing: every live allocation, permission and
+/// channel still expires on time, however often it was refreshed in between.
+#[test]
+fn compaction_keeps_every_live_deadline() {
+    let mut ts = TestServer::with_config(roomy_config());
+    let mut live = Vec::new();
+    for port in 40_001..40_006u16 {
+        let mut c = ts.client(port);
+        ts.allocate(&mut c);
+        ts.permit(&mut c, &["127.0.2.1:9000"]);
+        ts.bind_channel(&mut c, 0x4000, "127.0.2.2:9000");
+        live.push(c);
+    }
+    // Refreshes leave superseded entries; churn forces several compactions meanwhile.
+    for round in 0..3u16 {
+        for c in &mut live {
+            ts.call(c, &Req::refresh()).assert_ok();
+            ts.permit(c, &["127.0.2.1:9000"]);
+        }
+        for i in 0..3_000u16 {
+            let mut c = ts.client(20_000 + round * 3_000 + i);
+            ts.allocate(&mut c);
+            ts.call(&mut c, &Req::refresh().lifetime(0)).assert_ok();
+        }
+        ts.advance(secs(60));
+    }
+    assert_eq!(ts.server.allocation_count(), live.len());
+    // The channels (10 min from their bind) and permissions (5 min from the last refresh) run
+    // out: relaying to those peers stops.
+    ts.advance(secs(301));
+    for c in &live {
+        let data = [0x40, 0x00, 0x00, 0x04, 1, 2, 3, 4];
+        assert!(ts.client_input(c, &data).is_none(), "channel still bound");
+    }
+    // The allocations (10 min from the last refresh) expire.
+    ts.advance(secs(600));
+    assert_eq!(ts.server.allocation_count(), 0);
+}

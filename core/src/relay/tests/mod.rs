@@ -17,8 +17,9 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::{
-    BindResult, BindToken, Command, EndReason, Event, FiveTuple, KernelPath, Limits, Now,
-    PEER_HEADROOM, PEER_TAILROOM, PeerTransmit, Server, ServerConfig, TrafficCounters, Transport,
+    AnswerLimit, BindResult, BindToken, Command, EndReason, Event, FiveTuple, KernelPath, Limits,
+    Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit, Server, ServerConfig, TrafficCounters,
+    Transport,
 };
 use crate::credentials::Secrets;
 use crate::host::RelayAddresses;
@@ -30,6 +31,7 @@ use crate::stun::{
 };
 
 mod allocate;
+mod amplification;
 mod auth;
 mod binding;
 mod channels;
@@ -101,6 +103,7 @@ fn config() -> ServerConfig {
         nonce_lifetime: secs(600),
         max_credential_ttl: secs(86_400),
         alternate_servers: Vec::new(),
+        answer_limit: AnswerLimit::OFF,
     }
 }
 
