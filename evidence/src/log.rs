@@ -146,8 +146,8 @@ struct Pending {
     seq: u64,
     time: Timestamp,
     prev: Digest,
+    /// The record's hash: its RFC 9162 leaf hash, which is also the next record's `prev`.
     hash: Digest,
-    leaf: Digest,
 }
 
 struct OpenSegment {
@@ -267,8 +267,8 @@ impl Log {
             return Err(Error::Invalid(format!("record does not serialise: {e}")));
         }
         let line = &self.pending[start..];
-        let hash = Digest::of(line);
-        let leaf = leaf_hash(line);
+        // The record's hash is its RFC 9162 leaf hash: one SHA-256 serves the chain and the tree.
+        let hash = leaf_hash(line);
         self.pending.push(b'\n');
         self.pending_meta.push_back(Pending {
             end: self.pending.len(),
@@ -276,7 +276,6 @@ impl Log {
             time: record.time,
             prev: record.prev,
             hash,
-            leaf,
         });
         self.head = hash;
         self.next_seq += 1;
@@ -657,8 +656,9 @@ impl Log {
             seg.count += 1;
             seg.last_seq = record.seq;
             seg.last_time = record.time;
-            seg.head = Digest::of(body);
-            seg.merkle.push(leaf_hash(body));
+            let leaf = leaf_hash(body);
+            seg.head = leaf;
+            seg.merkle.push(leaf);
             seg.bytes += n as u64;
         }
         Ok((seg, file_len))
@@ -744,7 +744,7 @@ impl Log {
             cur.last_seq = front.seq;
             cur.last_time = front.time;
             cur.head = front.hash;
-            cur.merkle.push(front.leaf);
+            cur.merkle.push(front.hash);
             cur.bytes += (front.end - line_start) as u64;
             line_start = front.end;
             self.pending_meta.pop_front();
@@ -926,7 +926,7 @@ mod tests {
         assert_eq!(seqs, (1..=8).collect::<Vec<_>>());
         for pair in records.windows(2) {
             let line = serde_json::to_vec(&pair[0]).unwrap();
-            assert_eq!(pair[1].prev, Digest::of(&line));
+            assert_eq!(pair[1].prev, leaf_hash(&line));
         }
     }
 
