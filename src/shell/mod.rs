@@ -275,10 +275,15 @@ fn load_offload(config: &Config) -> anyhow::Result<Option<Arc<offload::KernelMap
             tracing::info!(target: "eeaturn::offload", interfaces = ?maps.interfaces(), "kernel fast path on: ChannelData over UDP/IPv4 relayed by XDP (generic mode)");
             Ok(Some(maps))
         }
-        Err(e) if config.sockets.offload == Offload::Required => Err(anyhow::Error::new(e)
-            .context("relay.offload = \"required\": the kernel fast path is not available (set \"auto\" to relay in user space instead)")),
+        Err(e) if config.sockets.offload == Offload::Required => {
+            let fix = e.fix();
+            Err(anyhow::Error::new(e).context(format!(
+                "relay.offload = \"required\": the kernel fast path is not available (fix: {fix}; or set relay.offload = \"auto\" to relay in user space instead)"
+            )))
+        }
         Err(e) => {
-            tracing::info!(target: "eeaturn::offload", reason = %e, "kernel fast path unavailable (relay.offload = \"auto\"): relaying in user space");
+            // The one line about it: the relay carries on in user space, as it does with "off".
+            tracing::info!(target: "eeaturn::offload", cause = %e, fix = e.fix(), "kernel fast path unavailable (relay.offload = \"auto\"): relaying in user space");
             Ok(None)
         }
     }

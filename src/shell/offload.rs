@@ -32,15 +32,32 @@ type ToClient = HashMap<MapData, [u8; 12], [u8; 20]>;
 /// `counters`: four `u64` in host order per slot.
 type Counters = Array<MapData, [u8; 32]>;
 
-/// Why the kernel fast path is not available.
+/// Why the kernel fast path is not available. Each variant says the cause in its message and
+/// the fix in [`OffloadError::fix`], so that one log line (or the refusal to start under
+/// `"required"`) tells the operator both.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum OffloadError {
-    /// The object did not load (no privileges, no BPF, verifier refusal).
-    #[error("cannot load the XDP program (needs root or CAP_BPF and CAP_NET_ADMIN): {0}")]
-    Load(String),
+    /// The process lacks the capabilities to load and attach the program.
+    #[error("the relay runs without {missing} (loading and attaching an XDP program needs them)")]
+    Privileges {
+        /// The missing capabilities, e.g. `CAP_BPF CAP_NET_ADMIN`.
+        missing: String,
+    },
+    /// The network interfaces could not be listed (netlink).
+    #[error("cannot list the network interfaces: {0}")]
+    Interfaces(String),
     /// No interface carries the relay's IPv4 address.
     #[error("no network interface holds relay address {0}")]
     NoInterface(IpAddr),
+    /// An address is on an interface where `XDP_TX` would be wrong.
+    #[error(
+        "{0} is not a loopback interface, and this version of the fast path relays on loopback \
+         only (it sends a packet back out of the interface it came in on)"
+    )]
+    NotLoopback(String),
+    /// The object did not load (no BPF in the kernel, verifier refusal).
+    #[error("cannot load the XDP program: {0}")]
+    Load(String),
     /// The program did not attach.
     #[error(
         "cannot attach the XDP program to {interface} (only one can be attached in generic \
@@ -55,6 +72,37 @@ pub(crate) enum OffloadError {
     /// Offload needs an IPv4 relay address.
     #[error("the kernel fast path relays IPv4 only and relay.addresses has no IPv4 address")]
     NoIpv4,
+}
+
+impl OffloadError {
+    /// What the operator can do about it, in a few words.
+    pub(crate) fn fix(&self) -> &'static str {
+        match self {
+            Self::Privileges { .. } => {
+                "run as root or grant CAP_BPF and CAP_NET_ADMIN (systemd: the offload drop-in in \
+                 docs/operations.md), or set relay.offload = \"off\""
+            }
+            Self::Interfaces(_) => {
+                "allow netlink sockets (systemd: RestrictAddressFamilies=AF_NETLINK, in the \
+                 offload drop-in of docs/operations.md), or set relay.offload = \"off\""
+            }
+            Self::NoInterface(_) | Self::NoIpv4 => {
+                "give relay.addresses an IPv4 address of this host, or set relay.offload = \"off\""
+            }
+            Self::NotLoopback(_) => {
+                "none yet (real interfaces need a redirecting program, see \
+                 docs/design/kernel-fast-path.md); set relay.offload = \"off\" to silence this"
+            }
+            Self::Load(_) => {
+                "a kernel with BPF and BTF (Linux 5.8 or later) and CAP_BPF + CAP_NET_ADMIN, or \
+                 set relay.offload = \"off\""
+            }
+            Self::Attach { .. } => {
+                "detach the other XDP program (`ip link set dev IFACE xdp off`) or stop the other \
+                 relay, or set relay.offload = \"off\" on this one"
+            }
+        }
+    }
 }
 
 /// The loaded program and its maps, shared by the workers.
@@ -83,7 +131,10 @@ impl KernelMaps {
     /// # Errors
     ///
     /// Returns why the kernel fast path is not available.
+    /// The checks that need no BPF come first (capabilities, interfaces), so that a relay
+    /// that cannot offload finds out without touching the kernel's BPF subsystem.
     pub(crate) fn load(addrs: &[IpAddr]) -> Result<Arc<Self>, OffloadError> {
+        check_capabilities()?;
         let interfaces = interfaces_of(addrs)?;
         let mut ebpf = Ebpf::load(aya::include_bytes_aligned!("../../bpf/relay.bpf.o"))
             .map_err(|e| OffloadError::Load(with_sources(&e)))?;
@@ -331,11 +382,49 @@ fn take<M>(
     convert(map).map_err(|e| OffloadError::Load(format!("map {name}: {e}")))
 }
 
-/// The names of the interfaces holding `addrs` (by address or, for loopback, by prefix).
+/// `CAP_BPF` (bit 39; before Linux 5.8 `CAP_SYS_ADMIN`, bit 21, covered it) and
+/// `CAP_NET_ADMIN` (bit 12), as capabilities(7) numbers them.
+const CAP_NET_ADMIN: u32 = 12;
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_BPF: u32 = 39;
+
+/// Fails when the process's effective capabilities (`CapEff` in `/proc/self/status`) lack
+/// what loading and attaching the program takes. Without `/proc` the check is left to the
+/// kernel (the load fails with its own error).
+fn check_capabilities() -> Result<(), OffloadError> {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Ok(());
+    };
+    let Some(effective) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+    else {
+        return Ok(());
+    };
+    missing_capabilities(effective)
+        .map_or(Ok(()), |missing| Err(OffloadError::Privileges { missing }))
+}
+
+/// The capabilities missing from the set `effective`, by name, or `None`.
+fn missing_capabilities(effective: u64) -> Option<String> {
+    let has = |bit: u32| effective & (1 << bit) != 0;
+    let mut missing = Vec::new();
+    if !has(CAP_BPF) && !has(CAP_SYS_ADMIN) {
+        missing.push("CAP_BPF");
+    }
+    if !has(CAP_NET_ADMIN) {
+        missing.push("CAP_NET_ADMIN");
+    }
+    (!missing.is_empty()).then(|| missing.join(" and "))
+}
+
+/// The names of the interfaces holding `addrs` (by address or, for loopback, by prefix); each
+/// must be a loopback interface, the only kind where the program's `XDP_TX` is right.
 fn interfaces_of(addrs: &[IpAddr]) -> Result<Vec<String>, OffloadError> {
     let mut names: Vec<String> = Vec::new();
     let ifaddrs: Vec<_> = nix::ifaddrs::getifaddrs()
-        .map_err(|e| OffloadError::Load(format!("listing interfaces: {e}")))?
+        .map_err(|e| OffloadError::Interfaces(e.to_string()))?
         .collect();
     for &addr in addrs {
         let IpAddr::V4(want) = addr else { continue };
@@ -347,6 +436,14 @@ fn interfaces_of(addrs: &[IpAddr]) -> Result<Vec<String>, OffloadError> {
             (on_link || (want.is_loopback() && same_net)).then(|| i.interface_name.clone())
         });
         let name = found.ok_or(OffloadError::NoInterface(addr))?;
+        let loopback = ifaddrs.iter().any(|i| {
+            i.interface_name == name
+                && i.flags
+                    .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
+        });
+        if !loopback {
+            return Err(OffloadError::NotLoopback(name));
+        }
         if !names.contains(&name) {
             names.push(name);
         }
@@ -410,6 +507,37 @@ mod tests {
             peer: "[::1]:6000".parse().unwrap(),
         };
         assert!(Keys::of(&path).is_none());
+    }
+
+    #[test]
+    fn capabilities_are_read_from_the_effective_set() {
+        // Root's full set, a plain user's empty one, and a unit granting exactly the two.
+        assert_eq!(missing_capabilities(0x1ff_ffff_ffff), None);
+        assert_eq!(
+            missing_capabilities(0).as_deref(),
+            Some("CAP_BPF and CAP_NET_ADMIN")
+        );
+        assert_eq!(missing_capabilities((1 << 39) | (1 << 12)), None);
+        assert_eq!(
+            missing_capabilities(1 << 39).as_deref(),
+            Some("CAP_NET_ADMIN")
+        );
+        // CAP_SYS_ADMIN stands in for CAP_BPF (kernels before 5.8).
+        assert_eq!(missing_capabilities((1 << 21) | (1 << 12)), None);
+    }
+
+    #[test]
+    fn every_cause_names_a_fix() {
+        let e = OffloadError::Privileges {
+            missing: "CAP_BPF".to_owned(),
+        };
+        assert!(e.to_string().contains("CAP_BPF"));
+        assert!(e.fix().contains("relay.offload = \"off\""));
+        assert!(
+            OffloadError::NotLoopback("eth0".to_owned())
+                .to_string()
+                .contains("eth0")
+        );
     }
 
     #[test]
