@@ -1,6 +1,8 @@
 //! The kernel fast path (`relay.offload`) end to end: a relay with `offload = "required"`
 //! relays ChannelData over loopback through its XDP program both ways, the kernel's counters
-//! come back into the relay's, and Refresh 0 takes the path out of the kernel.
+//! come back into the relay's, and Refresh 0 takes the path out of the kernel. A second relay
+//! on the same `lo` falls back to user space under `"auto"` and refuses to start under
+//! `"required"`.
 //!
 //! It runs in a network namespace of its own (its own `lo`, where the program is attached in
 //! generic mode), so no other process's loopback traffic meets the program, and nothing leaves
@@ -64,8 +66,52 @@ async fn scenario() -> Result<(), String> {
             return Err(e);
         }
     };
+    // A second relay on the same lo: only one generic XDP program fits an interface, so with
+    // "auto" it starts and relays in user space, and with "required" it refuses to start,
+    // naming the attach. The first relay's program passes the second's traffic untouched.
+    let second = try_start_server_with_relay_keys("offload = \"auto\"\n")
+        .await
+        .expect("a second relay with offload = \"auto\" starts");
+    let third = try_start_server_with_relay_keys("offload = \"required\"\n").await;
+    let Err(e) = third else {
+        panic!("a third relay with offload = \"required\" started on a taken lo");
+    };
+    assert!(format!("{e:#}").contains("cannot attach"), "{e:#}");
+    relay_in_user_space(second).await;
     relay_through_the_kernel(server).await;
     Ok(())
+}
+
+/// A relay whose fast path is unavailable relays the same ChannelData in user space.
+async fn relay_in_user_space(server: TestServer) {
+    let peer = Peer::bind("127.0.2.2").await;
+    let mut client = server.client("127.0.1.2", "bob").await;
+    let relayed = client.allocate().await.expect("Allocate").relayed();
+    client
+        .channel_bind(0x4002, peer.addr())
+        .await
+        .expect("ChannelBind");
+    for i in 0..5 {
+        let payload = payload(i);
+        client.send_channel_data(0x4002, &payload).await;
+        assert_eq!(peer.recv().await, (payload.clone(), relayed));
+        peer.send_to(&payload, relayed).await;
+        assert_eq!(
+            client.recv_relayed().await,
+            Relayed::Channel {
+                channel: 0x4002,
+                data: payload
+            }
+        );
+    }
+    let stats = server.stop().await;
+    assert_eq!((stats.packets_to_peer, stats.packets_to_client), (5, 5));
+    let k = stats.relayed_in_kernel;
+    assert_eq!(
+        (k.packets_to_peer, k.packets_to_client),
+        (0, 0),
+        "the relay without the fast path relayed nothing in the kernel"
+    );
 }
 
 async fn relay_through_the_kernel(server: TestServer) {

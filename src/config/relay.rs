@@ -47,10 +47,10 @@ pub struct RawRelay {
 #[serde(rename_all = "lowercase")]
 pub enum Offload {
     /// Relay in user space only.
-    #[default]
     Off,
     /// Relay in the kernel where it can be loaded; otherwise log why once and relay in user
-    /// space.
+    /// space. The default.
+    #[default]
     Auto,
     /// Relay in the kernel or refuse to start.
     Required,

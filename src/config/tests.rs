@@ -836,8 +836,8 @@ fn api_keys_come_from_a_keys_file_too() {
 }
 
 #[test]
-fn relay_offload_is_off_unless_asked_for() {
-    assert_eq!(parse(MINIMAL).unwrap().sockets.offload, Offload::Off);
+fn relay_offload_is_auto_unless_set() {
+    assert_eq!(parse(MINIMAL).unwrap().sockets.offload, Offload::Auto);
     for (value, want) in [
         ("off", Offload::Off),
         ("auto", Offload::Auto),

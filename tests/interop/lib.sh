@@ -239,7 +239,7 @@ secret_file = "$dir/secret"
 [relay]
 addresses = ["127.0.0.1", "::1"]
 port_range = "$range"
-${SERVER_RELAY_EXTRA:-}
+${SERVER_RELAY_EXTRA:-offload = "off"}
 
 [geo]
 country_db = "$REPO_ROOT/geo/testdata/world-country.mmdb"
