@@ -283,7 +283,7 @@ fn load_offload(config: &Config) -> anyhow::Result<Option<Arc<offload::KernelMap
         }
         Err(e) => {
             // The one line about it: the relay carries on in user space, as it does with "off".
-            tracing::info!(target: "eeaturn::offload", cause = %e, fix = e.fix(), "kernel fast path unavailable (relay.offload = \"auto\"): relaying in user space");
+            tracing::info!(target: "eeaturn::offload", cause = %e, fix = %e.fix(), "kernel fast path unavailable (relay.offload = \"auto\"): relaying in user space");
             Ok(None)
         }
     }
