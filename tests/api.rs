@@ -1063,10 +1063,8 @@ async fn status_tells_the_chain_head_checkpoint_admission_and_retention() {
     let last_line = last_record_line(ev.path());
     assert_eq!(
         status["head"]["hash"].as_str().unwrap(),
-        hex::encode(ring::digest::digest(
-            &ring::digest::SHA256,
-            last_line.as_bytes()
-        )),
+        // A record's hash is its RFC 9162 leaf hash (docs/evidence-format.md).
+        eeaturn_evidence::merkle::leaf_hash(last_line.as_bytes()).to_hex(),
         "the head is the hash of the last line written: {status}"
     );
     assert!(status["last_checkpoint"].is_string(), "{status}");
