@@ -1063,9 +1063,8 @@ async fn status_tells_the_chain_head_checkpoint_admission_and_retention() {
     let last_line = last_record_line(ev.path());
     assert_eq!(
         status["head"]["hash"].as_str().unwrap(),
-        // A record's hash is its RFC 9162 leaf hash (docs/evidence-format.md).
         eeaturn_evidence::merkle::leaf_hash(last_line.as_bytes()).to_hex(),
-        "the head is the hash of the last line written: {status}"
+        "the head is the hash (SHA-256(0x00 || line)) of the last line written: {status}"
     );
     assert!(status["last_checkpoint"].is_string(), "{status}");
     assert_eq!(status["admission_closed"], false);
@@ -1150,6 +1149,104 @@ async fn an_export_unpacked_passes_evidence_verify_offline() {
     tar::Archive::new(&part[..]).unpack(out.path()).unwrap();
     verify_offline(out.path(), &["--from", &from, "--to", "2099-12-31"]);
     s.stop().await;
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_the_report_and_export_trust_the_previous_public_keys() {
+    let ev = tempfile::tempdir().unwrap();
+    let keys = tempfile::tempdir().unwrap();
+    let (old_key, old_pub) = (keys.path().join("old.key"), keys.path().join("old.pub"));
+    let (der, public) = eeaturn_evidence::sign::keygen().unwrap();
+    eeaturn_evidence::sign::write_key_files(&old_key, &old_pub, &der, &public).unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let with = |key: &std::path::Path, extra: &str| {
+        format!(
+            "{}\n[evidence]\nenabled = true\ndirectory = \"{}\"\nsigning_key_file = \"{}\"\n\
+             node_id = \"api-node\"\nfsync = \"always\"\ncheckpoint_interval = \"1s\"\n{extra}\n",
+            relay_toml("listen = \"https://127.0.0.1:0\"", GENEROUS_LIMIT),
+            ev.path().display(),
+            key.display()
+        )
+    };
+    // A run signed with the old key, then the rotation to the development key.
+    let s = start_toml(with(&old_key, "")).await;
+    allocate_de_to_fr(&s).await;
+    s.stop().await;
+    let dev_key = std::path::Path::new(root).join("config/dev-evidence.key");
+    let period = "from=2020-01-01&to=2099-12-31";
+
+    // Without the old public key, the report cannot trust the first run's manifest.
+    let s = start_toml(with(&dev_key, "")).await;
+    let r = s
+        .evidence(&format!("/v1/evidence/report?{period}&format=json"))
+        .await;
+    assert_eq!(r.json()["summary"]["verified"], false, "{}", r.body);
+    s.stop().await;
+
+    let s = start_toml(with(
+        &dev_key,
+        &format!("previous_public_keys = [\"{}\"]", old_pub.display()),
+    ))
+    .await;
+    allocate_de_to_fr(&s).await;
+    wait_for_record(ev.path(), "allocation-ended").await;
+    let r = s
+        .evidence(&format!("/v1/evidence/report?{period}&format=json"))
+        .await;
+    let report = r.json();
+    assert_eq!(report["summary"]["verified"], true, "{report}");
+    let previous = format!(
+        "api-node.previous-{}.pub",
+        &public.fingerprint().to_hex()[..12]
+    );
+    let html = s.evidence(&format!("/v1/evidence/report?{period}")).await;
+    assert!(
+        html.body
+            .contains(&format!("--trust api-node.pub --trust {previous}")),
+        "the verify box names both keys"
+    );
+
+    // The export holds both public keys and verifies offline with both.
+    let whole = s.export(period).await;
+    let names = tar_names(&whole);
+    assert!(names.contains(&previous), "{names:?}");
+    let out = tempfile::tempdir().unwrap();
+    tar::Archive::new(&whole[..]).unpack(out.path()).unwrap();
+    let verify = std::process::Command::new(env!("CARGO_BIN_EXE_eeaturn"))
+        .current_dir(out.path())
+        .args([
+            "evidence",
+            "verify",
+            "api-node",
+            "--trust",
+            "api-node.pub",
+            "--trust",
+        ])
+        .arg(&previous)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stdout)
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_previous_public_key_that_does_not_parse_is_a_config_error_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("secret"), format!("{}\n", common::SECRET)).unwrap();
+    std::fs::write(dir.path().join("old.pub"), "not a key\n").unwrap();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let toml = format!(
+        "{}\n[evidence]\nenabled = true\nsigning_key_file = \"{root}/config/dev-evidence.key\"\n\
+         previous_public_keys = [\"old.pub\"]\n",
+        relay_toml("listen = \"https://127.0.0.1:0\"", GENEROUS_LIMIT),
+    );
+    let err = Config::parse(&toml, dir.path()).unwrap_err().to_string();
+    assert!(err.contains("evidence.previous_public_keys"), "{err}");
+    assert!(err.contains("old.pub"), "{err}");
 }
 
 /// Runs `eeaturn evidence verify api-node --trust api-node.pub ARGS` in `dir`; it must pass.

@@ -34,7 +34,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use common::{Peer, SECRET, TurnClient, issue_credential, wall_now};
-use eeaturn_evidence::digest::Digest;
+use eeaturn_evidence::merkle::leaf_hash;
 use eeaturn_evidence::record::{Body, Record};
 
 const BIN: &str = env!("CARGO_BIN_EXE_eeaturn");
@@ -174,7 +174,7 @@ async fn sigkill_under_load_keeps_every_written_record_and_the_chain_resumes() {
             };
             let (last_line, last) = lines.last().unwrap();
             assert_eq!(resumed.last_seq, last.seq, "run {}", i + 1);
-            assert_eq!(resumed.last_head, Digest::of(last_line), "run {}", i + 1);
+            assert_eq!(resumed.last_head, leaf_hash(last_line), "run {}", i + 1);
             assert_eq!(next[1].1.body.kind(), "node-started");
         } else {
             assert_eq!(recs.last().unwrap().body.kind(), "node-stopped");

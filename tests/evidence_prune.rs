@@ -24,6 +24,7 @@ use eeaturn_evidence::record::{
     AllocationCreated, AllocationEnded, Body, FactSource, Traffic, Transport,
 };
 use eeaturn_evidence::sign::Signer;
+use eeaturn_evidence::time::Timestamp;
 
 const BIN: &str = env!("CARGO_BIN_EXE_eeaturn");
 /// 2026-12-06T00:00:00Z.
@@ -131,6 +132,62 @@ fn a_second_relay_on_the_same_directory_fails_at_start() {
     assert!(
         err.contains("must never share an evidence directory"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_starting_relay_prunes_by_retention_at_once() {
+    let n = Node::new("retention = \"1d\"");
+    // A run three days ago and one an hour ago, written with the relay's own key and node id.
+    let now = SystemTime::now();
+    let old_start = now - Duration::from_secs(3 * 86_400);
+    n.write_run(old_start, 2);
+    n.write_run(now - Duration::from_secs(3600), 1);
+    let old_day = Timestamp::from_system_time(old_start).day();
+    let old_key = n.dir.join(format!("keys/{old_day}.key"));
+    assert!(old_key.exists());
+    let old_stamp = old_day.replace('-', "");
+    let stamped_old =
+        |files: &[String]| files.iter().any(|f| f.contains(&format!("-{old_stamp}T")));
+    assert!(stamped_old(&n.segment_files()), "{:?}", n.segment_files());
+
+    let mut relay = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&n.config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Not an hour later: the writer prunes as soon as it starts.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while stamped_old(&n.segment_files()) || old_key.exists() {
+        if let Some(s) = relay.try_wait().unwrap() {
+            panic!("the relay exited: {s}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old segments are still there: {:?}",
+            n.segment_files()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-TERM", &relay.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(relay.wait().unwrap().success());
+
+    let verify = Command::new(BIN)
+        .args(["evidence", "verify", "--trust"])
+        .arg(root().join("config/dev-evidence.pub"))
+        .arg(&n.dir)
+        .output()
+        .unwrap();
+    let report = stdout(&verify);
+    assert!(verify.status.success(), "{report}");
+    assert!(
+        report.contains("pruned by retention up to seq "),
+        "{report}"
     );
 }
 

@@ -830,3 +830,32 @@ async fn the_per_source_quota_answers_486_whatever_the_user() {
     let stats = server.stop().await;
     assert_eq!(stats.allocations_created, 4);
 }
+
+#[tokio::test]
+async fn a_second_relay_on_the_same_udp_port_fails_to_start() {
+    // Both with several workers, so both would bind with SO_REUSEPORT.
+    let first = start_server_with_workers(2, None, "").await;
+    let (dir, path) = common::write_config_dir("");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen("[server]\n", "[server]\nworkers = 2\n", 1)
+        .replacen(
+            r#"listen = ["udp://127.0.0.1:0", "udp://[::1]:0"]"#,
+            &format!(r#"listen = ["udp://{}"]"#, first.v4),
+            1,
+        );
+    let config = eeaturn::config::Config::parse(&text, dir.path()).unwrap();
+    let err = match eeaturn::shell::start(config).await {
+        Ok(_) => panic!("a second relay started on {}", first.v4),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains(&first.v4.to_string()), "{err}");
+    assert!(err.contains("already in use"), "{err}");
+    // The first relay still answers on its port.
+    let mut client = first.client("127.0.1.1", "alice").await;
+    client
+        .allocate()
+        .await
+        .expect("the first relay still serves");
+    first.stop().await;
+}

@@ -48,6 +48,9 @@ pub struct EvidenceSource {
     pub(crate) retention: Duration,
     /// The public half of the signing key the relay holds.
     pub(crate) public_key: PublicKey,
+    /// The node's earlier public keys (`evidence.previous_public_keys`): evidence signed
+    /// before a key rotation is still trusted, and exported with its key.
+    pub(crate) previous_public_keys: Vec<PublicKey>,
     pub(crate) status: Arc<Status>,
 }
 
@@ -255,11 +258,13 @@ fn build_report(
         generated_at: Timestamp::from_system_time(now_wall()),
         list_limit: LIST_LIMIT,
         dirs_shown: vec![node.clone()],
-        trust_shown: vec![format!("{node}.pub")],
+        trust_shown: trust_files(&node, src),
         assumed_regions: vec!["EEA".to_owned()],
     };
     let trust = VerifyOptions {
-        trust: vec![src.public_key],
+        trust: std::iter::once(src.public_key)
+            .chain(src.previous_public_keys.iter().copied())
+            .collect(),
         ..VerifyOptions::default()
     };
     let r = report::build(
@@ -311,12 +316,11 @@ fn write_export(
         h.set_entry_type(tar::EntryType::Regular);
         h
     };
-    let key = src.public_key.to_text();
-    tar.append_data(
-        &mut header(key.len() as u64),
-        format!("{node}.pub"),
-        key.as_bytes(),
-    )?;
+    let keys = std::iter::once(src.public_key).chain(src.previous_public_keys.iter().copied());
+    for (name, key) in trust_files(&node, src).into_iter().zip(keys) {
+        let text = key.to_text();
+        tar.append_data(&mut header(text.len() as u64), name, text.as_bytes())?;
+    }
     export::export_files(&src.directory, from, to, &mut |f| {
         let path = format!("{node}/{}", f.name);
         match f.content {
@@ -328,6 +332,18 @@ fn write_export(
     })
     .map_err(io::Error::other)?;
     tar.into_inner()?.finish()
+}
+
+/// The names of the public key files an export holds and a report's "verify yourself" command
+/// passes with `--trust`: `<node>.pub` for the current key, then
+/// `<node>.previous-<first 12 hex digits of the fingerprint>.pub` for each earlier one.
+fn trust_files(node: &str, src: &EvidenceSource) -> Vec<String> {
+    std::iter::once(format!("{node}.pub"))
+        .chain(src.previous_public_keys.iter().map(|k| {
+            let hex = k.fingerprint().to_hex();
+            format!("{node}.previous-{}.pub", &hex[..12])
+        }))
+        .collect()
 }
 
 /// The query parameters of an evidence request, each at most once.

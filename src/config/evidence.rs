@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use eeaturn_evidence::pseudonym::AddressMode;
+use eeaturn_evidence::sign::PublicKey;
 
 use super::{Error, duration, invalid};
 
@@ -75,6 +76,10 @@ pub struct RawEvidence {
         deserialize_with = "super::relay::deserialize_size"
     )]
     pub memory_limit: usize,
+    /// Public key files of signing keys this node used before a rotation; relative to the
+    /// config file. The API's evidence report trusts them besides the current key.
+    #[serde(default)]
+    pub previous_public_keys: Vec<String>,
 }
 
 impl Default for RawEvidence {
@@ -93,6 +98,7 @@ impl Default for RawEvidence {
             fsync: Fsync::default(),
             queue_capacity: default_queue_capacity(),
             memory_limit: default_memory_limit(),
+            previous_public_keys: Vec::new(),
         }
     }
 }
@@ -157,6 +163,9 @@ pub struct EvidenceConfig {
     pub queue_capacity: usize,
     /// Bytes of records held in memory while writing fails.
     pub memory_limit: usize,
+    /// The public keys of this node's earlier signing keys (`previous_public_keys`), read
+    /// and checked when the configuration is loaded.
+    pub previous_public_keys: Vec<PublicKey>,
 }
 
 /// Validates `[evidence]`: `None` when it is off. Paths resolve against `base`.
@@ -239,6 +248,23 @@ pub(super) fn validate(raw: &RawEvidence, base: &Path) -> Result<Option<Evidence
     if raw.memory_limit < 64 << 10 {
         return Err(invalid("evidence.memory_limit", "must be at least 64KiB"));
     }
+    let mut previous_public_keys = Vec::new();
+    for f in &raw.previous_public_keys {
+        let path = base.join(f.trim());
+        let key = PublicKey::from_file(&path).map_err(|e| {
+            invalid(
+                "evidence.previous_public_keys",
+                format!(
+                    "{}: {e} (list the `.pub` files that `eeaturn evidence keygen` wrote for \
+                     this node's earlier keys)",
+                    path.display()
+                ),
+            )
+        })?;
+        if !previous_public_keys.contains(&key) {
+            previous_public_keys.push(key);
+        }
+    }
     Ok(Some(EvidenceConfig {
         directory: base.join(raw.directory.trim()),
         signing_key_file,
@@ -252,6 +278,7 @@ pub(super) fn validate(raw: &RawEvidence, base: &Path) -> Result<Option<Evidence
         fsync: raw.fsync,
         queue_capacity: raw.queue_capacity,
         memory_limit: raw.memory_limit,
+        previous_public_keys,
     }))
 }
 

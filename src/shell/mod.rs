@@ -170,6 +170,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     site: ev.site.clone(),
                     retention: ev.retention,
                     public_key: w.public_key,
+                    previous_public_keys: ev
+                        .previous_public_keys
+                        .iter()
+                        .filter(|k| **k != w.public_key)
+                        .copied()
+                        .collect(),
                     status: w.status.clone(),
                 });
             let api = crate::api::Api::start(a, config.tls.as_ref(), secrets, source).await?;
@@ -226,6 +232,9 @@ fn bind_udp_listeners(
         .iter()
         .filter(|l| l.transport == ListenTransport::Udp)
     {
+        if n > 1 && l.addr.port() != 0 {
+            refuse_shared_port(l.addr).with_context(|| format!("binding listener {l}"))?;
+        }
         let first = bind_udp(l.addr, config.sockets.buffer, n > 1)
             .with_context(|| format!("binding listener {l}"))?;
         let local = first.local_addr()?;
@@ -286,6 +295,26 @@ fn load_offload(config: &Config) -> anyhow::Result<Option<Arc<offload::KernelMap
             tracing::info!(target: "eeaturn::offload", cause = %e, fix = %e.fix(), "kernel fast path unavailable (relay.offload = \"auto\"): relaying in user space");
             Ok(None)
         }
+    }
+}
+
+/// Fails when another socket already holds `addr`. The workers' sockets share their port
+/// with `SO_REUSEPORT`, which would as happily share it with a second process of the same
+/// user (a second relay started by hand, a test left running): the kernel would then spread
+/// clients over both and each would refuse the other's allocations. A probe bound without
+/// `SO_REUSEPORT` fails with `EADDRINUSE` when anything holds the address, and is released
+/// before the workers bind.
+fn refuse_shared_port(addr: SocketAddr) -> anyhow::Result<()> {
+    match bind_udp(addr, 0, false) {
+        Ok(probe) => {
+            drop(probe);
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(anyhow::anyhow!(
+            "{addr} is already in use by another socket (another eeaturn, or another \
+             server, on this port?); stop it or change server.listen"
+        )),
+        Err(e) => Err(e.into()),
     }
 }
 

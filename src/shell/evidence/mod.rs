@@ -4,7 +4,7 @@
 //! does not fit stays in the worker's own bounded buffer and is retried at its next loop
 //! turn. The writer maps events to records ([`records`]), appends them, flushes per batch
 //! (fsync per `evidence.fsync`), checkpoints every `evidence.checkpoint_interval`, rolls
-//! segments on time, and prunes hourly. It must not decide anything about TURN and must not
+//! segments on time, and prunes at start and hourly. It must not decide anything about TURN and must not
 //! drop a record: when writing fails it closes admission everywhere ([`Status`]), keeps the
 //! records in memory up to `evidence.memory_limit` and writes them once it can (then admission
 //! reopens); beyond that bound it asks every worker to end its allocations with
@@ -396,6 +396,9 @@ impl Thread {
         let mut next_checkpoint = start.mono + self.cfg.checkpoint_interval;
         let mut next_prune = start.mono + PRUNE_EVERY;
         self.checkpoint();
+        // Prune at start as well as hourly: a relay restarted more often than hourly (a crash
+        // loop, frequent rolling upgrades) must still delete on time.
+        self.prune();
         // Idle, the writer waits on the queue (the first event wakes it); while events keep
         // coming it gathers them by sleeping (GATHER), so that senders need not wake it.
         let mut gathering = false;
