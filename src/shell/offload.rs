@@ -128,11 +128,12 @@ impl KernelMaps {
     /// Loads the program and attaches it in generic (SKB) mode to every interface holding
     /// one of `addrs` (the relay's and the listeners' IPv4 addresses).
     ///
+    /// The checks that need no BPF come first (capabilities, interfaces), so that a relay
+    /// that cannot offload finds out without touching the kernel's BPF subsystem.
+    ///
     /// # Errors
     ///
     /// Returns why the kernel fast path is not available.
-    /// The checks that need no BPF come first (capabilities, interfaces), so that a relay
-    /// that cannot offload finds out without touching the kernel's BPF subsystem.
     pub(crate) fn load(addrs: &[IpAddr]) -> Result<Arc<Self>, OffloadError> {
         check_capabilities()?;
         let interfaces = interfaces_of(addrs)?;
@@ -382,10 +383,11 @@ fn take<M>(
     convert(map).map_err(|e| OffloadError::Load(format!("map {name}: {e}")))
 }
 
-/// `CAP_BPF` (bit 39; before Linux 5.8 `CAP_SYS_ADMIN`, bit 21, covered it) and
-/// `CAP_NET_ADMIN` (bit 12), as capabilities(7) numbers them.
+/// `CAP_NET_ADMIN`'s bit in the capability sets (capabilities(7)): attaching to an interface.
 const CAP_NET_ADMIN: u32 = 12;
+/// `CAP_SYS_ADMIN`'s bit: covered what `CAP_BPF` does before Linux 5.8.
 const CAP_SYS_ADMIN: u32 = 21;
+/// `CAP_BPF`'s bit: loading programs and creating maps.
 const CAP_BPF: u32 = 39;
 
 /// Fails when the process's effective capabilities (`CapEff` in `/proc/self/status`) lack
