@@ -308,7 +308,8 @@ check_relayed "$(uclient 20 -W "$secret3" -p 3478 127.0.0.1)" "UDP after the rol
 
 # --- 11. the kernel fast path: capabilities only while eeaturn_offload asks for it ---------------
 # CapEff of the relay's main process, as a hex mask; CAP_NET_ADMIN is bit 12, CAP_BPF bit 39.
-cap_eff() { awk '/^CapEff:/ { print $2 }' "/proc/$(show MainPID)/status"; }
+# MainPID is a PID of the namespaced systemd's PID namespace: read its /proc from inside.
+cap_eff() { inside awk '/^CapEff:/ { print $2 }' "/proc/$(show MainPID)/status"; }
 [ ! -e /etc/systemd/system/eeaturn.service.d/offload.conf ] || die "offload.conf exists with eeaturn_offload off"
 [ "$(cap_eff)" = 0000000000000000 ] || die "the relay holds capabilities without offload: $(cap_eff)"
 pid_before=$(show MainPID)

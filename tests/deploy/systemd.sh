@@ -151,7 +151,8 @@ log "active after READY=1; STATUS=$status"
 offload_lines=$(grep 'kernel fast path' "$work/journal.txt" || true)
 [ "$(grep -c . <<<"$offload_lines")" = 1 ] || die "not one line about the kernel fast path: '$offload_lines'"
 grep -q 'unavailable.*CAP_BPF and CAP_NET_ADMIN' <<<"$offload_lines" || die "the fast path line does not name the capabilities: $offload_lines"
-[ "$(awk '/^CapEff:/ { print $2 }' "/proc/$(show MainPID)/status")" = 0000000000000000 ] \
+# MainPID is a PID of the namespaced systemd's PID namespace: read its /proc from inside.
+[ "$(inside awk '/^CapEff:/ { print $2 }' "/proc/$(show MainPID)/status")" = 0000000000000000 ] \
   || die "the packaged unit gave the relay capabilities"
 log "offload auto without capabilities: $offload_lines"
 
