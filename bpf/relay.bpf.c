@@ -133,10 +133,8 @@ static __always_inline int to_peer_path(struct xdp_md *ctx, const struct to_peer
 	if (data + HEADERS > end)
 		return XDP_PASS;
 	__builtin_memcpy(headers, data, HEADERS);
-	__u32 slot = path->slot;
-	__u8 relay[6], peer[6];
-	__builtin_memcpy(relay, path->relay, 6);
-	__builtin_memcpy(peer, path->peer, 6);
+	// The map value stays valid across bpf_xdp_adjust_head (only packet pointers do not):
+	// read from it directly rather than through copies on the stack.
 	if (bpf_xdp_adjust_head(ctx, CHANNEL_DATA_HEADER))
 		return XDP_PASS;
 	data = (void *)(long)ctx->data;
@@ -147,9 +145,10 @@ static __always_inline int to_peer_path(struct xdp_md *ctx, const struct to_peer
 	struct ethhdr *eth = data;
 	struct iphdr *ip = (void *)(eth + 1);
 	struct udphdr *udp = (void *)(ip + 1);
-	set_src(ip, udp, relay);
-	set_dst(ip, udp, peer);
+	set_src(ip, udp, path->relay);
+	set_dst(ip, udp, path->peer);
 	finish(eth, ip, udp, payload_len + sizeof(struct udphdr));
+	__u32 slot = path->slot;
 	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
 	if (c) {
 		__sync_fetch_and_add(&c->to_peer_packets, 1);
@@ -169,11 +168,6 @@ static __always_inline int to_client_path(struct xdp_md *ctx,
 	if (data + HEADERS > end)
 		return XDP_PASS;
 	__builtin_memcpy(headers, data, HEADERS);
-	__u32 slot = path->slot;
-	__u8 client[6], server[6], channel[2];
-	__builtin_memcpy(client, path->client, 6);
-	__builtin_memcpy(server, path->server, 6);
-	__builtin_memcpy(channel, path->channel, 2);
 	if (bpf_xdp_adjust_head(ctx, -CHANNEL_DATA_HEADER))
 		return XDP_PASS;
 	data = (void *)(long)ctx->data;
@@ -185,13 +179,14 @@ static __always_inline int to_client_path(struct xdp_md *ctx,
 	struct iphdr *ip = (void *)(eth + 1);
 	struct udphdr *udp = (void *)(ip + 1);
 	__u8 *cd = (void *)(udp + 1);
-	cd[0] = channel[0];
-	cd[1] = channel[1];
+	cd[0] = path->channel[0];
+	cd[1] = path->channel[1];
 	cd[2] = payload_len >> 8;
 	cd[3] = payload_len & 0xff;
-	set_src(ip, udp, server);
-	set_dst(ip, udp, client);
+	set_src(ip, udp, path->server);
+	set_dst(ip, udp, path->client);
 	finish(eth, ip, udp, payload_len + CHANNEL_DATA_HEADER + sizeof(struct udphdr));
+	__u32 slot = path->slot;
 	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
 	if (c) {
 		__sync_fetch_and_add(&c->to_client_packets, 1);
@@ -221,7 +216,10 @@ int eeaturn_relay(struct xdp_md *ctx)
 		return XDP_PASS;
 	__u16 ip_len = bpf_ntohs(ip->tot_len);
 	__u16 udp_len = bpf_ntohs(udp->len);
-	if ((long)sizeof(*eth) + ip_len != end - data)
+	// The frame ends exactly where the IP header says. Its length comes from the helper, not
+	// from packet pointers: without CAP_PERFMON the verifier refuses pointer subtraction and
+	// variable offsets on packet pointers, and CAP_BPF with CAP_NET_ADMIN must be enough.
+	if (bpf_xdp_get_buff_len(ctx) != sizeof(*eth) + (__u64)ip_len)
 		return XDP_PASS;
 	if (udp_len != ip_len - sizeof(*ip) || udp_len < sizeof(*udp))
 		return XDP_PASS;
