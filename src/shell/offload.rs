@@ -94,8 +94,8 @@ impl OffloadError {
                  docs/design/kernel-fast-path.md); set relay.offload = \"off\" to silence this"
             }
             Self::Load(_) => {
-                "a kernel with BPF and BTF (Linux 5.8 or later) and CAP_BPF + CAP_NET_ADMIN, or \
-                 set relay.offload = \"off\""
+                "a kernel with BPF and BTF (Linux 5.18 or later: bpf_xdp_get_buff_len) and \
+                 CAP_BPF + CAP_NET_ADMIN, or set relay.offload = \"off\""
             }
             Self::Attach { .. } => {
                 "detach the other XDP program (`ip link set dev IFACE xdp off`) or stop the other \
