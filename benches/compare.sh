@@ -450,6 +450,7 @@ workers = 1
 [auth]
 secret_file = "$WORK/secret"
 [relay]
+offload = "off"
 addresses = ["$HOST"]
 port_range = "$RELAY_MIN-$RELAY_MAX"
 [limits]

@@ -97,6 +97,7 @@ workers = 1
 [auth]
 secret_file = "$WORK/secret"
 [relay]
+offload = "off"
 addresses = ["127.0.0.1"]
 port_range = "40000-59999"
 [limits]

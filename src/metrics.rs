@@ -81,6 +81,16 @@ pub const METRICS: &[(&str, Kind, &str)] = &[
         Kind::Counter,
         "Payload bytes relayed, by direction and the client's transport.",
     ),
+    (
+        RELAYED_IN_KERNEL_PACKETS,
+        Kind::Counter,
+        "The part of the relayed packets the kernel fast path (relay.offload) relayed, by direction.",
+    ),
+    (
+        RELAYED_IN_KERNEL_BYTES,
+        Kind::Counter,
+        "The part of the relayed payload bytes the kernel fast path (relay.offload) relayed, by direction.",
+    ),
     (DROPPED, Kind::Counter, "Datagrams dropped, by reason."),
     (
         CONNECTIONS_REFUSED,
@@ -385,6 +395,22 @@ fn set_all(s: &Sample<'_>) {
             counter(RELAYED_BYTES, labels(), bytes);
         }
     }
+    let k = &st.relayed_in_kernel;
+    for (direction, packets, bytes) in [
+        ("to_peer", k.packets_to_peer, k.bytes_to_peer),
+        ("to_client", k.packets_to_client, k.bytes_to_client),
+    ] {
+        counter(
+            RELAYED_IN_KERNEL_PACKETS,
+            vec![lbl("direction", direction)],
+            packets,
+        );
+        counter(
+            RELAYED_IN_KERNEL_BYTES,
+            vec![lbl("direction", direction)],
+            bytes,
+        );
+    }
     for (reason, n) in &st.dropped {
         counter(DROPPED, vec![lbl("reason", *reason)], *n);
     }
@@ -566,6 +592,10 @@ pub const POLICY_DENIALS_BY_COUNTRY: &str = "eeaturn_policy_denials_by_country_t
 pub const RELAYED_PACKETS: &str = "eeaturn_relayed_packets_total";
 /// `eeaturn_relayed_bytes_total`.
 pub const RELAYED_BYTES: &str = "eeaturn_relayed_bytes_total";
+/// `eeaturn_relayed_in_kernel_packets_total`.
+pub const RELAYED_IN_KERNEL_PACKETS: &str = "eeaturn_relayed_in_kernel_packets_total";
+/// `eeaturn_relayed_in_kernel_bytes_total`.
+pub const RELAYED_IN_KERNEL_BYTES: &str = "eeaturn_relayed_in_kernel_bytes_total";
 /// `eeaturn_dropped_total`.
 pub const DROPPED: &str = "eeaturn_dropped_total";
 /// TCP/TLS connections refused or shed by a connection limit, by rule.

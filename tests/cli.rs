@@ -207,6 +207,92 @@ async fn serve_log_shows_ip_addresses_with_log_ips() {
     }
 }
 
+#[tokio::test]
+async fn serve_without_capabilities_logs_once_why_it_relays_in_user_space() {
+    // relay.offload = "auto" (the default) as a process without CAP_BPF and CAP_NET_ADMIN:
+    // setpriv(1) empties the bounding set, so even root runs without any capability here.
+    let Some((mut serve, _dir)) = spawn_without_capabilities("auto") else {
+        return;
+    };
+    serve.wait_for("ready");
+    let server = serve.listener_v4();
+    let mut client = TurnClient::bind(
+        "127.0.1.1",
+        server,
+        issue_credential("cli", Duration::from_secs(600), wall_now()),
+    )
+    .await;
+    assert_eq!(client.binding().await, client.local_addr());
+    let (status, stderr) = serve.terminate();
+    assert!(status.success(), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("kernel fast path"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line about the fast path:\n{stderr}");
+    for words in [
+        "unavailable",
+        "CAP_BPF and CAP_NET_ADMIN",
+        "relay.offload = \"off\"",
+    ] {
+        assert!(
+            lines[0].contains(words),
+            "the line names {words:?}: {}",
+            lines[0]
+        );
+    }
+    assert!(
+        !lines[0].contains("WARN") && !lines[0].contains("ERROR"),
+        "{}",
+        lines[0]
+    );
+}
+
+#[test]
+fn serve_without_capabilities_refuses_to_start_when_offload_is_required() {
+    let Some((serve, _dir)) = spawn_without_capabilities("required") else {
+        return;
+    };
+    let (status, stderr) = serve.wait_exit();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("relay.offload = \"required\""), "{stderr}");
+    assert!(stderr.contains("CAP_BPF"), "{stderr}");
+    assert!(!stderr.contains("ready"), "{stderr}");
+}
+
+/// Starts `serve` on the test configuration with `relay.offload = offload` and no
+/// capabilities: as root through `setpriv --bounding-set=-all`, otherwise as it is. Returns it
+/// with its configuration directory, or `None` (printed) where root has no setpriv(1).
+fn spawn_without_capabilities(offload: &str) -> Option<(Serve, tempfile::TempDir)> {
+    let root = nix::unistd::Uid::effective().is_root();
+    if root && Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIP: setpriv(1) (util-linux) is not installed");
+        return None;
+    }
+    let (dir, config) = write_config_dir("");
+    let text = std::fs::read_to_string(&config).expect("reading the config back");
+    let text = text.replacen("offload = \"off\"", &format!("offload = \"{offload}\""), 1);
+    std::fs::write(&config, text).expect("writing the config");
+    let config = config.to_str().expect("a UTF-8 temp path");
+    let serve = if root {
+        command_of(
+            "setpriv",
+            &[
+                "--bounding-set=-all",
+                "--inh-caps=-all",
+                "--",
+                BIN,
+                "serve",
+                "--config",
+                config,
+            ],
+        )
+    } else {
+        command(&["serve", "--config", config])
+    };
+    Some((Serve::spawn_command(serve), dir))
+}
+
 /// Runs `serve` at debug level with `log.log_ips`, drives allocate → permission → Send →
 /// channel → ChannelData both ways → a denied peer → Refresh 0 from 127.0.1.1 to a peer on
 /// 127.0.2.1, stops it with SIGTERM and returns its stderr.
@@ -273,7 +359,12 @@ fn dev_secret() -> String {
 
 /// Returns the command for the binary, run from the package root without RUST_LOG or colours.
 fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
+    command_of(BIN, args)
+}
+
+/// Like [`command`], for `program` (e.g. a wrapper that runs the binary).
+fn command_of(program: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(program);
     c.args(args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("RUST_LOG")
@@ -329,9 +420,11 @@ struct Serve {
 impl Serve {
     fn spawn(config: &Path) -> Self {
         let config = config.to_str().expect("a UTF-8 temp path");
-        let mut child = command(&["serve", "--config", config])
-            .spawn()
-            .expect("spawning eeaturn serve");
+        Self::spawn_command(command(&["serve", "--config", config]))
+    }
+
+    fn spawn_command(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("spawning eeaturn serve");
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {

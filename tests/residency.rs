@@ -58,7 +58,8 @@ const DEADLINE: Duration = Duration::from_secs(30);
 /// addresses 127.0.0.1 and ::1, the world's databases, `[policy]` with `regions = ["eea"]`,
 /// `deny_asns = [9009]` and the lines of `policy`, loopback peers lifted from the
 /// special-purpose refusal (only that: the world's countries still decide), no `peers.deny`.
-/// `relay` replaces the `[relay]` body; `geo` is appended to `[geo]`.
+/// `relay` replaces the `[relay]` body (after `offload = "off"`, as in `common::config_toml`);
+/// `geo` is appended to `[geo]`.
 fn world_toml(policy: &str, relay: Option<&str>, geo: &str) -> String {
     let root = env!("CARGO_MANIFEST_DIR");
     let realm = common::REALM;
@@ -75,6 +76,7 @@ listen = ["udp://127.0.0.1:0", "udp://[::1]:0"]
 secret_file = "secret"
 
 [relay]
+offload = "off"
 {relay}
 
 [geo]

@@ -595,6 +595,9 @@ impl Harness {
                         "a reserved port is not relaying"
                     );
                 }
+                Command::InstallKernelPath(_) | Command::RemoveKernelPath(_) => {
+                    unreachable!("kernel paths are announced only after with_kernel_paths")
+                }
             }
         }
         while self.server.poll_event().is_some() {}

@@ -50,7 +50,7 @@ pub use log::{LogConfig, LogFormat, RawLog};
 pub use metrics::{MetricsConfig, RawMetrics};
 pub use peers::RawPeers;
 pub use policy::{RawNetwork, RawPolicy, UnknownLocation};
-pub use relay::{RawRelay, RelaySockets};
+pub use relay::{Offload, RawRelay, RelaySockets};
 pub use server::{Listen, ListenTransport, RawServer};
 pub use tls::{RawTls, TlsConfig, TlsGroup, TlsProfile};
 

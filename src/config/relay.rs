@@ -35,6 +35,25 @@ pub struct RawRelay {
     /// Send runs of equal-sized datagrams to one destination as one UDP GSO message.
     #[serde(default = "default_true")]
     pub gso: bool,
+    /// The kernel fast path (XDP) for ChannelData over UDP/IPv4: `"off"`, `"auto"` or
+    /// `"required"`.
+    #[serde(default)]
+    pub offload: Offload,
+}
+
+/// `relay.offload`: whether ChannelData is relayed in the kernel (an XDP program; see
+/// `docs/design/kernel-fast-path.md`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Offload {
+    /// Relay in user space only.
+    Off,
+    /// Relay in the kernel where it can be loaded; otherwise log why once and relay in user
+    /// space. The default.
+    #[default]
+    Auto,
+    /// Relay in the kernel or refuse to start.
+    Required,
 }
 
 fn default_port_range() -> RangeInclusive<u16> {
@@ -55,6 +74,8 @@ pub struct RelaySockets {
     pub buffer: usize,
     /// Send runs of datagrams to one destination with UDP GSO.
     pub gso: bool,
+    /// The kernel fast path (`relay.offload`).
+    pub offload: Offload,
 }
 
 /// Validates `[relay]` into the core's and the shell's parts.
@@ -130,6 +151,7 @@ pub(super) fn validate(raw: &RawRelay) -> Result<(RelayAddresses, RelaySockets),
     let sockets = RelaySockets {
         buffer: raw.socket_buffer,
         gso: raw.gso,
+        offload: raw.offload,
     };
     Ok((addresses, sockets))
 }

@@ -836,6 +836,31 @@ fn api_keys_come_from_a_keys_file_too() {
 }
 
 #[test]
+fn relay_offload_is_auto_unless_set() {
+    assert_eq!(parse(MINIMAL).unwrap().sockets.offload, Offload::Auto);
+    for (value, want) in [
+        ("off", Offload::Off),
+        ("auto", Offload::Auto),
+        ("required", Offload::Required),
+    ] {
+        let text = MINIMAL.replace(
+            "addresses = [\"127.0.0.1\"]",
+            &format!("addresses = [\"127.0.0.1\"]\noffload = \"{value}\""),
+        );
+        assert_eq!(parse(&text).unwrap().sockets.offload, want);
+    }
+    let bad = MINIMAL.replace(
+        "addresses = [\"127.0.0.1\"]",
+        "addresses = [\"127.0.0.1\"]\noffload = \"on\"",
+    );
+    assert_eq!(invalid_key(&bad), "relay.offload");
+    let Err(Error::Parse(m)) = parse(&bad) else {
+        panic!("a bad offload value is a parse error");
+    };
+    assert!(m.contains("auto") && m.contains("required"), "{m}");
+}
+
+#[test]
 fn unauthenticated_answer_budget_defaults_bounds_and_off() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!(c.answer_limit, AnswerLimit::DEFAULT);

@@ -15,6 +15,7 @@ pub mod geo;
 mod lifecycle;
 mod log;
 mod metrics;
+mod offload;
 mod refusals;
 mod sockets;
 mod stream;
@@ -254,6 +255,49 @@ fn bind_udp_listeners(
     Ok((udp, local_addrs))
 }
 
+/// Loads the kernel fast path as `relay.offload` says: `None` when it is off, or unavailable
+/// under `"auto"` (logged once, with the reason).
+///
+/// # Errors
+///
+/// Fails under `"required"` when the fast path cannot be loaded.
+fn load_offload(config: &Config) -> anyhow::Result<Option<Arc<offload::KernelMaps>>> {
+    use crate::config::Offload;
+    if config.sockets.offload == Offload::Off {
+        return Ok(None);
+    }
+    let addrs: Vec<std::net::IpAddr> = config
+        .relay
+        .v4
+        .into_iter()
+        .chain(
+            config
+                .listen
+                .iter()
+                .filter(|l| l.transport == ListenTransport::Udp)
+                .map(|l| l.addr.ip()),
+        )
+        .filter(|ip| ip.is_ipv4() && !ip.is_unspecified())
+        .collect();
+    match offload::KernelMaps::load(&addrs) {
+        Ok(maps) => {
+            tracing::info!(target: "eeaturn::offload", interfaces = ?maps.interfaces(), "kernel fast path on: ChannelData over UDP/IPv4 relayed by XDP (generic mode)");
+            Ok(Some(maps))
+        }
+        Err(e) if config.sockets.offload == Offload::Required => {
+            let fix = e.fix();
+            Err(anyhow::Error::new(e).context(format!(
+                "relay.offload = \"required\": the kernel fast path is not available (fix: {fix}; or set relay.offload = \"auto\" to relay in user space instead)"
+            )))
+        }
+        Err(e) => {
+            // The one line about it: the relay carries on in user space, as it does with "off".
+            tracing::info!(target: "eeaturn::offload", cause = %e, fix = %e.fix(), "kernel fast path unavailable (relay.offload = \"auto\"): relaying in user space");
+            Ok(None)
+        }
+    }
+}
+
 /// Fails when another socket already holds `addr`. The workers' sockets share their port
 /// with `SO_REUSEPORT`, which would as happily share it with a second process of the same
 /// user (a second relay started by hand, a test left running): the kernel would then spread
@@ -289,6 +333,8 @@ fn spawn_workers(
     let mut nonce_key = [0u8; 32];
     rng.fill_bytes(&mut nonce_key);
     let shared = Arc::new(Shared::new(&config.server_config(), rng));
+    let kernel = load_offload(config)?;
+    let kernel = kernel.as_ref();
     let relay_sockets = worker::RelaySockets {
         ports: config.relay.ports.clone(),
         buffer: config.sockets.buffer,
@@ -307,10 +353,16 @@ fn spawn_workers(
             StdRng::from_rng(&mut *rng),
         )
         .with_shared(shared.clone());
+        let server = if kernel.is_some() {
+            server.with_kernel_paths()
+        } else {
+            server
+        };
         workers.push(
             worker::spawn(
                 format!("eeaturn-worker-{i}"),
                 server,
+                kernel.map(|k| offload::WorkerPaths::new(k.clone())),
                 socks,
                 relay_sockets.clone(),
                 evidence.map(evidence::Writer::sink),

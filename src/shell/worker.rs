@@ -29,6 +29,7 @@ use super::batch::{BATCH, Batch, SLOT};
 use super::connections::Mark;
 use super::evidence::{CLOSED_REASON, Sink};
 use super::lifecycle::Heartbeat;
+use super::offload::WorkerPaths;
 use super::refusals::Refusals;
 use super::sockets::bind_udp;
 use super::stream::Outbox;
@@ -36,8 +37,8 @@ use super::{log, now};
 use crate::credentials::Secrets;
 use crate::policy::Policy;
 use crate::relay::{
-    Admission, BindResult, ClientTransmit, Command, EndReason, FiveTuple, PEER_HEADROOM, Server,
-    Stats, Transport,
+    Admission, BindResult, ClientTransmit, Command, EndReason, FiveTuple, KernelPath,
+    PEER_HEADROOM, Server, Stats, TrafficCounters, Transport,
 };
 use crate::stun::stream_frame_len;
 
@@ -161,6 +162,7 @@ pub(super) type Reserved = Arc<Mutex<HashMap<SocketAddr, std::net::UdpSocket>>>;
 pub(super) fn spawn(
     name: String,
     server: Server<StdRng>,
+    kernel: Option<WorkerPaths>,
     listeners: Vec<std::net::UdpSocket>,
     relay: RelaySockets,
     evidence: Option<Sink>,
@@ -205,6 +207,8 @@ pub(super) fn spawn(
             evidence,
             refusals,
             auth_failures_seen: BTreeMap::new(),
+            kernel,
+            kernel_traffic: Vec::new(),
         }
         .run();
     })?;
@@ -293,6 +297,11 @@ struct Worker {
     refusals: Arc<Refusals>,
     /// The core's refused-credential counters as last handed to `refusals`.
     auth_failures_seen: BTreeMap<&'static str, u64>,
+    /// This worker's paths in the kernel fast path (`relay.offload`), when it is on; the
+    /// server is then built `with_kernel_paths`.
+    kernel: Option<WorkerPaths>,
+    /// What the kernel relayed per path since the last read (reused buffer).
+    kernel_traffic: Vec<(KernelPath, TrafficCounters)>,
 }
 
 impl Worker {
@@ -342,6 +351,7 @@ impl Worker {
                 last_publish = now.mono;
             }
         }
+        self.fold_kernel_traffic();
         self.server.shutdown(now());
         self.drain();
         if let Some(sink) = &mut self.evidence {
@@ -375,7 +385,20 @@ impl Worker {
         }
     }
 
+    /// Hands what the kernel relayed since the last read to the core (allocation traffic,
+    /// peer ledger, counters).
+    fn fold_kernel_traffic(&mut self) {
+        let Some(kernel) = &mut self.kernel else {
+            return;
+        };
+        kernel.fold(&mut self.kernel_traffic);
+        for (path, traffic) in self.kernel_traffic.drain(..) {
+            self.server.handle_kernel_traffic(&path, traffic);
+        }
+    }
+
     fn publish(&mut self) {
+        self.fold_kernel_traffic();
         // Refused credentials leave no line each: the increase since the last turn is counted.
         // The challenge of a request without credentials is every client's first round trip,
         // not a refusal worth a line.
@@ -636,6 +659,19 @@ impl Worker {
                         .lock()
                         .unwrap_or_else(PoisonError::into_inner)
                         .remove(&addr);
+                }
+                Command::InstallKernelPath(path) => {
+                    if let Some(kernel) = &mut self.kernel {
+                        kernel.install(path);
+                    }
+                }
+                Command::RemoveKernelPath(path) => {
+                    let traffic = self
+                        .kernel
+                        .as_mut()
+                        .map(|k| k.remove(&path))
+                        .unwrap_or_default();
+                    self.server.handle_kernel_path_removed(&path, traffic);
                 }
             }
         }

@@ -38,7 +38,11 @@ pub(crate) const RELAY_PORT_MAX: u16 = 24_999;
 pub(crate) const MAX_CREDENTIAL_TTL: Duration = Duration::from_secs(86_400);
 
 /// Returns the test configuration: listeners on 127.0.0.1 and ::1 (port 0), relay addresses
-/// 127.0.0.1 and ::1, loopback peers allowed, 127.0.5.0/24 denied as peer. `extra` is appended
+/// 127.0.0.1 and ::1, loopback peers allowed, 127.0.5.0/24 denied as peer, and
+/// `relay.offload = "off"`: the tests run as root, where the default `"auto"` would attach the
+/// first relay's XDP program to the machine's `lo` (only one fits, the others would fall back)
+/// and make which test relays in the kernel a matter of timing. `tests/offload.rs` turns it
+/// on in a network namespace of its own. `extra` is appended
 /// and may add the tables the base leaves out (`[limits]`, `[clients]`, `[log]`).
 pub(crate) fn config_toml(extra: &str) -> String {
     config_toml_listening(
@@ -67,6 +71,7 @@ listen = [{listen}]
 secret_file = "secret"
 
 [relay]
+offload = "off"
 addresses = ["127.0.0.1", "::1"]
 port_range = "{first}-{last}"
 
@@ -169,6 +174,37 @@ pub(crate) async fn start_server_with_server_keys(
         running,
         _dir: dir,
     }
+}
+
+/// Starts a relay on the test configuration with `relay_keys` (lines of `[relay]`, e.g.
+/// `"offload = \"required\"\n"`) added to the `[relay]` table; returns the error of a relay
+/// that does not start instead of failing the test.
+pub(crate) async fn try_start_server_with_relay_keys(
+    relay_keys: &str,
+) -> anyhow::Result<TestServer> {
+    let (dir, path) = write_config_dir("");
+    let mut text = std::fs::read_to_string(&path).expect("reading the config back");
+    if relay_keys.contains("offload") {
+        text = text.replacen("offload = \"off\"\n", "", 1);
+    }
+    let text = text.replacen("[relay]\n", &format!("[relay]\n{relay_keys}"), 1);
+    let config = Config::parse(&text, dir.path()).expect("the test config is valid");
+    let running = eeaturn::shell::start(config).await?;
+    let find = |v4: bool| {
+        running
+            .local_addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == v4)
+            .expect("a listener of each family")
+    };
+    let (v4, v6) = (find(true), find(false));
+    Ok(TestServer {
+        v4,
+        v6,
+        running,
+        _dir: dir,
+    })
 }
 
 impl TestServer {
@@ -630,6 +666,17 @@ impl Peer {
     /// Sends `data` to `to`.
     pub(crate) async fn send_to(&self, data: &[u8], to: SocketAddr) {
         self.sock.send_to(data, to).await.expect("peer send");
+    }
+
+    /// Receives one datagram if one comes within `wait`.
+    pub(crate) async fn try_recv(&self, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 65_536];
+        let (n, from) = timeout(wait, self.sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        buf.truncate(n);
+        Some((buf, from))
     }
 
     /// Receives one datagram within [`TIMEOUT`]; returns it and its source.

@@ -20,7 +20,11 @@
 #   8. with eeaturn_rest_secret_delivery=file a rotation only reloads (same process);
 #   9. a config that fails `eeaturn config check` (template validate:) is not installed and
 #      the relay runs on; 10. rolling-restart.yml restarts the relay;
-#  11. the journal holds no client or peer address and no secret.
+#  11. eeaturn_offload=auto installs the drop-in offload.conf: the restarted relay holds
+#      CAP_BPF and CAP_NET_ADMIN, attaches its XDP program to the namespace's lo and coturn's
+#      client relays through it; eeaturn_offload=off removes the drop-in and the capabilities
+#      (the runs before it, with the role's default "off", left the unit without any);
+#  12. the journal holds no client or peer address and no secret.
 # Everything the role wrote on the shared file system is removed on exit, success or not.
 #
 # Usage (as root): bash tests/deploy/ansible.sh
@@ -302,7 +306,42 @@ playbook 7 rolling-restart.yml
 [ "$(show MainPID)" != "$pid_before" ] || die "rolling-restart.yml did not restart the relay"
 check_relayed "$(uclient 20 -W "$secret3" -p 3478 127.0.0.1)" "UDP after the rolling restart"
 
-# --- 11. the journal: no client or peer address, no secret ----------------------------------------
+# --- 11. the kernel fast path: capabilities only while eeaturn_offload asks for it ---------------
+# CapEff of the relay's main process, as a hex mask; CAP_NET_ADMIN is bit 12, CAP_BPF bit 39.
+# MainPID is a PID of the namespaced systemd's PID namespace: read its /proc from inside.
+cap_eff() { inside awk '/^CapEff:/ { print $2 }' "/proc/$(show MainPID)/status"; }
+[ ! -e /etc/systemd/system/eeaturn.service.d/offload.conf ] || die "offload.conf exists with eeaturn_offload off"
+[ "$(cap_eff)" = 0000000000000000 ] || die "the relay holds capabilities without offload: $(cap_eff)"
+pid_before=$(show MainPID)
+converge 8 -e eeaturn_rest_secret_delivery=file -e eeaturn_offload=auto
+grep -q 'RUNNING HANDLER \[eeaturn : Restart eeaturn (drains)\]' "$work/converge-8.txt" \
+  || die "eeaturn_offload=auto did not restart the relay"
+[ -f /etc/systemd/system/eeaturn.service.d/offload.conf ] || die "no offload.conf with eeaturn_offload=auto"
+grep -qx 'offload = "auto"' /etc/eeaturn/eeaturn.toml || die "relay.offload is not auto in the config"
+[ "$(show MainPID)" != "$pid_before" ] || die "the relay was not restarted"
+[ "$(cap_eff)" = 0000008000001000 ] || die "the relay's capabilities are $(cap_eff), not CAP_BPF CAP_NET_ADMIN"
+pid_now=$(show MainPID)
+offload_lines=$(inside journalctl -u eeaturn --since "$since" _PID="$pid_now" --no-pager -o cat | grep 'kernel fast path' || true)
+[ "$(grep -c . <<<"$offload_lines")" = 1 ] || die "not one line about the fast path: '$offload_lines'"
+grep -q 'kernel fast path on' <<<"$offload_lines" || die "the fast path is not on: $offload_lines"
+inside ip link show lo | grep -q 'xdpgeneric' || die "no XDP program on the namespace's lo"
+check_relayed "$(uclient 20 -W "$secret3" -p 3478 127.0.0.1)" "UDP through the kernel fast path"
+# The kernel's counters are folded twice a second and the metrics set once a second.
+for _ in $(seq 1 10); do
+  relayed_in_kernel=$(inside_t 10 curl -sS http://127.0.0.1:9464/metrics | awk '/^eeaturn_relayed_in_kernel_packets_total/ { n += $2 } END { print n + 0 }')
+  [ "$relayed_in_kernel" -gt 0 ] && break
+  sleep 0.5
+done
+[ "$relayed_in_kernel" -gt 0 ] || die "the kernel relayed nothing (eeaturn_relayed_in_kernel_packets_total)"
+log "offload auto: CAP_BPF CAP_NET_ADMIN, XDP on lo, $relayed_in_kernel packets relayed in the kernel"
+converge 9 -e eeaturn_rest_secret_delivery=file
+[ ! -e /etc/systemd/system/eeaturn.service.d/offload.conf ] || die "offload.conf left with eeaturn_offload off"
+[ "$(cap_eff)" = 0000000000000000 ] || die "the relay kept capabilities after offload off: $(cap_eff)"
+! inside ip link show lo | grep -q 'xdp' || die "an XDP program is left on lo"
+check_relayed "$(uclient 20 -W "$secret3" -p 3478 127.0.0.1)" "UDP in user space again"
+log "offload off: the drop-in and the capabilities are gone"
+
+# --- 12. the journal: no client or peer address, no secret ----------------------------------------
 inside journalctl -u eeaturn --since "$since" --no-pager -o cat >"$work/journal.txt"
 ipv4='\b([0-9]{1,3}\.){3}[0-9]{1,3}\b'
 leaks=$(grep -oE "$ipv4" "$work/journal.txt" | grep -vx '127\.0\.0\.[12]' || true)

@@ -5,6 +5,8 @@
 # namespaces (private /tmp and /var/tmp first: its boot clean-up must not empty the machine's),
 # installs the package inside, writes a loopback config and then checks:
 #   1. `systemctl start eeaturn` returns once the relay sent READY=1 (Type=notify, STATUS=);
+#      the unit grants no capabilities, so relay.offload's default "auto" logs one line
+#      naming the missing CAP_BPF and CAP_NET_ADMIN and the relay runs in user space;
 #   2. coturn's turnutils_uclient relays through it (DE client 127.0.1.1 -> FR peer 127.0.2.1);
 #   3. `eeaturn secret rotate` + `systemctl reload`: credentials of the new secret relay;
 #   4. the journal holds no client or peer address and no secret;
@@ -146,6 +148,13 @@ started_line=$(grep -n '^Started ' "$work/journal.txt" | head -1 | cut -d: -f1)
 [ -n "$ready_line" ] && [ -n "$started_line" ] && [ "$ready_line" -lt "$started_line" ] \
   || die "systemd reported the start before the relay was ready"
 log "active after READY=1; STATUS=$status"
+offload_lines=$(grep 'kernel fast path' "$work/journal.txt" || true)
+[ "$(grep -c . <<<"$offload_lines")" = 1 ] || die "not one line about the kernel fast path: '$offload_lines'"
+grep -q 'unavailable.*CAP_BPF and CAP_NET_ADMIN' <<<"$offload_lines" || die "the fast path line does not name the capabilities: $offload_lines"
+# MainPID is a PID of the namespaced systemd's PID namespace: read its /proc from inside.
+[ "$(inside awk '/^CapEff:/ { print $2 }' "/proc/$(show MainPID)/status")" = 0000000000000000 ] \
+  || die "the packaged unit gave the relay capabilities"
+log "offload auto without capabilities: $offload_lines"
 
 # --- 2. relay with coturn's client ------------------------------------------------------------
 check_relayed "$(uclient 20 -W "$old_secret" -p 3478 127.0.0.1)" "relay"

@@ -114,6 +114,7 @@ listen = ["udp://127.0.0.1:$TURN_PORT", "tcp://127.0.0.1:$TURN_PORT"]
 secret_file = "$WORK/secret"
 
 [relay]
+offload = "off"
 addresses = ["127.0.0.1"]
 port_range = "$RELAY_RANGE"
 

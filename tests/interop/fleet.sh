@@ -97,6 +97,7 @@ listen = ["udp://$addr:$port"]
 secret_file = "$WORK/secret"
 
 [relay]
+offload = "off"
 addresses = ["$addr"]
 port_range = "$range"
 

@@ -219,9 +219,13 @@ random_secret() {
 # Writes DIR/secret (two lines: the first signs, the second is an older one
 # that must still be accepted) and DIR/eeaturn.toml, listening on
 # 127.0.0.1:PORT and [::1]:PORT, with $SERVER_CONFIG_EXTRA (more tables, e.g.
-# [evidence]) appended when set. Sets SECRET, SECRET_OLD, CONFIG.
+# [evidence]) appended when set, and $SERVER_RELAY_EXTRA (lines of [relay]) or,
+# without it, offload = "off": the suites relay in user space unless they are about the
+# kernel fast path (offload.sh). Sets SECRET, SECRET_OLD, CONFIG.
 write_server_config() {
   local dir="$1" port="$2" range="$3"
+  local relay_extra='offload = "off"'
+  [ -n "${SERVER_RELAY_EXTRA:-}" ] && relay_extra="$SERVER_RELAY_EXTRA"
   SECRET="$(random_secret)"
   SECRET_OLD="$(random_secret)"
   printf '%s\n%s\n' "$SECRET" "$SECRET_OLD" >"$dir/secret"
@@ -239,6 +243,7 @@ secret_file = "$dir/secret"
 [relay]
 addresses = ["127.0.0.1", "::1"]
 port_range = "$range"
+$relay_extra
 
 [geo]
 country_db = "$REPO_ROOT/geo/testdata/world-country.mmdb"

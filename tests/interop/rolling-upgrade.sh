@@ -80,6 +80,13 @@ ensure_coturn || {
 }
 OLD_BIN="$(eeaturn_bin)"
 NEW_BIN="${ROLLING_NEW_BIN:-$OLD_BIN}"
+# User space only, as every interop suite but offload.sh (a root run's default "auto" would put
+# one node's ChannelData into the kernel and not the other's). Builds older than relay.offload
+# reject the key, so it is written only when both binaries know it.
+OFFLOAD_KEY=""
+if grep -qa 'relay.offload' "$OLD_BIN" && grep -qa 'relay.offload' "$NEW_BIN"; then
+  OFFLOAD_KEY='offload = "off"'
+fi
 for b in "$OLD_BIN" "$NEW_BIN"; do
   if [ ! -x "$b" ]; then
     fail setup "server binary $b not found (run cargo build, or set EEATURN_BIN / ROLLING_NEW_BIN)"
@@ -128,6 +135,7 @@ alternate_servers = ["${ADDR[$o]}:${PORT[$o]}"]
 secret_file = "$WORK/secret"
 
 [relay]
+${OFFLOAD_KEY}
 addresses = ["${ADDR[$n]}"]
 port_range = "${RANGE[$n]}"
 

@@ -109,6 +109,7 @@ listen = [
 secret_file = "$WORK/secret"
 
 [relay]
+offload = "off"
 addresses = ["127.0.0.1", "::1"]
 port_range = "$RELAY_RANGE"
 

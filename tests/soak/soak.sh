@@ -85,6 +85,7 @@ private_key = "$REPO/config/dev-key.pem"
 [auth]
 secret_file = "$WORK/secret"
 [relay]
+offload = "off"
 addresses = ["127.0.0.1"]
 port_range = "41000-44999"
 [limits]

@@ -240,6 +240,8 @@ pub struct Stats {
     /// The relayed packets and bytes again, by the client's transport (indexed by
     /// [`Transport::index`]).
     pub relayed_by_transport: [RelayedTraffic; 3],
+    /// The part of the relayed packets and bytes above that the kernel fast path relayed.
+    pub relayed_in_kernel: TrafficCounters,
     /// Allocations created, by the client's country (`None`: the database does not know it).
     pub allocations_by_country: BTreeMap<Option<CountryCode>, u64>,
     /// Policy refusals, by (subject, the address's country; `None`: unknown or not looked up).
@@ -283,6 +285,7 @@ impl Stats {
         self.bytes_to_peer += other.bytes_to_peer;
         self.packets_to_client += other.packets_to_client;
         self.bytes_to_client += other.bytes_to_client;
+        self.relayed_in_kernel.add(&other.relayed_in_kernel);
         add(&mut self.dropped, &other.dropped);
         add(&mut self.auth_failures, &other.auth_failures);
         add(
@@ -310,6 +313,20 @@ impl Stats {
         let t = &mut self.relayed_by_transport[transport.index()];
         t.packets_to_peer += 1;
         t.bytes_to_peer += len;
+    }
+
+    /// Counts what the kernel relayed for a client on `transport`, both ways.
+    pub(crate) fn count_kernel(&mut self, transport: Transport, traffic: &TrafficCounters) {
+        self.relayed_in_kernel.add(traffic);
+        self.packets_to_peer += traffic.packets_to_peer;
+        self.bytes_to_peer += traffic.bytes_to_peer;
+        self.packets_to_client += traffic.packets_to_client;
+        self.bytes_to_client += traffic.bytes_to_client;
+        let t = &mut self.relayed_by_transport[transport.index()];
+        t.packets_to_peer += traffic.packets_to_peer;
+        t.bytes_to_peer += traffic.bytes_to_peer;
+        t.packets_to_client += traffic.packets_to_client;
+        t.bytes_to_client += traffic.bytes_to_client;
     }
 
     /// Counts a packet of `len` payload bytes relayed from a peer to a client on `transport`.

@@ -20,6 +20,7 @@ mod auth;
 mod config;
 mod events;
 mod handle;
+mod kernel;
 mod ports;
 mod ratelimit;
 mod shared;
@@ -41,6 +42,7 @@ use slotmap::SlotMap;
 pub use auth::{AUTH_FAILURE_REASONS, AUTH_NO_CREDENTIALS};
 pub use config::{AnswerLimit, Limits, ServerConfig};
 pub use events::{DropReason, EndReason, Event, RelayedTraffic, Stage, Stats};
+pub use kernel::KernelPath;
 pub use shared::Shared;
 pub use source::{DEFAULT_IPV6_SOURCE_PREFIX, Source};
 pub use table::{MAX_LEDGER_PEERS, PeerTraffic, TrafficCounters};
@@ -105,6 +107,12 @@ pub enum Command {
         /// The held socket's local address.
         addr: SocketAddr,
     },
+    /// The kernel may relay this path from now on (only with
+    /// [`Server::with_kernel_paths`]).
+    InstallKernelPath(KernelPath),
+    /// The kernel must stop relaying this path: remove it, then report its last counters
+    /// with [`Server::handle_kernel_path_removed`].
+    RemoveKernelPath(KernelPath),
 }
 
 /// Whether new allocations are admitted ([`Server::set_admission`]).
@@ -142,6 +150,10 @@ pub struct Server<R> {
     events: VecDeque<Event>,
     stats: Stats,
     admission: Admission,
+    /// Kernel paths are announced ([`Server::with_kernel_paths`]).
+    kernel_paths: bool,
+    /// Ended allocations waiting for their kernel paths' last counters.
+    ending: HashMap<AllocationId, kernel::Ending>,
 }
 
 /// A port held for a later Allocate with RESERVATION-TOKEN. See RFC 8656 §7.2.
@@ -190,6 +202,8 @@ impl<R: RngCore> Server<R> {
             events: VecDeque::new(),
             stats: Stats::default(),
             admission: Admission::Open,
+            kernel_paths: false,
+            ending: HashMap::new(),
         }
     }
 
@@ -338,7 +352,7 @@ impl<R: RngCore> Server<R> {
 
     /// Removes an allocation and everything it holds.
     fn delete_allocation(&mut self, slot: Slot, reason: EndReason, now: Now) {
-        let Some(a) = self.allocs.remove(slot) else {
+        let Some(mut a) = self.allocs.remove(slot) else {
             return;
         };
         self.by_five_tuple.remove(&a.five_tuple);
@@ -358,20 +372,25 @@ impl<R: RngCore> Server<R> {
                     .push_back(Command::CloseRelay { addr: r.local });
             }
         }
+        let kernel_paths = std::mem::take(&mut a.kernel_paths);
         if was_active {
             *self
                 .stats
                 .allocations_ended
                 .entry(reason.name())
                 .or_default() += 1;
-            self.events.push_back(Event::AllocationEnded {
+            let ended = Event::AllocationEnded {
                 id: a.id,
                 at: now.wall,
                 started: a.created,
                 reason,
                 traffic: a.traffic,
                 peers: a.peers,
-            });
+            };
+            let removing = a.kernel_removing;
+            if let Some(ended) = self.end_kernel_paths(a.id, kernel_paths, removing, ended) {
+                self.events.push_back(ended);
+            }
         }
     }
 
@@ -413,6 +432,7 @@ impl<R: RngCore> Server<R> {
                     if let Some(a) = self.alloc_mut(slot) {
                         a.permissions.retain(|p| p.ip != ip || p.expires > now.mono);
                     }
+                    self.sync_kernel_paths(slot, now);
                 }
                 table::Timer::Channel(slot, number) => {
                     let mut cooldown_until = None;
@@ -432,6 +452,7 @@ impl<R: RngCore> Server<R> {
                     if let Some(until) = cooldown_until {
                         self.timers.add(until, table::Timer::Cooldown(slot));
                     }
+                    self.sync_kernel_paths(slot, now);
                 }
                 table::Timer::Cooldown(slot) => {
                     if let Some(a) = self.alloc_mut(slot) {

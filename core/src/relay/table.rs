@@ -101,6 +101,14 @@ impl TrafficCounters {
         self.packets_to_client += 1;
         self.bytes_to_client += bytes;
     }
+
+    /// Adds `other` (traffic relayed elsewhere, e.g. in the kernel).
+    pub(crate) fn add(&mut self, other: &Self) {
+        self.packets_to_peer += other.packets_to_peer;
+        self.bytes_to_peer += other.bytes_to_peer;
+        self.packets_to_client += other.packets_to_client;
+        self.bytes_to_client += other.bytes_to_client;
+    }
 }
 
 /// Which relay port an Allocate asks for. See RFC 8656 §7.2 (EVEN-PORT, RESERVATION-TOKEN).
@@ -168,6 +176,10 @@ pub(crate) struct Allocation {
     /// The rule that admitted the client, and its facts.
     pub(crate) client_rule: crate::policy::Rule,
     pub(crate) client_facts: crate::policy::Facts,
+    /// The kernel paths announced for it, sorted (see `relay::kernel`).
+    pub(crate) kernel_paths: Vec<super::KernelPath>,
+    /// Kernel paths announced removed whose last counters the shell has not reported yet.
+    pub(crate) kernel_removing: usize,
 }
 
 impl Allocation {

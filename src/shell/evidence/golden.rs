@@ -354,6 +354,9 @@ impl Script {
                 }
                 Command::SendToClient { bytes, .. } => response = Some(bytes),
                 Command::CloseRelay { .. } | Command::ReleaseReserved { .. } => {}
+                Command::InstallKernelPath(_) | Command::RemoveKernelPath(_) => {
+                    unreachable!("kernel paths are announced only after with_kernel_paths")
+                }
             }
         }
         self.drain_events();

@@ -266,6 +266,8 @@ impl<R: RngCore> Server<R> {
             policy_generation: self.policy_generation,
             client_rule,
             client_facts,
+            kernel_paths: Vec::new(),
+            kernel_removing: 0,
         };
         let expires = a.expires;
         let slot = self.insert_alloc(a);

@@ -135,7 +135,11 @@ impl<R: RngCore> Server<R> {
                 };
                 match msg.class() {
                     Class::Request => {
+                        let before = self.commands.len();
                         self.handle_request(from, &msg, now);
+                        if let Some(&slot) = self.by_five_tuple.get(&from) {
+                            self.sync_kernel_paths_before(slot, before, now);
+                        }
                         None
                     }
                     Class::Indication if msg.method() == Method::SEND => {

@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
@@ -17,8 +18,8 @@ use rand::SeedableRng;
 use rand::rngs::SmallRng;
 
 use super::{
-    AnswerLimit, BindResult, BindToken, Command, EndReason, Event, FiveTuple, Limits, Now,
-    PEER_HEADROOM, PEER_TAILROOM, PeerTransmit, Server, ServerConfig, Shared, TrafficCounters,
+    AnswerLimit, BindResult, BindToken, Command, EndReason, Event, FiveTuple, KernelPath, Limits,
+    Now, PEER_HEADROOM, PEER_TAILROOM, PeerTransmit, Server, ServerConfig, Shared, TrafficCounters,
     Transport,
 };
 use crate::credentials::Secrets;
@@ -39,6 +40,7 @@ mod data;
 mod determinism;
 mod drain;
 mod evidence;
+mod kernel_paths;
 mod leaks;
 mod permissions;
 mod refresh;
@@ -138,6 +140,11 @@ struct TestServer {
     /// Every command the server produced, in order.
     log: Vec<Command>,
     tids: u64,
+    /// A model of the kernel's path map, changed only by the server's kernel-path commands
+    /// (with [`TestServer::kernel_paths`]).
+    kernel: BTreeSet<KernelPath>,
+    /// What the "kernel" relayed on each path and the server has not been told yet.
+    kernel_unread: BTreeMap<KernelPath, TrafficCounters>,
 }
 
 impl TestServer {
@@ -174,12 +181,21 @@ impl TestServer {
             events: Vec::new(),
             log: Vec::new(),
             tids: 0,
+            kernel: BTreeSet::new(),
+            kernel_unread: BTreeMap::new(),
         }
     }
 
     /// Makes the server share `shared` with others, as the workers of a relay do.
     fn sharing(mut self, shared: Arc<Shared>) -> Self {
         self.server = self.server.with_shared(shared);
+        self
+    }
+
+    /// The server announces kernel paths; `drain` keeps [`TestServer::kernel`] as the shell
+    /// keeps the kernel's map, and reports removals with their unread counters.
+    fn kernel_paths(mut self) -> Self {
+        self.server = self.server.with_kernel_paths();
         self
     }
 
@@ -250,6 +266,17 @@ impl TestServer {
             if let (Command::BindRelay { token, addrs, .. }, Some(result)) = (&cmd, self.bind) {
                 self.server
                     .handle_relay_bound(*token, addrs, result, self.now);
+            }
+            match &cmd {
+                Command::InstallKernelPath(p) => {
+                    assert!(self.kernel.insert(*p), "installed twice: {p:?}");
+                }
+                Command::RemoveKernelPath(p) => {
+                    assert!(self.kernel.remove(p), "removed but not installed: {p:?}");
+                    let unread = self.kernel_unread.remove(p).unwrap_or_default();
+                    self.server.handle_kernel_path_removed(p, unread);
+                }
+                _ => {}
             }
             cmds.push(cmd);
         }

@@ -1,0 +1,263 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// eeaturn's kernel fast path: ChannelData over UDP/IPv4, both directions, for the paths user
+// space installed. Everything else returns XDP_PASS and reaches the user-space relay exactly
+// as without this program. Design: docs/design/kernel-fast-path.md.
+//
+// Maps hold plain byte arrays in network byte order (the loader writes them with no `unsafe`):
+//   to_peer   key: client ip(4) port(2) | server ip(4) port(2) | channel(2) | zero(2)
+//             value: relay ip(4) port(2) | peer ip(4) port(2) | counter slot (u32, host order)
+//   to_client key: relay ip(4) port(2) | peer ip(4) port(2)
+//             value: client ip(4) port(2) | server ip(4) port(2) | channel(2) | zero(2)
+//                    | counter slot (u32, host order)
+//   counters  array of { to_peer packets, to_peer bytes, to_client packets, to_client bytes }
+//             (u64 each, host order), one slot per path; bytes are payload bytes, as the
+//             core counts them.
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/udp.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define MAX_PATHS 65536
+#define CHANNEL_DATA_HEADER 4
+#define HEADERS (sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct udphdr))
+
+struct to_peer_key {
+	__u8 client[6];
+	__u8 server[6];
+	__u8 channel[2];
+	__u8 zero[2];
+};
+
+struct to_peer_value {
+	__u8 relay[6];
+	__u8 peer[6];
+	__u32 slot;
+};
+
+struct to_client_key {
+	__u8 relay[6];
+	__u8 peer[6];
+};
+
+struct to_client_value {
+	__u8 client[6];
+	__u8 server[6];
+	__u8 channel[2];
+	__u8 zero[2];
+	__u32 slot;
+};
+
+struct counters {
+	__u64 to_peer_packets;
+	__u64 to_peer_bytes;
+	__u64 to_client_packets;
+	__u64 to_client_bytes;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PATHS);
+	__type(key, struct to_peer_key);
+	__type(value, struct to_peer_value);
+} to_peer SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_PATHS);
+	__type(key, struct to_client_key);
+	__type(value, struct to_client_value);
+} to_client SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PATHS);
+	__type(key, __u32);
+	__type(value, struct counters);
+} counters SEC(".maps");
+
+// Writes an address (4 bytes) and port (2 bytes), both in network order, into the headers.
+static __always_inline void set_src(struct iphdr *ip, struct udphdr *udp, const __u8 a[6])
+{
+	__builtin_memcpy(&ip->saddr, a, 4);
+	__builtin_memcpy(&udp->source, a + 4, 2);
+}
+
+static __always_inline void set_dst(struct iphdr *ip, struct udphdr *udp, const __u8 a[6])
+{
+	__builtin_memcpy(&ip->daddr, a, 4);
+	__builtin_memcpy(&udp->dest, a + 4, 2);
+}
+
+static __always_inline __u16 ip_checksum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < (int)(sizeof(*ip) / 2); i++)
+		sum += w[i];
+	sum = (sum & 0xffff) + (sum >> 16);
+	sum = (sum & 0xffff) + (sum >> 16);
+	return (__u16)~sum;
+}
+
+// Finishes a rewritten packet: lengths, checksums, MACs swapped for XDP_TX. The UDP checksum
+// is left out (zero), which RFC 768 allows over IPv4; the program never handles IPv6.
+static __always_inline void finish(struct ethhdr *eth, struct iphdr *ip, struct udphdr *udp,
+				   __u16 udp_len)
+{
+	__u8 mac[ETH_ALEN];
+
+	__builtin_memcpy(mac, eth->h_source, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, mac, ETH_ALEN);
+	ip->tot_len = bpf_htons(udp_len + sizeof(struct iphdr));
+	ip->check = 0;
+	ip->check = ip_checksum(ip);
+	udp->len = bpf_htons(udp_len);
+	udp->check = 0;
+}
+
+// Client -> peer: strip the ChannelData header and send the payload from the relay address.
+static __always_inline int to_peer_path(struct xdp_md *ctx, const struct to_peer_value *path,
+					__u16 payload_len)
+{
+	__u8 headers[HEADERS];
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	if (data + HEADERS > end)
+		return XDP_PASS;
+	__builtin_memcpy(headers, data, HEADERS);
+	// The map value stays valid across bpf_xdp_adjust_head (only packet pointers do not):
+	// read from it directly rather than through copies on the stack.
+	if (bpf_xdp_adjust_head(ctx, CHANNEL_DATA_HEADER))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + HEADERS > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, headers, HEADERS);
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	set_src(ip, udp, path->relay);
+	set_dst(ip, udp, path->peer);
+	finish(eth, ip, udp, payload_len + sizeof(struct udphdr));
+	__u32 slot = path->slot;
+	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
+	if (c) {
+		__sync_fetch_and_add(&c->to_peer_packets, 1);
+		__sync_fetch_and_add(&c->to_peer_bytes, payload_len);
+	}
+	return XDP_TX;
+}
+
+// Peer -> client: prepend the ChannelData header and send it from the listening address.
+static __always_inline int to_client_path(struct xdp_md *ctx,
+					  const struct to_client_value *path, __u16 payload_len)
+{
+	__u8 headers[HEADERS];
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+
+	if (data + HEADERS > end)
+		return XDP_PASS;
+	__builtin_memcpy(headers, data, HEADERS);
+	if (bpf_xdp_adjust_head(ctx, -CHANNEL_DATA_HEADER))
+		return XDP_PASS;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	if (data + HEADERS + CHANNEL_DATA_HEADER > end)
+		return XDP_DROP;
+	__builtin_memcpy(data, headers, HEADERS);
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	__u8 *cd = (void *)(udp + 1);
+	cd[0] = path->channel[0];
+	cd[1] = path->channel[1];
+	cd[2] = payload_len >> 8;
+	cd[3] = payload_len & 0xff;
+	set_src(ip, udp, path->server);
+	set_dst(ip, udp, path->client);
+	finish(eth, ip, udp, payload_len + CHANNEL_DATA_HEADER + sizeof(struct udphdr));
+	__u32 slot = path->slot;
+	struct counters *c = bpf_map_lookup_elem(&counters, &slot);
+	if (c) {
+		__sync_fetch_and_add(&c->to_client_packets, 1);
+		__sync_fetch_and_add(&c->to_client_bytes, payload_len);
+	}
+	return XDP_TX;
+}
+
+SEC("xdp")
+int eeaturn_relay(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	struct iphdr *ip = (void *)(eth + 1);
+	struct udphdr *udp = (void *)(ip + 1);
+	__u8 *payload = (void *)(udp + 1);
+
+	if ((void *)payload > end)
+		return XDP_PASS;
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return XDP_PASS;
+	// No options, no fragments, UDP, and lengths that add up exactly: else user space.
+	if (ip->version != 4 || ip->ihl != 5 || ip->protocol != IPPROTO_UDP)
+		return XDP_PASS;
+	if (ip->frag_off & bpf_htons(0x3fff))
+		return XDP_PASS;
+	__u16 ip_len = bpf_ntohs(ip->tot_len);
+	__u16 udp_len = bpf_ntohs(udp->len);
+	// The frame ends exactly where the IP header says. Its length comes from the helper, not
+	// from packet pointers: without CAP_PERFMON the verifier refuses pointer subtraction and
+	// variable offsets on packet pointers, and CAP_BPF with CAP_NET_ADMIN must be enough.
+	if (bpf_xdp_get_buff_len(ctx) != sizeof(*eth) + (__u64)ip_len)
+		return XDP_PASS;
+	if (udp_len != ip_len - sizeof(*ip) || udp_len < sizeof(*udp))
+		return XDP_PASS;
+	__u16 payload_len = udp_len - sizeof(*udp);
+
+	// ChannelData from a client: channel numbers 0x4000-0x7FFF (the core accepts RFC 5766's
+	// range too), the length exact (the padding RFC 8656 §12.5 allows over UDP goes to user
+	// space).
+	if (payload_len >= CHANNEL_DATA_HEADER && (void *)(payload + CHANNEL_DATA_HEADER) <= end &&
+	    (payload[0] & 0xc0) == 0x40) {
+		__u16 cd_len = ((__u16)payload[2] << 8) | payload[3];
+		struct to_peer_key key = {};
+		__builtin_memcpy(key.client, &ip->saddr, 4);
+		__builtin_memcpy(key.client + 4, &udp->source, 2);
+		__builtin_memcpy(key.server, &ip->daddr, 4);
+		__builtin_memcpy(key.server + 4, &udp->dest, 2);
+		key.channel[0] = payload[0];
+		key.channel[1] = payload[1];
+		struct to_peer_value *path = bpf_map_lookup_elem(&to_peer, &key);
+		if (path) {
+			if (cd_len + CHANNEL_DATA_HEADER != payload_len)
+				return XDP_PASS;
+			return to_peer_path(ctx, path, cd_len);
+		}
+	}
+
+	// Data from a peer to a relay address, on a path with a bound channel.
+	struct to_client_key key = {};
+	__builtin_memcpy(key.relay, &ip->daddr, 4);
+	__builtin_memcpy(key.relay + 4, &udp->dest, 2);
+	__builtin_memcpy(key.peer, &ip->saddr, 4);
+	__builtin_memcpy(key.peer + 4, &udp->source, 2);
+	struct to_client_value *path = bpf_map_lookup_elem(&to_client, &key);
+	if (!path)
+		return XDP_PASS;
+	if (ip_len > 0xffff - CHANNEL_DATA_HEADER)
+		return XDP_PASS;
+	return to_client_path(ctx, path, payload_len);
+}
+
+char LICENSE[] SEC("license") = "Apache-2.0";
