@@ -209,7 +209,7 @@ wait_relaying() {
 # message sent and echoed. Appends it to $WORK/calls-NODE.jsonl for the
 # evidence check.
 finish_call() {
-  local name="$1" n="${CALL_NODE[$1]}" out rc line sent recv relayed
+  local name="$1" n="${CALL_NODE[$1]}" out rc line sent recv relayed ended
   out="$WORK/call-$name.log"
   wait "${CALL_PID[$name]}"
   rc=$?
@@ -224,8 +224,11 @@ finish_call() {
     tail -n 15 "$out" | sed 's/^/    | /'
     return
   fi
-  printf '{"name":"%s","relayed":"%s","started":"%s","sent":%s,"received":%s,"sent_bytes":%s,"received_bytes":%s}\n' \
-    "$name" "$relayed" "${CALL_STARTED[$name]}" "$sent" "$recv" "$((sent * LEN))" "$((recv * LEN))" \
+  # The tool's last write to its log is when the call ended: a later call may get the same
+  # relayed port from the restarted node, so the checker looks only between start and end.
+  ended="$(date -u -r "$out" +%Y-%m-%dT%H:%M:%S.%3NZ)"
+  printf '{"name":"%s","relayed":"%s","started":"%s","ended":"%s","sent":%s,"received":%s,"sent_bytes":%s,"received_bytes":%s}\n' \
+    "$name" "$relayed" "${CALL_STARTED[$name]}" "$ended" "$sent" "$recv" "$((sent * LEN))" "$((recv * LEN))" \
     >>"$WORK/calls-$n.jsonl"
 }
 

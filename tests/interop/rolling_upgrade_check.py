@@ -6,13 +6,13 @@ Usage: rolling_upgrade_check.py --dir EVIDENCE_DIR --node NAME --calls CALLS.jso
 
 CALLS.jsonl has one object per turnutils_uclient run that carried a call through this node:
 its name, the relayed address on which it sent its data (the last "Received relay addr" it
-printed), the UTC time it was started (RFC 3339, milliseconds), and the messages and bytes
-it sent and got back. --stops lists the node-stopped reasons expected, oldest first: "drain"
+printed), the UTC times it was started and ended (RFC 3339, milliseconds), and the messages
+and bytes it sent and got back. --stops lists the node-stopped reasons expected, oldest first: "drain"
 means the drain ended the run ("drained" or "drain-timeout"), anything else is taken as is.
 
 Checks, each printed as "PASS name: detail" or "FAIL name: why":
-  - every call's allocation (the newest one created on its relayed address since the call
-    started) ended "released", with packets and bytes both ways equal to what the tool sent
+  - every call's allocation (the newest one created on its relayed address while the call
+    ran: a restarted node may give a later call the same port) ended "released", with packets and bytes both ways equal to what the tool sent
     and got back: the relay carried the call to its end, nothing lost on the way;
   - no call was cut: every allocation that ended for any other reason (the drain timeout or
     a stop end the rest with "shutdown") relayed nothing; these are the tool's idle probe
@@ -60,9 +60,17 @@ def main():
 
     for call in calls:
         name = f"{node}-evidence-{call['name']}"
-        mine = [c for c in created if call["relayed"] in c["relayed"] and c["time"] >= call["started"]]
+        mine = [
+            c
+            for c in created
+            if call["relayed"] in c["relayed"] and call["started"] <= c["time"] <= call["ended"]
+        ]
         if not mine:
-            ok &= report(False, name, f"no allocation on {call['relayed']} since {call['started']}")
+            ok &= report(
+                False,
+                name,
+                f"no allocation on {call['relayed']} between {call['started']} and {call['ended']}",
+            )
             continue
         alloc = mine[-1]["allocation"]
         end = ended.get(alloc)
