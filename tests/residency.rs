@@ -132,15 +132,7 @@ async fn try_start(toml: &str) -> anyhow::Result<World> {
     let text = std::fs::read_to_string(&path).expect("reading the config back");
     let config = Config::parse(&text, dir.path()).expect("the test config is valid");
     let running = eeaturn::shell::start(config).await?;
-    let find = |v4: bool| {
-        running
-            .local_addrs
-            .iter()
-            .copied()
-            .find(|a| a.is_ipv4() == v4)
-            .expect("a listener of each family")
-    };
-    let (v4, v6) = (find(true), find(false));
+    let (v4, v6) = common::listeners(&running);
     Ok(World {
         v4,
         v6,

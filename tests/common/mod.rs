@@ -110,6 +110,19 @@ pub(crate) fn write_config_dir(extra: &str) -> (TempDir, PathBuf) {
     (dir, path)
 }
 
+/// The IPv4 and the IPv6 listener of a relay started on the test configuration.
+pub(crate) fn listeners(running: &Running) -> (SocketAddr, SocketAddr) {
+    let find = |v4: bool| {
+        running
+            .local_addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == v4)
+            .expect("a listener of each family")
+    };
+    (find(true), find(false))
+}
+
 /// A relay running in this process.
 pub(crate) struct TestServer {
     /// The IPv4 listener.
@@ -158,15 +171,7 @@ pub(crate) async fn start_server_with_server_keys(
     let running = eeaturn::shell::start(config)
         .await
         .expect("the relay starts");
-    let find = |v4: bool| {
-        running
-            .local_addrs
-            .iter()
-            .copied()
-            .find(|a| a.is_ipv4() == v4)
-            .expect("a listener of each family")
-    };
-    let (v4, v6) = (find(true), find(false));
+    let (v4, v6) = listeners(&running);
     assert_ne!(v4.port(), 0, "local_addrs reports the OS-chosen port");
     TestServer {
         v4,
@@ -190,15 +195,7 @@ pub(crate) async fn try_start_server_with_relay_keys(
     let text = text.replacen("[relay]\n", &format!("[relay]\n{relay_keys}"), 1);
     let config = Config::parse(&text, dir.path()).expect("the test config is valid");
     let running = eeaturn::shell::start(config).await?;
-    let find = |v4: bool| {
-        running
-            .local_addrs
-            .iter()
-            .copied()
-            .find(|a| a.is_ipv4() == v4)
-            .expect("a listener of each family")
-    };
-    let (v4, v6) = (find(true), find(false));
+    let (v4, v6) = listeners(&running);
     Ok(TestServer {
         v4,
         v6,
