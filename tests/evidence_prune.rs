@@ -108,13 +108,7 @@ fn prune_refuses_a_directory_a_relay_writes() {
 fn a_second_relay_on_the_same_directory_fails_at_start() {
     let n = Node::new("");
     let _held = n.open_writer(at(0, 10));
-    let mut relay = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&n.config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut relay = n.serve(Stdio::piped());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(s) = relay.try_wait().unwrap() {
@@ -151,13 +145,7 @@ fn a_starting_relay_prunes_by_retention_at_once() {
         |files: &[String]| files.iter().any(|f| f.contains(&format!("-{old_stamp}T")));
     assert!(stamped_old(&n.segment_files()), "{:?}", n.segment_files());
 
-    let mut relay = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(&n.config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut relay = n.serve(Stdio::null());
     // Not an hour later: the writer prunes as soon as it starts.
     let deadline = Instant::now() + Duration::from_secs(30);
     while stamped_old(&n.segment_files()) || old_key.exists() {
@@ -236,6 +224,17 @@ impl Node {
         }
         log.close(start + Duration::from_secs(300), "shutdown")
             .unwrap();
+    }
+
+    /// Starts `eeaturn serve` on the node's configuration, stderr to `stderr`.
+    fn serve(&self, stderr: Stdio) -> std::process::Child {
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap()
     }
 
     fn prune(&self, args: &[&str]) -> Output {
