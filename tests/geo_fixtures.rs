@@ -107,6 +107,25 @@ const WORLD: &[Block] = &[
     ("127.0.9.{}", None, Some("EU"), None),
     ("127.0.10.{}", None, None, None),
     ("127.1.0.{}", None, None, None),
+    (
+        "198.18.1.{}",
+        Some("DE"),
+        Some("EU"),
+        Some((3320, "Deutsche Telekom AG")),
+    ),
+    (
+        "198.18.2.{}",
+        Some("FR"),
+        Some("EU"),
+        Some((3215, "Orange S.A.")),
+    ),
+    (
+        "198.18.5.{}",
+        Some("US"),
+        Some("NA"),
+        Some((7922, "Comcast Cable Communications, LLC")),
+    ),
+    ("198.18.3.{}", None, None, None),
 ];
 
 #[test]
