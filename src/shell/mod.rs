@@ -281,7 +281,7 @@ fn load_offload(config: &Config) -> anyhow::Result<Option<Arc<offload::KernelMap
         .collect();
     match offload::KernelMaps::load(&addrs) {
         Ok(maps) => {
-            tracing::info!(target: "eeaturn::offload", interfaces = ?maps.interfaces(), "kernel fast path on: ChannelData over UDP/IPv4 relayed by XDP (generic mode)");
+            tracing::info!(target: "eeaturn::offload", interfaces = ?maps.interfaces(), "kernel fast path on: ChannelData over UDP/IPv4 relayed by XDP");
             Ok(Some(maps))
         }
         Err(e) if config.sockets.offload == Offload::Required => {

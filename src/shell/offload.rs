@@ -1,6 +1,8 @@
 //! The kernel fast path's user-space side: loads the committed XDP program
-//! (`bpf/relay.bpf.o`, built from `bpf/relay.bpf.c`), attaches it in generic mode to the
-//! interfaces that carry the relay's IPv4 addresses, and keeps its maps as the core's
+//! (`bpf/relay.bpf.o`, built from `bpf/relay.bpf.c`), attaches it to the interfaces that carry
+//! the relay's IPv4 addresses (loopback interfaces in generic mode with the program that sends
+//! back out of `lo`; others in native mode where the driver has it, with the program that
+//! redirects where the kernel's route lookup says), and keeps its maps as the core's
 //! [`Command::InstallKernelPath`](crate::relay::Command::InstallKernelPath) and
 //! `RemoveKernelPath` say. It decides nothing: which paths may be in the kernel is the core's
 //! call (`relay::kernel`). See `docs/design/kernel-fast-path.md`.
@@ -15,15 +17,20 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use aya::Ebpf;
-use aya::maps::{Array, HashMap, MapData};
+use aya::maps::{Array, DevMapHash, HashMap, MapData};
+use aya::programs::xdp::XdpLinkId;
 use aya::programs::{Xdp, XdpMode};
 
 use crate::relay::{KernelPath, TrafficCounters};
 
 /// Paths the maps hold at most (`MAX_PATHS` in `bpf/relay.bpf.c`).
 const MAX_PATHS: u32 = 65_536;
-/// The program's name in the object.
-const PROGRAM: &str = "eeaturn_relay";
+/// The program for loopback interfaces (`XDP_TX` back into `lo`).
+const PROGRAM_LO: &str = "eeaturn_lo";
+/// The program for every other interface (route lookup and redirect).
+const PROGRAM_ROUTED: &str = "eeaturn_routed";
+/// The sysctl that lets the routed program's route lookup answer (see `bpf/relay.bpf.c`).
+const LO_FORWARDING: &str = "/proc/sys/net/ipv4/conf/lo/forwarding";
 
 /// `to_peer`: client, listening address, channel, two zero bytes → relay, peer, slot.
 type ToPeer = HashMap<MapData, [u8; 16], [u8; 16]>;
@@ -49,12 +56,21 @@ pub(crate) enum OffloadError {
     /// No interface carries the relay's IPv4 address.
     #[error("no network interface holds relay address {0}")]
     NoInterface(IpAddr),
-    /// An address is on an interface where `XDP_TX` would be wrong.
+    /// A relay address is on an interface other than loopback, where the program looks up
+    /// routes, and the kernel answers those lookups only with forwarding on for `lo`.
     #[error(
-        "{0} is not a loopback interface, and this version of the fast path relays on loopback \
-         only (it sends a packet back out of the interface it came in on)"
+        "relay address {address} is on {interface}, where the fast path looks up each \
+         packet's route in the kernel, and the kernel answers such lookups only with \
+         net.ipv4.conf.lo.forwarding = 1 (it is {value})"
     )]
-    NotLoopback(String),
+    Forwarding {
+        /// The address.
+        address: IpAddr,
+        /// Its interface.
+        interface: String,
+        /// What the sysctl says now.
+        value: String,
+    },
     /// The object did not load (no BPF in the kernel, verifier refusal).
     #[error("cannot load the XDP program: {0}")]
     Load(String),
@@ -89,9 +105,10 @@ impl OffloadError {
             Self::NoInterface(_) | Self::NoIpv4 => {
                 "give relay.addresses an IPv4 address of this host, or set relay.offload = \"off\""
             }
-            Self::NotLoopback(_) => {
-                "none yet (real interfaces need a redirecting program, see \
-                 docs/design/kernel-fast-path.md); set relay.offload = \"off\" to silence this"
+            Self::Forwarding { .. } => {
+                "sysctl -w net.ipv4.conf.lo.forwarding=1 and keep it in /etc/sysctl.d (it forwards \
+                 nothing: lo receives only this host's own packets; see docs/operations.md), or \
+                 set relay.offload = \"off\""
             }
             Self::Load(_) => {
                 "a kernel with BPF and BTF (Linux 5.18 or later: bpf_xdp_get_buff_len) and \
@@ -108,7 +125,7 @@ impl OffloadError {
 /// The loaded program and its maps, shared by the workers.
 pub(crate) struct KernelMaps {
     inner: Mutex<Inner>,
-    /// The interfaces the program is attached to (for the log).
+    /// The interfaces the program is attached to, with the mode (for the log).
     interfaces: Vec<String>,
 }
 
@@ -125,11 +142,15 @@ struct Inner {
 }
 
 impl KernelMaps {
-    /// Loads the program and attaches it in generic (SKB) mode to every interface holding
-    /// one of `addrs` (the relay's and the listeners' IPv4 addresses).
+    /// Loads the program and attaches it to every interface holding one of `addrs` (the
+    /// relay's and the listeners' IPv4 addresses): `eeaturn_lo` in generic mode to loopback
+    /// interfaces, `eeaturn_routed` to the others, in native mode where every one of them
+    /// takes it and otherwise in generic mode on all of them (a native program could not
+    /// redirect to an interface without native XDP).
     ///
-    /// The checks that need no BPF come first (capabilities, interfaces), so that a relay
-    /// that cannot offload finds out without touching the kernel's BPF subsystem.
+    /// The checks that need no BPF come first (capabilities, interfaces, the forwarding
+    /// sysctl), so that a relay that cannot offload finds out without touching the kernel's
+    /// BPF subsystem.
     ///
     /// # Errors
     ///
@@ -137,23 +158,66 @@ impl KernelMaps {
     pub(crate) fn load(addrs: &[IpAddr]) -> Result<Arc<Self>, OffloadError> {
         check_capabilities()?;
         let interfaces = interfaces_of(addrs)?;
+        if let Some(routed) = interfaces.iter().find(|i| !i.loopback) {
+            let value = std::fs::read_to_string(LO_FORWARDING)
+                .map_or_else(|e| format!("unreadable: {e}"), |v| v.trim().to_owned());
+            if value != "1" {
+                return Err(OffloadError::Forwarding {
+                    address: routed.address,
+                    interface: routed.name.clone(),
+                    value,
+                });
+            }
+        }
         let mut ebpf = Ebpf::load(aya::include_bytes_aligned!("../../bpf/relay.bpf.o"))
             .map_err(|e| OffloadError::Load(with_sources(&e)))?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| OffloadError::Load(format!("no program {PROGRAM} in the object")))?
-            .try_into()
-            .map_err(|e: aya::programs::ProgramError| OffloadError::Load(e.to_string()))?;
-        program
-            .load()
-            .map_err(|e| OffloadError::Load(with_sources(&e)))?;
-        for interface in &interfaces {
-            program
-                .attach(interface, XdpMode::Skb)
-                .map_err(|e| OffloadError::Attach {
-                    interface: interface.clone(),
-                    reason: with_sources(&e),
-                })?;
+        let mut attached = Vec::new();
+        let lo: Vec<&Interface> = interfaces.iter().filter(|i| i.loopback).collect();
+        let routed: Vec<&Interface> = interfaces.iter().filter(|i| !i.loopback).collect();
+        if !lo.is_empty() {
+            let program = program(&mut ebpf, PROGRAM_LO)?;
+            for interface in lo {
+                attach(program, &interface.name, XdpMode::Skb)?;
+                attached.push(format!("{} (generic)", interface.name));
+            }
+        }
+        if !routed.is_empty() {
+            let program = program(&mut ebpf, PROGRAM_ROUTED)?;
+            let mut links = Vec::new();
+            let mut mode = XdpMode::Driver;
+            for interface in &routed {
+                match attach(program, &interface.name, XdpMode::Driver) {
+                    Ok(link) => links.push(link),
+                    Err(e) => {
+                        tracing::debug!(target: "eeaturn::offload", interface = %interface.name, error = %e, "no native XDP: generic mode on every routed interface");
+                        mode = XdpMode::Skb;
+                        break;
+                    }
+                }
+            }
+            if mode == XdpMode::Skb {
+                for link in links {
+                    let _ = program.detach(link);
+                }
+                for interface in &routed {
+                    attach(program, &interface.name, XdpMode::Skb)?;
+                }
+            }
+            let kind = if mode == XdpMode::Driver {
+                "native"
+            } else {
+                "generic"
+            };
+            attached.extend(routed.iter().map(|i| format!("{} ({kind})", i.name)));
+            let mut egress = take(&mut ebpf, "egress", DevMapHash::try_from)?;
+            for interface in &routed {
+                egress
+                    .insert(interface.index, interface.index, None, 0)
+                    .map_err(|e| OffloadError::Load(format!("map egress: {e}")))?;
+            }
+            // Keep the device map with the object: dropping it would not remove the entries,
+            // but nothing else needs it.
+            drop(egress);
         }
         let to_peer = take(&mut ebpf, "to_peer", ToPeer::try_from)?;
         let to_client = take(&mut ebpf, "to_client", ToClient::try_from)?;
@@ -167,11 +231,11 @@ impl KernelMaps {
                 free: Vec::new(),
                 next: 0,
             }),
-            interfaces,
+            interfaces: attached,
         }))
     }
 
-    /// The interfaces the program is attached to.
+    /// The interfaces the program is attached to, each with its mode.
     pub(crate) fn interfaces(&self) -> &[String] {
         &self.interfaces
     }
@@ -372,6 +436,28 @@ fn with_sources(e: &dyn std::error::Error) -> String {
     text
 }
 
+/// The program `name` in the object, loaded into the kernel.
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp, OffloadError> {
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| OffloadError::Load(format!("no program {name} in the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| OffloadError::Load(e.to_string()))?;
+    program
+        .load()
+        .map_err(|e| OffloadError::Load(with_sources(&e)))?;
+    Ok(program)
+}
+
+fn attach(program: &mut Xdp, interface: &str, mode: XdpMode) -> Result<XdpLinkId, OffloadError> {
+    program
+        .attach(interface, mode)
+        .map_err(|e| OffloadError::Attach {
+            interface: interface.to_owned(),
+            reason: with_sources(&e),
+        })
+}
+
 fn take<M>(
     ebpf: &mut Ebpf,
     name: &str,
@@ -421,39 +507,54 @@ fn missing_capabilities(effective: u64) -> Option<String> {
     (!missing.is_empty()).then(|| missing.join(" and "))
 }
 
-/// The names of the interfaces holding `addrs` (by address or, for loopback, by prefix); each
-/// must be a loopback interface, the only kind where the program's `XDP_TX` is right.
-fn interfaces_of(addrs: &[IpAddr]) -> Result<Vec<String>, OffloadError> {
-    let mut names: Vec<String> = Vec::new();
+/// An interface holding one of the relay's addresses.
+struct Interface {
+    name: String,
+    index: u32,
+    loopback: bool,
+    /// The first of the relay's addresses found on it (for the messages).
+    address: IpAddr,
+}
+
+/// The interfaces holding `addrs` (by address or, for loopback, by prefix), each once.
+fn interfaces_of(addrs: &[IpAddr]) -> Result<Vec<Interface>, OffloadError> {
+    let mut found: Vec<Interface> = Vec::new();
     let ifaddrs: Vec<_> = nix::ifaddrs::getifaddrs()
         .map_err(|e| OffloadError::Interfaces(e.to_string()))?
         .collect();
     for &addr in addrs {
         let IpAddr::V4(want) = addr else { continue };
-        let found = ifaddrs.iter().find_map(|i| {
-            let a = i.address.as_ref()?.as_sockaddr_in()?.ip();
-            let mask = i.netmask.as_ref()?.as_sockaddr_in()?.ip();
-            let on_link = a == want || (want.is_loopback() && a.is_loopback());
-            let same_net = u32::from(a) & u32::from(mask) == u32::from(want) & u32::from(mask);
-            (on_link || (want.is_loopback() && same_net)).then(|| i.interface_name.clone())
-        });
-        let name = found.ok_or(OffloadError::NoInterface(addr))?;
+        let name = ifaddrs
+            .iter()
+            .find_map(|i| {
+                let a = i.address.as_ref()?.as_sockaddr_in()?.ip();
+                let mask = i.netmask.as_ref()?.as_sockaddr_in()?.ip();
+                let on_link = a == want || (want.is_loopback() && a.is_loopback());
+                let same_net = u32::from(a) & u32::from(mask) == u32::from(want) & u32::from(mask);
+                (on_link || (want.is_loopback() && same_net)).then(|| i.interface_name.clone())
+            })
+            .ok_or(OffloadError::NoInterface(addr))?;
+        if found.iter().any(|i| i.name == name) {
+            continue;
+        }
         let loopback = ifaddrs.iter().any(|i| {
             i.interface_name == name
                 && i.flags
                     .contains(nix::net::if_::InterfaceFlags::IFF_LOOPBACK)
         });
-        if !loopback {
-            return Err(OffloadError::NotLoopback(name));
-        }
-        if !names.contains(&name) {
-            names.push(name);
-        }
+        let index = nix::net::if_::if_nametoindex(name.as_str())
+            .map_err(|e| OffloadError::Interfaces(format!("{name}: {e}")))?;
+        found.push(Interface {
+            name,
+            index,
+            loopback,
+            address: addr,
+        });
     }
-    if names.is_empty() {
+    if found.is_empty() {
         return Err(OffloadError::NoIpv4);
     }
-    Ok(names)
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -535,11 +636,13 @@ mod tests {
         };
         assert!(e.to_string().contains("CAP_BPF"));
         assert!(e.fix().contains("relay.offload = \"off\""));
-        assert!(
-            OffloadError::NotLoopback("eth0".to_owned())
-                .to_string()
-                .contains("eth0")
-        );
+        let e = OffloadError::Forwarding {
+            address: "198.18.2.1".parse().unwrap(),
+            interface: "eth0".to_owned(),
+            value: "0".to_owned(),
+        };
+        assert!(e.to_string().contains("eth0"));
+        assert!(e.fix().contains("net.ipv4.conf.lo.forwarding=1"));
     }
 
     #[test]

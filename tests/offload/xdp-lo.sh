@@ -29,8 +29,8 @@ dir=$(mktemp -d /tmp/eeaturn-bpf-XXXXXX)
 mount -t bpf bpf "$dir"
 mkdir "$dir/maps"
 trap 'ip link set dev lo xdpgeneric off 2>/dev/null || true; umount "$dir"; rmdir "$dir"' EXIT
-bpftool prog load bpf/relay.bpf.o "$dir/relay" type xdp pinmaps "$dir/maps"
-ip link set dev lo xdpgeneric pinned "$dir/relay"
+bpftool prog loadall bpf/relay.bpf.o "$dir/progs" type xdp pinmaps "$dir/maps"
+ip link set dev lo xdpgeneric pinned "$dir/progs/eeaturn_lo"
 
 # Client 127.0.0.2:40000 talks to the listener 127.0.0.1:3478 on channel 0x4000, bound to the
 # peer 127.0.0.5:6000 through the relay address 127.0.0.1:50000; counters in slot 7.
