@@ -46,13 +46,19 @@ source "$(dirname "$0")/lib.sh"
 PORT="${EVIDENCE_PORT:-28580}"
 RELAY_RANGE="${EVIDENCE_RELAY_RANGE:-30600-30999}"
 PEER_PORT="${EVIDENCE_PEER_PORT:-28590}" # uclient also talks to PEER_PORT+1
-CLIENT_DE=127.0.1.1
-CLIENT_US=127.0.5.2
-PEER_FR=127.0.2.1
-PEER_US=127.0.5.1
-SERVER=127.0.0.1
+# tests/interop/offload-veth.sh runs this script again on its veth topology, with the
+# kernel fast path off and on: it sets these addresses, UCLIENT_EXEC and PEER_EXEC (command
+# prefixes that run the tool and the peers in their namespaces), EVIDENCE_VARIANT (a suffix
+# for the scenario names), EVIDENCE_CONFIG_EXTRA and EVIDENCE_BEFORE_STOP (a file sourced
+# before the relay stops, for checks of its own). EVIDENCE_CLIENT_US empty skips the
+# refused-client scenario.
+CLIENT_DE=${EVIDENCE_CLIENT_DE-127.0.1.1}
+CLIENT_US=${EVIDENCE_CLIENT_US-127.0.5.2}
+PEER_FR=${EVIDENCE_PEER_FR-127.0.2.1}
+PEER_US=${EVIDENCE_PEER_US-127.0.5.1}
+SERVER=${EVIDENCE_SERVER-127.0.0.1}
 
-interop_init evidence
+interop_init "evidence${EVIDENCE_VARIANT:+-$EVIDENCE_VARIANT}"
 if [ "$INTEROP_SERVER" != eeaturn ]; then
   log "evidence: skipped for INTEROP_SERVER=$INTEROP_SERVER (coturn keeps no evidence)"
   exit 0
@@ -78,7 +84,8 @@ signing_key_file = \"$REPO_ROOT/config/dev-evidence.key\"
 node_id = \"interop-evidence\"
 site = \"interop\"
 fsync = \"always\"
-checkpoint_interval = \"1s\""
+checkpoint_interval = \"1s\"
+${EVIDENCE_CONFIG_EXTRA:-}"
 if ! start_server "$WORK" "$PORT" "$RELAY_RANGE"; then
   fail setup "the server did not start"
   exit 1
@@ -103,7 +110,8 @@ run_uclient() {
   shift 2
   local out="$WORK/uclient-$name.log" rc n
   log "scenario $name: turnutils_uclient -v $(redact "$@")"
-  timeout 60 turnutils_uclient -v "$@" >"$out" 2>&1
+  # shellcheck disable=SC2086 # UCLIENT_EXEC is a command prefix (e.g. ip netns exec NS)
+  timeout 60 ${UCLIENT_EXEC:-} turnutils_uclient -v "$@" >"$out" 2>&1
   rc=$?
   local total bytes relays channels
   total="$(grep -E 'start_mclient: tot_send_msgs=[0-9]+, tot_recv_msgs=[0-9]+' "$out" | tail -n 1)"
@@ -138,8 +146,14 @@ run_uclient de-to-fr-send-indication relayed \
   -W "$SECRET" -u alice -p "$PORT" -L "$CLIENT_DE" -e "$PEER_FR" -r "$PEER_PORT" -c -s -n 25 -l 333 "$SERVER"
 run_uclient de-to-us-refused peer-refused \
   -W "$SECRET" -u alice -p "$PORT" -L "$CLIENT_DE" -e "$PEER_US" -r "$PEER_PORT" -c -n 10 -l 100 "$SERVER"
-run_uclient us-client-refused client-refused \
-  -W "$SECRET" -u mallory -p "$PORT" -L "$CLIENT_US" -e "$PEER_FR" -r "$PEER_PORT" -c -n 5 -l 100 "$SERVER"
+if [ -n "$CLIENT_US" ]; then
+  run_uclient us-client-refused client-refused \
+    -W "$SECRET" -u mallory -p "$PORT" -L "$CLIENT_US" -e "$PEER_FR" -r "$PEER_PORT" -c -n 5 -l 100 "$SERVER"
+fi
+if [ -n "${EVIDENCE_BEFORE_STOP:-}" ]; then
+  # shellcheck source=/dev/null
+  source "$EVIDENCE_BEFORE_STOP"
+fi
 
 # A clean stop: every allocation ends with its counters, node-stopped, a manifest.
 stop_server_scenario TERM

@@ -149,7 +149,8 @@ start_peers() {
   shift
   local -a pids=()
   for ip in "$@"; do
-    spawn "$WORK/peer-$ip.log" turnutils_peer -L "$ip" -p "$port"
+    # shellcheck disable=SC2086 # PEER_EXEC is a command prefix (e.g. ip netns exec NS)
+    spawn "$WORK/peer-$ip.log" ${PEER_EXEC:-} turnutils_peer -L "$ip" -p "$port"
     pids+=("$SPAWNED")
   done
   sleep 0.5
@@ -221,11 +222,20 @@ random_secret() {
 # 127.0.0.1:PORT and [::1]:PORT, with $SERVER_CONFIG_EXTRA (more tables, e.g.
 # [evidence]) appended when set, and $SERVER_RELAY_EXTRA (lines of [relay]) or,
 # without it, offload = "off": the suites relay in user space unless they are about the
-# kernel fast path (offload.sh). Sets SECRET, SECRET_OLD, CONFIG.
+# kernel fast path (offload.sh). The veth topology (offload-veth.sh) replaces the loopback
+# addresses: $SERVER_LISTEN_HOSTS (hosts to listen on, default "127.0.0.1 [::1]"),
+# $SERVER_RELAY_ADDRESSES and $SERVER_PEERS_ALLOW (TOML list items). Sets SECRET,
+# SECRET_OLD, CONFIG.
 write_server_config() {
-  local dir="$1" port="$2" range="$3"
+  local dir="$1" port="$2" range="$3" host listen=""
   local relay_extra='offload = "off"'
   [ -n "${SERVER_RELAY_EXTRA:-}" ] && relay_extra="$SERVER_RELAY_EXTRA"
+  local relay_addresses='"127.0.0.1", "::1"' peers_allow='"127.0.0.0/8", "::1/128"'
+  [ -n "${SERVER_RELAY_ADDRESSES:-}" ] && relay_addresses="$SERVER_RELAY_ADDRESSES"
+  [ -n "${SERVER_PEERS_ALLOW:-}" ] && peers_allow="$SERVER_PEERS_ALLOW"
+  for host in ${SERVER_LISTEN_HOSTS:-127.0.0.1 [::1]}; do
+    listen="$listen${listen:+, }\"udp://$host:$port\""
+  done
   SECRET="$(random_secret)"
   SECRET_OLD="$(random_secret)"
   printf '%s\n%s\n' "$SECRET" "$SECRET_OLD" >"$dir/secret"
@@ -235,13 +245,13 @@ write_server_config() {
 # Written by tests/interop for one test run; loopback only.
 [server]
 realm = "eeaturn.dev"
-listen = ["udp://127.0.0.1:$port", "udp://[::1]:$port"]
+listen = [$listen]
 
 [auth]
 secret_file = "$dir/secret"
 
 [relay]
-addresses = ["127.0.0.1", "::1"]
+addresses = [$relay_addresses]
 port_range = "$range"
 $relay_extra
 
@@ -254,7 +264,7 @@ max_age = "36500d"
 deny_asns = [9009]
 
 [peers]
-dangerous_allow = ["127.0.0.0/8", "::1/128"]
+dangerous_allow = [$peers_allow]
 
 [log]
 level = "${EEATURN_LOG_LEVEL:-info}"
