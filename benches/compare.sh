@@ -7,6 +7,13 @@
 # eeaturn-evidence is the same eeaturn binary and configuration with signed evidence on
 # ([evidence] enabled, fsync = "interval", a fresh directory under the work dir, the committed
 # development key config/dev-evidence.key): the cost of evidence is eeaturn-evidence ÷ eeaturn.
+# eeaturn-kernel is the same binary and configuration with relay.offload = "required": the
+# kernel fast path's XDP program on lo (generic mode), run as root (the default list has it
+# only then). Its relaying happens in the sender's softirq, on the load tool's core, so compare
+# it by "both cores µs/pkt" (server and tool core together: the whole two-core machine), which
+# the tables give for every server. Saturating loads use UDP GSO (--gso): a peer's GSO batch
+# reaches the XDP program on lo as one datagram (generic XDP cannot see the segment size), so
+# run eeaturn-kernel's saturating cells with --gso 1 (docs/design/kernel-fast-path.md).
 # --baseline REV builds eeaturn at REV (any git revision) in a temporary git worktree with its
 # own target directory, both removed once the binary is copied, and runs it as a further
 # server, eeaturn-base, with the same configuration and pinning: eeaturn ÷ eeaturn-base is the
@@ -59,6 +66,7 @@ RATE=50000
 GSO=8
 RESULTS=""
 SERVERS="forwarder-naive forwarder-naive-sockets forwarder-batched forwarder-sockets coturn eeaturn eeaturn-evidence"
+[ "$(id -u)" = 0 ] && SERVERS="$SERVERS eeaturn-kernel"
 BASELINE=""
 DO_LOAD=1
 DO_SETUP=1
@@ -145,6 +153,7 @@ REALM=bench.test
 SERVER_CPU=1
 TOOL_CPU=0
 declare -A PORT=([coturn]=20000 [eeaturn]=20001 [eeaturn-base]=20002 [eeaturn-evidence]=20003
+  [eeaturn-kernel]=20004
   [forwarder-naive]=20010 [forwarder-batched]=20011 [forwarder-sockets]=20012
   [forwarder-naive-sockets]=20013)
 
@@ -177,11 +186,11 @@ results = sys.argv[1]
 SERVERS = ["forwarder-naive", "forwarder-naive-sockets", "forwarder-batched", "forwarder-sockets",
            "coturn", "eeaturn"]
 # eeaturn at --baseline REV and eeaturn with evidence on: columns only when a run has them.
-EXTRA = ["eeaturn-base", "eeaturn-evidence"]
+EXTRA = ["eeaturn-base", "eeaturn-evidence", "eeaturn-kernel"]
 SHORT = {"forwarder-naive": "naive", "forwarder-naive-sockets": "naive-sockets",
          "forwarder-batched": "batched", "forwarder-sockets": "sockets",
          "coturn": "coturn", "eeaturn": "eeaturn", "eeaturn-base": "eeaturn-base",
-         "eeaturn-evidence": "eeaturn-evidence"}
+         "eeaturn-evidence": "eeaturn-evidence", "eeaturn-kernel": "eeaturn-kernel"}
 
 def lines(name):
     path = os.path.join(results, name)
@@ -229,6 +238,7 @@ def cell(server, mode, direction, payload, n, kind):
         "p99": med(rows, "lat_p99_us"),
         "cpu": med(rows, "server_us_per_pkt"),
         "core": med(rows, "server_core_us_per_pkt"),
+        "cores": med(rows, "cores_us_per_pkt"),
         "tool": med(rows, "tool_core_pct"),
         # Saturating without loss while the tool's core is full: the tool was the limit.
         "tool_bound": kind == "saturate" and (med(rows, "loss_pct") or 0) < 0.5
@@ -243,8 +253,8 @@ rate_text = ", ".join(f"{r:,}" for r in fixed_rates) or "–"
 
 if load:
     print(f"### Data path: medians per cell (fixed rate = {rate_text} msg/s in total)\n")
-    print("| load | direction | bytes | allocs | server | mode | runs | delivered msg/s | loss % | p50 µs | p99 µs | server CPU µs/pkt | core µs/pkt | tool core % |")
-    print("| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| load | direction | bytes | allocs | server | mode | runs | delivered msg/s | loss % | p50 µs | p99 µs | server CPU µs/pkt | core µs/pkt | both cores µs/pkt | tool core % |")
+    print("| --- | --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     bound = 0
     for (k, d, p, n) in groups:
         for s in SERVERS:
@@ -258,7 +268,7 @@ if load:
                 bound += bool(mark)
                 print(f"| {k} | {d} | {p} | {n} | {s} | {m} | {c['runs']} | {fmt(c['dpps'], ',.0f')}{mark} | "
                       f"{fmt(c['loss'], '.2f')} | {fmt(c['p50'], '.0f')} | {fmt(c['p99'], '.0f')} | "
-                      f"{fmt(c['cpu'], '.2f')} | {fmt(c['core'], '.2f')} | {fmt(c['tool'], '.0f')} |")
+                      f"{fmt(c['cpu'], '.2f')} | {fmt(c['core'], '.2f')} | {fmt(c['cores'], '.2f')} | {fmt(c['tool'], '.0f')} |")
     if bound:
         print("\n† no loss while the load tool's core was full: the tool, not the server, was the limit.")
 
@@ -274,6 +284,7 @@ if load:
             print(f"| {d} | {m} | {p} | {n} | " + " | ".join(vals) + " |")
 
     compact("fixed", "cpu", ".2f", f"Server CPU µs per relayed packet at {rate_text} msg/s (forwarders: bare datagrams)")
+    compact("fixed", "cores", ".2f", f"Both cores (the whole two-core machine, kernel included) µs per relayed packet at {rate_text} msg/s")
     compact("saturate", "dpps", ",.0f", "Delivered msg/s, saturating (forwarders: bare datagrams)")
 
     print("\n### Ratios eeaturn / other (CPU per packet and p99: lower is better; msg/s: higher is better)\n")
@@ -313,7 +324,7 @@ if load:
             print(f"\n### eeaturn beside {' and '.join(own)}: {what} (medians; single runs in brackets)\n")
             head = ["direction", "mode", "bytes", "allocs", "eeaturn"]
             for s in own:
-                head += [s, ("eeaturn ÷ base" if s == "eeaturn-base" else "evidence ÷ eeaturn")]
+                head += [s, ("eeaturn ÷ base" if s == "eeaturn-base" else f"{s.removeprefix('eeaturn-')} ÷ eeaturn")]
             print("| " + " | ".join(head) + " |")
             print("| --- | --- | ---: | ---: | " + " | ".join("---:" for _ in head[4:]) + " |")
             for (m, d, p, n, k) in rows:
@@ -325,6 +336,24 @@ if load:
                     r = ratio(e.get(key), o.get(key)) if s == "eeaturn-base" else ratio(o.get(key), e.get(key))
                     vals.append(fmt(r, ".3f"))
                 print(f"| {d} | {m} | {p} | {n} | " + " | ".join(vals) + " |")
+
+kernel_cells = [c for c in turn_cells if cell("eeaturn-kernel", *c)]
+if kernel_cells:
+    print("\n### The kernel fast path (eeaturn-kernel) against the others: both cores µs per packet "
+          "(the whole machine, softirq included) and p99 at the fixed rate, msg/s saturating\n")
+    print("| load | direction | mode | bytes | allocs | both cores ÷ coturn | ÷ eeaturn | ÷ batched | ÷ sockets | "
+          "p99 ÷ eeaturn | msg/s ÷ eeaturn | ÷ coturn |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for (m, d, p, n, k) in kernel_cells:
+        e = cell("eeaturn-kernel", m, d, p, n, k)
+        o = {s: cell(s, m, d, p, n, k) or {} for s in SERVERS}
+        def r(s, key):
+            return fmt(ratio(e[key], o[s].get(key)), ".2f")
+        sat = k == "saturate"
+        print(f"| {k} | {d} | {m} | {p} | {n} | {'–' if sat else r('coturn', 'cores')} | "
+              f"{'–' if sat else r('eeaturn', 'cores')} | {'–' if sat else r('forwarder-batched', 'cores')} | "
+              f"{'–' if sat else r('forwarder-sockets', 'cores')} | {'–' if sat else r('eeaturn', 'p99')} | "
+              f"{r('eeaturn', 'dpps') if sat else '–'} | {r('coturn', 'dpps') if sat else '–'} |")
 
 if setup:
     print("\n### Allocation setup rate (401 round + authenticated Allocate, 64 in flight)\n")
@@ -487,6 +516,10 @@ fsync = "interval"
 EOF
 sed "s|udp://$HOST:${PORT[eeaturn]}|udp://$HOST:${PORT[eeaturn-base]}|" "$WORK/eeaturn.toml" \
   >"$WORK/eeaturn-base.toml"
+# eeaturn-kernel: the same configuration on its own port, relaying ChannelData in the kernel
+# (it refuses to start without the fast path rather than measure user space by mistake).
+sed -e "s|udp://$HOST:${PORT[eeaturn]}|udp://$HOST:${PORT[eeaturn-kernel]}|" \
+  -e 's|^offload = "off"|offload = "required"|' "$WORK/eeaturn.toml" >"$WORK/eeaturn-kernel.toml"
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
@@ -531,6 +564,10 @@ start_server() {
       ;;
     eeaturn-evidence)
       taskset -c "$SERVER_CPU" env NO_COLOR=1 "$EEATURN" serve --config "$WORK/eeaturn-evidence.toml" \
+        >"$logf" 2>&1 &
+      ;;
+    eeaturn-kernel)
+      taskset -c "$SERVER_CPU" env NO_COLOR=1 "$EEATURN" serve --config "$WORK/eeaturn-kernel.toml" \
         >"$logf" 2>&1 &
       ;;
     eeaturn-base)

@@ -126,6 +126,12 @@ pub(crate) struct LoadReport {
     pub(crate) server_core_pct: Option<f64>,
     /// Busy microseconds of the server's core per delivered packet.
     pub(crate) server_core_us_per_pkt: Option<f64>,
+    /// Busy microseconds of the server's and the tool's cores together per delivered packet:
+    /// on a two-core machine, the whole machine. The fair figure when part of the relaying
+    /// runs in the kernel outside the server's process and core (the XDP fast path on `lo`
+    /// runs in the sender's softirq, on the tool's core). Needs `--server-core` and a tool
+    /// pinned to one other core.
+    pub(crate) cores_us_per_pkt: Option<f64>,
     /// CPU of this tool in the window, percent of one core.
     pub(crate) tool_cpu_pct: f64,
     /// Busy share of the tool's core, when the tool is pinned to one: near 100 means the tool,
@@ -339,6 +345,10 @@ pub(crate) async fn run(dialer: &Dialer, spec: &LoadSpec) -> anyhow::Result<Load
         server_core_us_per_pkt: server_core
             .filter(|_| delivered > 0)
             .map(|c| c.1 / delivered as f64),
+        cores_us_per_pkt: server_core
+            .zip(tool_core)
+            .filter(|_| delivered > 0 && spec.server_core != pinned_cpu())
+            .map(|(s, t)| (s.1 + t.1) / delivered as f64),
         tool_cpu_pct: 100.0 * (snap1.tool_cpu - snap0.tool_cpu) / secs,
         tool_core_pct: tool_core.map(|c| c.0),
         send_errors: sent.errors,

@@ -308,9 +308,10 @@ fn load_summary(label: &str, transport: Transport, r: &load::LoadReport) -> Stri
     );
     let _ = write!(
         s,
-        "; tool CPU {:.0} % (core {}); dropped at full sockets: server {}, peer {}",
+        "; tool CPU {:.0} % (core {}); both cores {} per packet; dropped at full sockets: server {}, peer {}",
         r.tool_cpu_pct,
         opt(r.tool_core_pct, |v| format!("{v:.0} %")),
+        opt(r.cores_us_per_pkt, |v| format!("{v:.2} µs")),
         r.server_socket_drops,
         r.peer_socket_drops,
     );
