@@ -67,7 +67,16 @@ other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); other.bind(("127.0.0.5
 other.sendto(b"unknown peer", ("127.0.0.1", 50000))
 data, src = relay.recvfrom(2048)
 assert (data, src) == (b"unknown peer", ("127.0.0.5", 6001)), (data, src)
-print("relayed both ways; unknown traffic passed to user space")
+# A peer's UDP GSO batch (two 1000-byte segments) arrives on lo as one 2000-byte skb; the
+# program must not relay it as one datagram: it passes, and the relay socket gets both.
+UDP_SEGMENT = 103
+p.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 1000)
+p.sendto(b"a" * 1000 + b"b" * 1000, ("127.0.0.1", 50000))
+p.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 0)
+for want in (b"a" * 1000, b"b" * 1000):
+    data, src = relay.recvfrom(4096)
+    assert (data, src) == (want, ("127.0.0.5", 6000)), (len(data), src)
+print("relayed both ways; unknown traffic and a GSO batch passed to user space")
 PY
 
 counters=$(bpftool -j map lookup pinned "$dir/maps/counters" key 7 0 0 0)
