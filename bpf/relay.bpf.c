@@ -178,6 +178,14 @@ static __always_inline int next_hop(struct xdp_md *ctx, const __u8 src[6], const
 	return 0;
 }
 
+// Whether XDP_TX on lo delivers a packet to `addr`: only to 127.0.0.0/8. A path from a client
+// on lo to a peer elsewhere (a listener on 127.0.0.1, the relay address on another interface)
+// goes to user space, which routes it.
+static __always_inline bool on_lo(const __u8 addr[6])
+{
+	return addr[0] == 127;
+}
+
 // Sends a rewritten packet: back out of the interface it came in on, with the MAC addresses
 // swapped (`hop` NULL: loopback, where they are zero anyway), or to `hop`.
 static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, const struct hop *hop)
@@ -225,6 +233,8 @@ static __always_inline int to_peer_path(struct xdp_md *ctx, const struct to_peer
 	if (routed && next_hop(ctx, path->relay, path->peer,
 			       payload_len + sizeof(struct udphdr) + sizeof(struct iphdr), &hop))
 		return XDP_PASS;
+	if (!routed && !on_lo(path->peer))
+		return XDP_PASS;
 	__builtin_memcpy(headers, data, HEADERS);
 	// The map value stays valid across bpf_xdp_adjust_head (only packet pointers do not):
 	// read from it directly rather than through copies on the stack.
@@ -266,6 +276,8 @@ static __always_inline int to_client_path(struct xdp_md *ctx,
 			       payload_len + CHANNEL_DATA_HEADER + sizeof(struct udphdr) +
 				       sizeof(struct iphdr),
 			       &hop))
+		return XDP_PASS;
+	if (!routed && !on_lo(path->client))
 		return XDP_PASS;
 	__builtin_memcpy(headers, data, HEADERS);
 	if (bpf_xdp_adjust_head(ctx, -CHANNEL_DATA_HEADER))

@@ -40,6 +40,10 @@ relay="127 0 0 1 0xc3 0x50"
 peer="127 0 0 5 0x17 0x70"
 bpftool map update pinned "$dir/maps/to_peer" key $client $server 0x40 0x00 0 0 value $relay $peer 7 0 0 0
 bpftool map update pinned "$dir/maps/to_client" key $relay $peer value $client $server 0x40 0x00 0 0 7 0 0 0
+# Channel 0x4002 of the same client leads to a peer that is not on lo (10.0.0.9:6000, through
+# the same relay address): XDP_TX on lo cannot deliver there, so the program must pass it.
+far="10 0 0 9 0x17 0x70"
+bpftool map update pinned "$dir/maps/to_peer" key $client $server 0x40 0x02 0 0 value $relay $far 8 0 0 0
 
 python3 - <<'PY'
 import socket
@@ -59,7 +63,8 @@ assert (data, src) == (bytes([0x40, 0, 0, 13]) + b"from the peer", ("127.0.0.1",
 
 # What the program does not know reaches the user-space sockets untouched: another channel,
 # padded ChannelData, a STUN-looking datagram, another peer.
-for msg in (bytes([0x40, 1, 0, 3]) + b"abc", bytes([0x40, 0, 0, 3]) + b"abc\0", b"\0\x01\0\0" + bytes(16)):
+for msg in (bytes([0x40, 1, 0, 3]) + b"abc", bytes([0x40, 0, 0, 3]) + b"abc\0", b"\0\x01\0\0" + bytes(16),
+            bytes([0x40, 2, 0, 3]) + b"far"):
     c.sendto(msg, ("127.0.0.1", 3478))
     data, src = listener.recvfrom(2048)
     assert (data, src) == (msg, ("127.0.0.2", 40000)), (data, src)
