@@ -33,7 +33,7 @@ if [ "$setup_failed" -ne 0 ]; then
   echo "FAIL interop/setup" | tee -a "$RESULTS"
 fi
 
-for script in turnutils.sh offload.sh offload-veth.sh aioice.sh residency.sh evidence.sh tls.sh stream.sh api.sh fleet.sh rolling-upgrade.sh; do
+for script in turnutils.sh offload.sh offload-veth.sh browser/call.sh aioice.sh residency.sh evidence.sh tls.sh stream.sh api.sh fleet.sh rolling-upgrade.sh; do
   log "=== $script ==="
   before=$(grep -c '^FAIL ' "$RESULTS")
   timeout 900 bash "$INTEROP_DIR/$script"
