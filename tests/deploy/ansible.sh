@@ -20,8 +20,8 @@
 #   8. with eeaturn_rest_secret_delivery=file a rotation only reloads (same process);
 #   9. a config that fails `eeaturn config check` (template validate:) is not installed and
 #      the relay runs on; 10. rolling-restart.yml restarts the relay;
-#  11. eeaturn_offload=auto installs the drop-in offload.conf: the restarted relay holds
-#      CAP_BPF and CAP_NET_ADMIN, attaches its XDP program to the namespace's lo and coturn's
+#  11. eeaturn_offload=auto installs the drop-in offload.conf and the lo forwarding sysctl
+#      (set in the namespace): the restarted relay holds CAP_BPF and CAP_NET_ADMIN, attaches its XDP program to the namespace's lo and coturn's
 #      client relays through it; eeaturn_offload=off removes the drop-in and the capabilities
 #      (the runs before it, with the role's default "off", left the unit without any);
 #  12. the journal holds no client or peer address and no secret.
@@ -98,7 +98,7 @@ cleanup() {
   # What the role and the relay wrote on the shared file system.
   rm -rf /etc/eeaturn /etc/systemd/system/eeaturn.service.d \
     /etc/systemd/system/eeaturn-geoupdate.service.d /etc/nftables.d/eeaturn.nft \
-    /etc/systemd/journald.conf.d/eeaturn.conf /var/cache/eeaturn \
+    /etc/systemd/journald.conf.d/eeaturn.conf /etc/sysctl.d/60-eeaturn-offload.conf /var/cache/eeaturn \
     /usr/local/sbin/eeaturn-acme-deploy-hook /var/lib/eeaturn /var/lib/private/eeaturn
   rmdir /etc/nftables.d /etc/systemd/journald.conf.d 2>/dev/null
   local w keep
@@ -320,6 +320,9 @@ grep -q 'RUNNING HANDLER \[eeaturn : Restart eeaturn (drains)\]' "$work/converge
 grep -qx 'offload = "auto"' /etc/eeaturn/eeaturn.toml || die "relay.offload is not auto in the config"
 [ "$(show MainPID)" != "$pid_before" ] || die "the relay was not restarted"
 [ "$(cap_eff)" = 0000008000001000 ] || die "the relay's capabilities are $(cap_eff), not CAP_BPF CAP_NET_ADMIN"
+grep -qx 'net.ipv4.conf.lo.forwarding = 1' /etc/sysctl.d/60-eeaturn-offload.conf \
+  || die "no /etc/sysctl.d/60-eeaturn-offload.conf with eeaturn_offload=auto"
+[ "$(inside sysctl -n net.ipv4.conf.lo.forwarding)" = 1 ] || die "lo forwarding is not on with eeaturn_offload=auto"
 pid_now=$(show MainPID)
 offload_lines=$(inside journalctl -u eeaturn --since "$since" _PID="$pid_now" --no-pager -o cat | grep 'kernel fast path' || true)
 [ "$(grep -c . <<<"$offload_lines")" = 1 ] || die "not one line about the fast path: '$offload_lines'"
@@ -336,6 +339,7 @@ done
 log "offload auto: CAP_BPF CAP_NET_ADMIN, XDP on lo, $relayed_in_kernel packets relayed in the kernel"
 converge 9 -e eeaturn_rest_secret_delivery=file
 [ ! -e /etc/systemd/system/eeaturn.service.d/offload.conf ] || die "offload.conf left with eeaturn_offload off"
+[ ! -e /etc/sysctl.d/60-eeaturn-offload.conf ] || die "60-eeaturn-offload.conf left with eeaturn_offload off"
 [ "$(cap_eff)" = 0000000000000000 ] || die "the relay kept capabilities after offload off: $(cap_eff)"
 ! inside ip link show lo | grep -q 'xdp' || die "an XDP program is left on lo"
 check_relayed "$(uclient 20 -W "$secret3" -p 3478 127.0.0.1)" "UDP in user space again"
