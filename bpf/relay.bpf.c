@@ -200,8 +200,9 @@ static __always_inline int send(struct xdp_md *ctx, struct ethhdr *eth, const st
 	}
 	__builtin_memcpy(eth->h_source, hop->smac, ETH_ALEN);
 	__builtin_memcpy(eth->h_dest, hop->dmac, ETH_ALEN);
-	if (hop->ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
+	// A redirect also when the egress is the ingress, not XDP_TX: a veth wakes its peer for
+	// XDP_TX frames only when the peer runs an XDP program itself (with GRO alone the frames
+	// sit in the peer's ring), while a redirect always does.
 	return bpf_redirect_map(&egress, hop->ifindex, 0);
 }
 

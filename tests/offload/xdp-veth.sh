@@ -54,6 +54,8 @@ ip link set rc up
 ip link set rp up
 ip -n "$C" link set lo up
 ip -n "$C" addr add 198.18.1.2/24 dev c
+# A second peer on the client's own link: its packets leave rc, the interface they came in on.
+ip -n "$C" addr add 198.18.1.3/24 dev c
 ip -n "$C" link set c up
 ip -n "$P" link set lo up
 ip -n "$P" addr add 198.18.2.2/24 dev p
@@ -89,6 +91,13 @@ relay="198 18 2 1 0xc3 0x50"
 peer="198 18 2 2 0x17 0x70"
 bpftool map update pinned "$dir/maps/to_peer" key $client $server 0x40 0x00 0 0 value $relay $peer 7 0 0 0
 bpftool map update pinned "$dir/maps/to_client" key $relay $peer value $client $server 0x40 0x00 0 0 7 0 0 0
+# Channel 0x4003 of the same client leads to 198.18.1.3:6000, behind rc itself, through the
+# relay address 198.18.2.1:50001; counters in slot 9. Its neighbour entry is written here, so
+# the first packet already goes in the kernel: a redirect back out of rc. (XDP_TX there would
+# be lost: a veth wakes its peer for XDP_TX frames only when the peer runs XDP itself.)
+mac=$(ip -n "$C" -o link show c | grep -o 'link/ether [0-9a-f:]*' | cut -d' ' -f2)
+ip neigh replace 198.18.1.3 lladdr "$mac" dev rc nud permanent
+bpftool map update pinned "$dir/maps/to_peer" key $client $server 0x40 0x03 0 0 value 198 18 2 1 0xc3 0x51 198 18 1 3 0x17 0x70 9 0 0 0
 
 # The relay's sockets: what the program passes arrives here.
 python3 - "$C" "$P" <<'PY' &
@@ -147,6 +156,13 @@ c.sendto(bytes([0x40, 0, 0, len(payload)]) + payload, ("198.18.1.1", 3478))
 c.sendto(bytes([0x40, 1, 0, 3]) + b"abc", ("198.18.1.1", 3478))
 c.sendto(bytes([0x40, 0, 0, 3]) + b"abc\0", ("198.18.1.1", 3478))
 print("client got the peer answer via the kernel")
+# 6. To the peer behind rc: 64 datagrams out of the interface they came in on.
+near = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); near.bind(("198.18.1.3", 6000)); near.settimeout(5)
+for i in range(64):
+    c.sendto(bytes([0x40, 3, 0, 4]) + i.to_bytes(4, "big"), ("198.18.1.1", 3478))
+    data, src = near.recvfrom(2048)
+    assert (data, src) == (i.to_bytes(4, "big"), ("198.18.2.1", 50001)), (data, src)
+print("the peer behind the ingress interface got 64 of 64 via the kernel")
 '
 wait "$peer_side"
 wait "$sockets"
@@ -157,4 +173,9 @@ if [[ $counters != *"$expected"* ]]; then
   echo "unexpected counters: $counters" >&2
   exit 1
 fi
-echo "ok: tests/offload/xdp-veth.sh (native XDP on veth, redirected both ways; counters $expected)"
+near=$(bpftool -j map lookup pinned "$dir/maps/counters" key 9 0 0 0)
+if [[ $near != *'"to_peer_packets":64,"to_peer_bytes":256,'* ]]; then
+  echo "unexpected counters for the peer behind rc: $near" >&2
+  exit 1
+fi
+echo "ok: tests/offload/xdp-veth.sh (native XDP on veth, redirected both ways and back out of the ingress interface; counters $expected)"
