@@ -9,7 +9,9 @@
 //! - `memory`: the server's RSS growth per idle allocation with one permission and channel.
 //!
 //! With `--json`, stdout carries one JSON line and the human summary goes to stderr.
-//! Every address must be a loopback address: this tool never sends anywhere else.
+//! Every address must be a loopback address: this tool never sends anywhere else (the one
+//! exception, 198.18.0.0/15 in a network namespace without a default route, is for
+//! `benches/veth-compare.sh`).
 
 #![expect(
     clippy::print_stdout,
@@ -362,14 +364,44 @@ fn dialer(t: &Target, turn: bool) -> anyhow::Result<Dialer> {
     )
 }
 
-/// Refuses anything that is not a loopback address.
+/// Refuses anything that is not a loopback address, except the benchmarking range
+/// 198.18.0.0/15 (RFC 2544) inside a network namespace without a default route
+/// (`benches/veth-compare.sh`), where those addresses exist only on the namespace's veth and
+/// nothing can leave it.
 fn check_loopback(addrs: &[IpAddr]) -> anyhow::Result<()> {
     for a in addrs {
-        if !a.is_loopback() {
-            bail!("{a} is not a loopback address: this tool only runs on loopback");
+        if a.is_loopback() {
+            continue;
         }
+        if benchmarking(*a) {
+            if !has_default_route() {
+                continue;
+            }
+            bail!(
+                "{a} is in 198.18.0.0/15: this tool uses that range only in a network namespace \
+                 without a default route (benches/veth-compare.sh), never on the host's network"
+            );
+        }
+        bail!("{a} is not a loopback address: this tool only runs on loopback");
     }
     Ok(())
+}
+
+/// 198.18.0.0/15, the benchmarking range of RFC 2544.
+fn benchmarking(a: IpAddr) -> bool {
+    matches!(a, IpAddr::V4(v4) if v4.octets()[0] == 198 && v4.octets()[1] & 0xfe == 18)
+}
+
+/// Whether this network namespace has an IPv4 default route (or its table cannot be read,
+/// which counts as having one).
+fn has_default_route() -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/route") else {
+        return true;
+    };
+    table
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some("00000000"))
 }
 
 fn check_count(n: usize, concurrency: usize) -> anyhow::Result<()> {
