@@ -68,7 +68,9 @@ deploy_boot() {
   upid=$!
   local state=""
   for _ in $(seq 1 100); do
-    sdpid=$(ps -o pid= --ppid "$upid" | tr -d ' ' | head -1)
+    # ps fails while unshare has not forked yet: under `set -e -o pipefail` that must not end
+    # the script (it did, silently, on a loaded machine).
+    sdpid=$(ps -o pid= --ppid "$upid" | tr -d ' ' | head -1) || sdpid=""
     [ -n "$sdpid" ] && [ "$(cat "/proc/$sdpid/comm" 2>/dev/null)" = systemd ] && break
     sdpid=""
     sleep 0.1
@@ -100,6 +102,9 @@ deploy_poweroff() {
     kill -0 "$sdpid" 2>/dev/null && kill -KILL "$sdpid"
   fi
   if [ -n "$upid" ]; then
+    # unshare --fork ignores SIGTERM while its child runs, and a namespace's init ignores
+    # signals from outside but SIGKILL: kill the child (whatever systemd got to), then reap.
+    pkill -KILL -P "$upid" 2>/dev/null
     kill -0 "$upid" 2>/dev/null && kill "$upid"
     wait "$upid" 2>/dev/null
   fi
