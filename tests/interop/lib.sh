@@ -163,6 +163,29 @@ start_peers() {
   done
 }
 
+# xdp_kernel_totals DEV: the counters of the kernel fast path's XDP program attached to DEV
+# (read with bpftool): packets and bytes to peers, packets and bytes to clients, summed over
+# the first 64 slots (paths take the lowest free slots; a slot keeps its counts after its path
+# goes). Prints nothing when DEV has no XDP program with a counters map.
+xdp_kernel_totals() {
+  ip -j -d link show dev "$1" | python3 -c '
+import json, subprocess, sys
+def bpftool(*args):
+    return json.loads(subprocess.check_output(["bpftool", "-j", *args]))
+prog = json.load(sys.stdin)[0].get("xdp", {}).get("prog", {}).get("id")
+if prog is not None:
+    for m in bpftool("prog", "show", "id", str(prog))["map_ids"]:
+        if bpftool("map", "show", "id", str(m))["name"] != "counters":
+            continue
+        tot = [0, 0, 0, 0]
+        for slot in range(64):
+            key = [str(slot & 255), str(slot >> 8), "0", "0"]
+            v = bpftool("map", "lookup", "id", str(m), "key", *key)["formatted"]["value"]
+            for i, k in enumerate(["to_peer_packets", "to_peer_bytes", "to_client_packets", "to_client_bytes"]):
+                tot[i] += v[k]
+        print(*tot)'
+}
+
 pass() {
   local name="$1"
   shift

@@ -52,37 +52,8 @@ if ! start_server "$WORK" "$PORT" "$RELAY_RANGE"; then
 fi
 start_peers "$PEER_PORT" "$PEER4"
 
-# The counters map of the program attached to lo in this namespace.
-prog=$(bpftool -j net show dev lo | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["xdp"][0]["id"])')
-counters=$(bpftool -j prog show id "$prog" | python3 -c '
-import json, subprocess, sys
-for m in json.load(sys.stdin)["map_ids"]:
-    info = json.loads(subprocess.check_output(["bpftool", "-j", "map", "show", "id", str(m)]))
-    if info["name"] == "counters":
-        print(m)')
-# kernel_totals: the four counters summed over the first 64 slots (paths take the lowest
-# free slots; slots keep their last values after a path is removed).
-kernel_totals() {
-  local i
-  for i in $(seq 0 63); do
-    bpftool -j map lookup id "$counters" key $((i & 255)) $((i >> 8)) 0 0
-  done | python3 -c '
-import json, sys
-tot = [0, 0, 0, 0]
-dec = json.JSONDecoder()
-text = sys.stdin.read()
-pos = 0
-while pos < len(text):
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    if pos >= len(text):
-        break
-    obj, pos = dec.raw_decode(text, pos)
-    v = obj["formatted"]["value"]
-    for i, k in enumerate(["to_peer_packets", "to_peer_bytes", "to_client_packets", "to_client_bytes"]):
-        tot[i] += v[k]
-print(*tot)'
-}
+# kernel_totals: the program's four counters (lib.sh's xdp_kernel_totals on this namespace's lo).
+kernel_totals() { xdp_kernel_totals lo; }
 
 # run_uclient NAME UCLIENT_ARGS...: sets SENT and RECV from the tool's summary.
 run_uclient() {

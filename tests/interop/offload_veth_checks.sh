@@ -23,23 +23,8 @@ else
   grep -i 'offload\|fast path' "$SERVER_LOG" | head -n 5 | sed 's/^/    | /'
 fi
 
-# The counters of the program attached to rc (the same maps serve rp), summed over the first
-# 64 slots (paths take the lowest free slots; a slot keeps its counts after its path goes).
-prog=$(ip -j -d link show dev rc | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["xdp"]["prog"]["id"])' 2>/dev/null)
-totals=$(bpftool -j prog show id "$prog" 2>/dev/null | python3 -c '
-import json, subprocess, sys
-for m in json.load(sys.stdin)["map_ids"]:
-    info = json.loads(subprocess.check_output(["bpftool", "-j", "map", "show", "id", str(m)]))
-    if info["name"] != "counters":
-        continue
-    tot = [0, 0, 0, 0]
-    for slot in range(64):
-        key = [str(slot & 255), str(slot >> 8), "0", "0"]
-        e = json.loads(subprocess.check_output(["bpftool", "-j", "map", "lookup", "id", str(m), "key", *key]))
-        v = e["formatted"]["value"]
-        for i, k in enumerate(["to_peer_packets", "to_peer_bytes", "to_client_packets", "to_client_bytes"]):
-            tot[i] += v[k]
-    print(*tot)')
+# The counters of the program attached to rc (the same maps serve rp).
+totals=$(xdp_kernel_totals rc)
 read -r kp kb cp cb <<<"${totals:-0 0 0 0}"
 # The ChannelData call sent 40 messages of 120 bytes and got them echoed. The first of them
 # may reach user space while the kernel has no neighbour entry for the peer yet.

@@ -57,43 +57,6 @@ INTERVAL_MS=20    # between sends: 4 s of traffic, time for ChannelBind to repla
 
 interop_init browser
 
-# kernel_totals COUNTERS_MAP_ID: to_peer packets, bytes, to_client packets, bytes summed over
-# the first 64 slots (as in tests/interop/offload.sh).
-kernel_totals() {
-  local map="$1" i
-  for i in $(seq 0 63); do
-    bpftool -j map lookup id "$map" key $((i & 255)) $((i >> 8)) 0 0
-  done | python3 -c '
-import json, sys
-tot = [0, 0, 0, 0]
-dec = json.JSONDecoder()
-text = sys.stdin.read()
-pos = 0
-while pos < len(text):
-    while pos < len(text) and text[pos].isspace():
-        pos += 1
-    if pos >= len(text):
-        break
-    obj, pos = dec.raw_decode(text, pos)
-    v = obj["formatted"]["value"]
-    for i, k in enumerate(["to_peer_packets", "to_peer_bytes", "to_client_packets", "to_client_bytes"]):
-        tot[i] += v[k]
-print(*tot)'
-}
-
-# counters_map: the id of the counters map of the XDP program on lo, or nothing.
-counters_map() {
-  local prog
-  prog=$(bpftool -j net show dev lo 2>/dev/null |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["xdp"][0]["id"])' 2>/dev/null) || return 0
-  bpftool -j prog show id "$prog" | python3 -c '
-import json, subprocess, sys
-for m in json.load(sys.stdin)["map_ids"]:
-    info = json.loads(subprocess.check_output(["bpftool", "-j", "map", "show", "id", str(m)]))
-    if info["name"] == "counters":
-        print(m)'
-}
-
 # metrics_summary PORT: the relay's own view of the call (ChannelBind requests answered,
 # packets relayed, and of those in the kernel), from its metrics endpoint.
 metrics_summary() {
@@ -221,11 +184,11 @@ stop_relay
 # 2. The kernel fast path on lo.
 export SERVER_RELAY_EXTRA='offload = "required"'
 run_call kernel 28982 30650-30699 28992
-map=$(counters_map)
-if [ -z "$map" ]; then
+totals=$(xdp_kernel_totals lo)
+if [ -z "$totals" ]; then
   fail kernel/in-kernel "no XDP program with a counters map on lo (bpftool net show dev lo: $(bpftool net show dev lo 2>&1 | tr '\n' ' '))"
 else
-  read -r kp kb cp cb <<<"$(kernel_totals "$map")"
+  read -r kp kb cp cb <<<"$totals"
   if [ "$CALL_OK" = 1 ] && [ "${kp:-0}" -gt 0 ] && [ "${cp:-0}" -gt 0 ]; then
     pass kernel/in-kernel "the kernel relayed $kp packets ($kb bytes) to peers and $cp packets ($cb bytes) to clients"
   else
