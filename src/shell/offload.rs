@@ -215,8 +215,8 @@ impl KernelMaps {
                     .insert(interface.index, interface.index, None, 0)
                     .map_err(|e| OffloadError::Load(format!("map egress: {e}")))?;
             }
-            // Keep the device map with the object: dropping it would not remove the entries,
-            // but nothing else needs it.
+            // Filled once; the loaded program holds the map (and its entries) from here on,
+            // so this handle is not kept.
             drop(egress);
         }
         let to_peer = take(&mut ebpf, "to_peer", ToPeer::try_from)?;
