@@ -219,9 +219,10 @@ static __always_inline void finish(struct iphdr *ip, struct udphdr *udp, __u16 u
 	udp->check = 0;
 }
 
-// Client -> peer: strip the ChannelData header and send the payload from the relay address.
+// Client -> peer: strip the ChannelData header (and the `pad` bytes of padding after the
+// data, 0 to 3) and send the payload from the relay address.
 static __always_inline int to_peer_path(struct xdp_md *ctx, const struct to_peer_value *path,
-					__u16 payload_len, bool routed)
+					__u16 payload_len, __u32 pad, bool routed)
 {
 	__u8 headers[HEADERS];
 	struct hop hop;
@@ -236,6 +237,16 @@ static __always_inline int to_peer_path(struct xdp_md *ctx, const struct to_peer
 		return XDP_PASS;
 	if (!routed && !on_lo(path->peer))
 		return XDP_PASS;
+	if (pad > 3)
+		return XDP_PASS;
+	if (pad) {
+		if (bpf_xdp_adjust_tail(ctx, -(int)pad))
+			return XDP_PASS;
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		if (data + HEADERS > end)
+			return XDP_DROP;
+	}
 	__builtin_memcpy(headers, data, HEADERS);
 	// The map value stays valid across bpf_xdp_adjust_head (only packet pointers do not):
 	// read from it directly rather than through copies on the stack.
@@ -344,8 +355,9 @@ static __always_inline int relay(struct xdp_md *ctx, bool routed)
 	__u16 payload_len = udp_len - sizeof(*udp);
 
 	// ChannelData from a client: channel numbers 0x4000-0x7FFF (the core accepts RFC 5766's
-	// range too), the length exact (the padding RFC 8656 §12.5 allows over UDP goes to user
-	// space).
+	// range too); the length exact, or padded to the next multiple of four, which RFC 8656
+	// §12.5 allows over UDP (some clients always pad): the padding is not relayed. Any other
+	// length goes to user space.
 	if (payload_len >= CHANNEL_DATA_HEADER && (void *)(payload + CHANNEL_DATA_HEADER) <= end &&
 	    (payload[0] & 0xc0) == 0x40) {
 		__u16 cd_len = ((__u16)payload[2] << 8) | payload[3];
@@ -358,9 +370,11 @@ static __always_inline int relay(struct xdp_md *ctx, bool routed)
 		key.channel[1] = payload[1];
 		struct to_peer_value *path = bpf_map_lookup_elem(&to_peer, &key);
 		if (path) {
-			if (cd_len + CHANNEL_DATA_HEADER != payload_len)
+			__u32 whole = cd_len + CHANNEL_DATA_HEADER;
+			__u32 padded = (whole + 3) & ~3u;
+			if (payload_len != whole && payload_len != padded)
 				return XDP_PASS;
-			return to_peer_path(ctx, path, cd_len, routed);
+			return to_peer_path(ctx, path, cd_len, payload_len - whole, routed);
 		}
 	}
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The kernel fast path's BPF program alone, on loopback in generic (SKB) XDP mode: it loads,
-# relays ChannelData client -> peer (header stripped, sent from the relay address) and peer ->
+# relays ChannelData client -> peer (header and any padding stripped, sent from the relay address) and peer ->
 # client (header added, sent from the listening address), counts both, and passes an unknown
 # channel to user space. Runs in a network and mount namespace of its own (its own `lo`, its
 # own bpffs), so no other process's loopback traffic meets the program. Paths are written with
@@ -61,9 +61,19 @@ p.sendto(b"from the peer", ("127.0.0.1", 50000))
 data, src = c.recvfrom(2048)
 assert (data, src) == (bytes([0x40, 0, 0, 13]) + b"from the peer", ("127.0.0.1", 3478)), (data, src)
 
+# ChannelData padded to a multiple of four (RFC 8656 §12.5 allows it over UDP): relayed
+# without the padding.
+for data_len in (1, 2, 3):
+    body = b"xyz"[:data_len]
+    c.sendto(bytes([0x40, 0, 0, data_len]) + body + bytes(4 - data_len), ("127.0.0.1", 3478))
+    data, src = p.recvfrom(2048)
+    assert (data, src) == (body, ("127.0.0.1", 50000)), (data, src)
+
 # What the program does not know reaches the user-space sockets untouched: another channel,
-# padded ChannelData, a STUN-looking datagram, another peer.
-for msg in (bytes([0x40, 1, 0, 3]) + b"abc", bytes([0x40, 0, 0, 3]) + b"abc\0", b"\0\x01\0\0" + bytes(16),
+# padding beyond the next multiple of four, a length longer than the datagram, a
+# STUN-looking datagram, another peer.
+for msg in (bytes([0x40, 1, 0, 3]) + b"abc", bytes([0x40, 0, 0, 3]) + b"abc" + bytes(5),
+            bytes([0x40, 0, 0, 9]) + b"abc\0", b"\0\x01\0\0" + bytes(16),
             bytes([0x40, 2, 0, 3]) + b"far"):
     c.sendto(msg, ("127.0.0.1", 3478))
     data, src = listener.recvfrom(2048)
@@ -81,11 +91,11 @@ p.setsockopt(socket.SOL_UDP, UDP_SEGMENT, 0)
 for want in (b"a" * 1000, b"b" * 1000):
     data, src = relay.recvfrom(4096)
     assert (data, src) == (want, ("127.0.0.5", 6000)), (len(data), src)
-print("relayed both ways; unknown traffic and a GSO batch passed to user space")
+print("relayed both ways, padding trimmed; unknown traffic and a GSO batch passed to user space")
 PY
 
 counters=$(bpftool -j map lookup pinned "$dir/maps/counters" key 7 0 0 0)
-expected='"to_peer_packets":1,"to_peer_bytes":100,"to_client_packets":1,"to_client_bytes":13'
+expected='"to_peer_packets":4,"to_peer_bytes":106,"to_client_packets":1,"to_client_bytes":13'
 if [[ $counters != *"$expected"* ]]; then
   echo "unexpected counters: $counters" >&2
   exit 1

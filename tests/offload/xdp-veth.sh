@@ -110,8 +110,9 @@ data, src = listener.recvfrom(2048)
 assert (data, src) == (bytes([0x40, 0, 0, 5]) + b"first", ("198.18.1.2", 40000)), (data, src)
 # User space relays it, as the relay would: this resolves the peer's neighbour entry.
 relay.sendto(data[4:], ("198.18.2.2", 6000))
-# 4. An unknown channel and a padded ChannelData reach the listener untouched.
-for want in (bytes([0x40, 1, 0, 3]) + b"abc", bytes([0x40, 0, 0, 3]) + b"abc\0"):
+# 4. An unknown channel and ChannelData padded beyond the next multiple of four reach the
+# listener untouched.
+for want in (bytes([0x40, 1, 0, 3]) + b"abc", bytes([0x40, 0, 0, 3]) + b"abc" + bytes(5)):
     data, src = listener.recvfrom(2048)
     assert (data, src) == (want, ("198.18.1.2", 40000)), (data, src)
 # 5. A peer without a path reaches the relay socket untouched.
@@ -135,7 +136,10 @@ p.sendto(b"from the peer", src)
 # 3. The client now sends in the kernel: 100 bytes arrive from the relay address.
 data, src = p.recvfrom(2048)
 assert (data, src) == (bytes(range(100)), ("198.18.2.1", 50000)), (data, src)
-print("peer got the first message via user space and the second via the kernel")
+# 4. Padded to a multiple of four: relayed in the kernel without the padding.
+data, src = p.recvfrom(2048)
+assert (data, src) == (b"abc", ("198.18.2.1", 50000)), (data, src)
+print("peer got the first message via user space and the next two via the kernel")
 # 5. A datagram from a port without a path goes to the relay socket.
 o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); o.bind(("198.18.2.2", 6001))
 o.sendto(b"unknown peer", ("198.18.2.1", 50000))
@@ -152,9 +156,10 @@ data, src = c.recvfrom(2048)
 assert (data, src) == (bytes([0x40, 0, 0, 13]) + b"from the peer", ("198.18.1.1", 3478)), (data, src)
 payload = bytes(range(100))
 c.sendto(bytes([0x40, 0, 0, len(payload)]) + payload, ("198.18.1.1", 3478))
-# 4. Not for the kernel: another channel, padded ChannelData.
-c.sendto(bytes([0x40, 1, 0, 3]) + b"abc", ("198.18.1.1", 3478))
+# 4. Padded ChannelData (for the kernel); another channel and too much padding (not).
 c.sendto(bytes([0x40, 0, 0, 3]) + b"abc\0", ("198.18.1.1", 3478))
+c.sendto(bytes([0x40, 1, 0, 3]) + b"abc", ("198.18.1.1", 3478))
+c.sendto(bytes([0x40, 0, 0, 3]) + b"abc" + bytes(5), ("198.18.1.1", 3478))
 print("client got the peer answer via the kernel")
 # 6. To the peer behind rc: 64 datagrams out of the interface they came in on.
 near = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); near.bind(("198.18.1.3", 6000)); near.settimeout(5)
@@ -168,7 +173,7 @@ wait "$peer_side"
 wait "$sockets"
 
 counters=$(bpftool -j map lookup pinned "$dir/maps/counters" key 7 0 0 0)
-expected='"to_peer_packets":1,"to_peer_bytes":100,"to_client_packets":1,"to_client_bytes":13'
+expected='"to_peer_packets":2,"to_peer_bytes":103,"to_client_packets":1,"to_client_bytes":13'
 if [[ $counters != *"$expected"* ]]; then
   echo "unexpected counters: $counters" >&2
   exit 1
