@@ -30,7 +30,7 @@ const MAGIC: [u8; 4] = *b"EEB1";
 /// Magic, sequence number, send time.
 pub(crate) const PAYLOAD_HEADER: usize = 4 + 8 + 8;
 /// The channel every allocation binds (each allocation has its own channel space).
-const CHANNEL: u16 = 0x4000;
+pub(crate) const CHANNEL: u16 = 0x4000;
 /// Scheduler tick of the fixed-rate sender.
 const TICK: Duration = Duration::from_millis(1);
 /// Packets sent between two yields of the saturating sender.

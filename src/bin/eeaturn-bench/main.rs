@@ -7,6 +7,8 @@
 //!   server's CPU time and memory (`--server-pid`).
 //! - `setup`: allocations per second, each with its 401 round and authenticated Allocate.
 //! - `memory`: the server's RSS growth per idle allocation with one permission and channel.
+//! - `hold`: sets up allocations with a channel each, prints their 5-tuples and keeps them,
+//!   for an external generator (`benches/veth-capacity.sh`).
 //!
 //! With `--json`, stdout carries one JSON line and the human summary goes to stderr.
 //! Every address must be a loopback address: this tool never sends anywhere else (the one
@@ -19,6 +21,7 @@
 )]
 
 mod hist;
+mod hold;
 mod load;
 mod procstat;
 mod setup;
@@ -60,6 +63,9 @@ enum Command {
     Setup(SetupArgs),
     /// Measures the server's memory per idle allocation (one permission, one channel).
     Memory(MemoryArgs),
+    /// Sets up allocations over UDP with a channel each to one peer, prints them as JSON and
+    /// keeps them until stdin closes, SIGTERM or SIGINT, or --seconds; then releases them.
+    Hold(HoldArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +183,24 @@ struct MemoryArgs {
     peer_port: u16,
 }
 
+#[derive(Debug, Args)]
+struct HoldArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Allocations to make and hold.
+    #[arg(long, default_value_t = 10)]
+    allocations: usize,
+    /// Peer address of each allocation's channel (0x4000).
+    #[arg(long, default_value = "127.0.2.1")]
+    peer_addr: IpAddr,
+    /// Peer port of the channels.
+    #[arg(long, default_value_t = 20_500)]
+    peer_port: u16,
+    /// The longest hold, seconds.
+    #[arg(long, default_value_t = 300.0)]
+    seconds: f64,
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -270,6 +294,34 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 r = r.rss_released_kib,
             );
             output(t, "memory", &summary, &r)
+        }
+        Command::Hold(a) => {
+            let t = &a.target;
+            check_loopback(&[t.server.ip(), t.client_addr, a.peer_addr])?;
+            check_count(a.allocations, t.concurrency)?;
+            if t.transport != Transport::Udp {
+                bail!("hold runs over UDP only");
+            }
+            let dialer = dialer(t, true)?;
+            let peer = SocketAddr::new(a.peer_addr, a.peer_port);
+            let limit = secs("--seconds", a.seconds)?;
+            let label = label(&t.label);
+            let released = hold::run(&dialer, a.allocations, t.concurrency, peer, limit, |r| {
+                // Always JSON: the line is for the generator; flushed before the hold begins.
+                println!("{}", serde_json::to_string(r)?);
+                std::io::Write::flush(&mut std::io::stdout())?;
+                eprintln!(
+                    "{label}holding {} allocations with a channel to {peer}",
+                    r.flows.len()
+                );
+                Ok(())
+            })
+            .await?;
+            eprintln!(
+                "{label}released {released} of {} allocations",
+                a.allocations
+            );
+            Ok(())
         }
     }
 }

@@ -376,6 +376,17 @@ impl Session {
         .map(|_| ())
     }
 
+    /// Refreshes the allocation for `lifetime` seconds (Refresh with LIFETIME).
+    ///
+    /// # Errors
+    ///
+    /// Fails when the server does not answer or refuses.
+    pub(crate) async fn refresh(&mut self, lifetime: u32) -> anyhow::Result<()> {
+        self.request(Method::REFRESH, |b| b.add_u32(attr::LIFETIME, lifetime))
+            .await
+            .map(|_| ())
+    }
+
     /// Releases the allocation (Refresh with LIFETIME 0).
     ///
     /// # Errors
