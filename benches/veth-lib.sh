@@ -67,7 +67,12 @@ pin_napi() {
   while read -r pid comm; do
     case "$comm" in
       napi/rc-*) taskset -pc "$SERVER_CPU" "$pid" >/dev/null ;;
-      napi/o-*) taskset -pc "$TOOL_CPU" "$pid" >/dev/null ;;
+      napi/o-*)
+        taskset -pc "$TOOL_CPU" "$pid" >/dev/null
+        # With VETH_OUTSIDE_NAPI_FIFO, the outside's receive preempts whatever else runs on
+        # the load's core (veth-capacity.sh: a generator that would otherwise starve it).
+        if [ -n "${VETH_OUTSIDE_NAPI_FIFO:-}" ]; then chrt -f -p 50 "$pid" >/dev/null; fi
+        ;;
     esac
   done < <(ps -eo pid=,comm=)
 }
