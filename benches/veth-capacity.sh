@@ -89,8 +89,20 @@ for a in "$LISTEN" "$RELAY"; do ino ip neigh replace "$a" lladdr "$RC_MAC" dev o
 
 # start_hold: the allocations, each with channel 0x4000 to the peer, set up and kept by
 # eeaturn-bench hold (until its stdin, a pipe from this script, closes); their 5-tuples in
-# $WORK/flows.json.
+# $WORK/flows.json. Three attempts: coturn, just after it first answered, now and then
+# refuses the next client's first datagram with an ICMP port unreachable.
 start_hold() {
+  local attempt
+  for attempt in 1 2 3; do
+    if start_hold_once; then return 0; fi
+    stop_hold
+    log "  eeaturn-bench hold failed (attempt $attempt of 3; $WORK/hold.log)"
+    sleep 1
+  done
+  return 1
+}
+
+start_hold_once() {
   rm -f "$WORK/flows.json" "$WORK/hold.in"
   mkfifo "$WORK/hold.in"
   ino taskset -c "$TOOL_CPU" "$BENCH" hold --server "$LISTEN:$PORT" --secret-file "$WORK/secret" \
@@ -101,7 +113,7 @@ start_hold() {
   local i
   for i in $(seq 1 100); do
     [ -s "$WORK/flows.json" ] && return 0
-    kill -0 "$HOLD_PID" 2>/dev/null || { echo "eeaturn-bench hold failed:" >&2; tail -n 5 "$WORK/hold.log" >&2; return 1; }
+    kill -0 "$HOLD_PID" 2>/dev/null || { grep -v '^ *[0-9]*: \|^ *at ' "$WORK/hold.log" | tail -n 3 >&2; return 1; }
     sleep 0.1
   done
   echo "eeaturn-bench hold: no allocations after 10 s" >&2
