@@ -84,7 +84,7 @@ fn an_expired_permission_takes_the_path_out_of_the_kernel() {
         let mut client = server.client("127.0.1.1", "alice").await;
         let relayed = client.allocate().await.expect("Allocate").relayed();
         client
-            .channel_bind(0x4001, peer.addr())
+            .channel_bind(CHANNEL, peer.addr())
             .await
             .expect("ChannelBind");
         // The permission was installed before this instant: it expires before `bound` + 300 s.
@@ -93,7 +93,7 @@ fn an_expired_permission_takes_the_path_out_of_the_kernel() {
         tokio::time::sleep_until(bound + PERMISSION_LIFETIME - Duration::from_secs(5)).await;
         exchange(&mut client, &peer, relayed, 1).await;
         tokio::time::sleep_until(bound + PERMISSION_LIFETIME + Duration::from_secs(1)).await;
-        client.send_channel_data(0x4001, &payload(2)).await;
+        client.send_channel_data(CHANNEL, &payload(2)).await;
         assert!(
             peer.try_recv(Duration::from_millis(500)).await.is_none(),
             "ChannelData reached the peer after the permission expired"
@@ -133,19 +133,30 @@ async fn start_required() -> Result<TestServer, String> {
     }
 }
 
-/// One ChannelData to the peer and one datagram back, each checked.
-async fn exchange(client: &mut common::TurnClient, peer: &Peer, relayed: SocketAddr, i: u64) {
+/// The client's channel in the expiry test.
+const CHANNEL: u16 = 0x4001;
+
+/// One ChannelData on `channel` to the peer and the `i`-th payload back, each checked.
+async fn exchange_on(
+    channel: u16,
+    client: &mut common::TurnClient,
+    peer: &Peer,
+    relayed: SocketAddr,
+    i: u64,
+) {
     let data = payload(i);
-    client.send_channel_data(0x4001, &data).await;
+    client.send_channel_data(channel, &data).await;
     assert_eq!(peer.recv().await, (data.clone(), relayed));
     peer.send_to(&data, relayed).await;
     assert_eq!(
         client.recv_relayed().await,
-        Relayed::Channel {
-            channel: 0x4001,
-            data
-        }
+        Relayed::Channel { channel, data }
     );
+}
+
+/// [`exchange_on`] on [`CHANNEL`].
+async fn exchange(client: &mut common::TurnClient, peer: &Peer, relayed: SocketAddr, i: u64) {
+    exchange_on(CHANNEL, client, peer, relayed, i).await;
 }
 
 /// Returns `Err(reason)` only when the fast path cannot be loaded here.
@@ -177,17 +188,7 @@ async fn relay_in_user_space(server: TestServer) {
         .await
         .expect("ChannelBind");
     for i in 0..5 {
-        let payload = payload(i);
-        client.send_channel_data(0x4002, &payload).await;
-        assert_eq!(peer.recv().await, (payload.clone(), relayed));
-        peer.send_to(&payload, relayed).await;
-        assert_eq!(
-            client.recv_relayed().await,
-            Relayed::Channel {
-                channel: 0x4002,
-                data: payload
-            }
-        );
+        exchange_on(0x4002, &mut client, &peer, relayed, i).await;
     }
     let stats = server.stop().await;
     assert_eq!((stats.packets_to_peer, stats.packets_to_client), (5, 5));
@@ -209,18 +210,7 @@ async fn relay_through_the_kernel(server: TestServer) {
         .expect("ChannelBind");
 
     for i in 0..COUNT {
-        let payload = payload(i);
-        client.send_channel_data(0x4001, &payload).await;
-        let (data, from) = peer.recv().await;
-        assert_eq!((data, from), (payload.clone(), relayed));
-        peer.send_to(&payload, relayed).await;
-        assert_eq!(
-            client.recv_relayed().await,
-            Relayed::Channel {
-                channel: 0x4001,
-                data: payload
-            }
-        );
+        exchange_on(0x4001, &mut client, &peer, relayed, i).await;
     }
 
     assert_eq!(client.refresh(0).await, Ok(0));
