@@ -4,7 +4,8 @@
 # Builds xdpgen (user space) and xdpgen.bpf.o (its XDP programs) into one directory:
 #   bash benches/xdpgen/build.sh [OUTDIR]      (default: benches/xdpgen/out)
 # The tool finds xdpgen.bpf.o next to its own executable. Installs clang and libbpf-dev
-# with apt-get when they are missing.
+# with apt-get when they are missing. XDPGEN_CFLAGS adds flags to both compilers (.ci/run
+# builds with -Werror).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -27,6 +28,8 @@ MULTIARCH="$( (gcc -print-multiarch || dpkg-architecture -qDEB_HOST_MULTIARCH) 2
 [ -n "$MULTIARCH" ] || MULTIARCH="$(uname -m)-linux-gnu"
 
 mkdir -p "$OUT"
-clang -O2 -g -Wall -target bpf -I"/usr/include/$MULTIARCH" -c "$HERE/xdpgen.bpf.c" -o "$OUT/xdpgen.bpf.o"
-"$CC" -O2 -Wall -Wextra -o "$OUT/xdpgen" "$HERE/xdpgen.c" -lbpf
+# shellcheck disable=SC2086 # XDPGEN_CFLAGS is a list of flags
+clang -O2 -g -Wall ${XDPGEN_CFLAGS:-} -target bpf -I"/usr/include/$MULTIARCH" -c "$HERE/xdpgen.bpf.c" -o "$OUT/xdpgen.bpf.o"
+# shellcheck disable=SC2086
+"$CC" -O2 -Wall -Wextra ${XDPGEN_CFLAGS:-} -o "$OUT/xdpgen" "$HERE/xdpgen.c" -lbpf
 echo "build.sh: built $OUT/xdpgen and $OUT/xdpgen.bpf.o" >&2
