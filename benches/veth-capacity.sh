@@ -107,7 +107,7 @@ start_hold_once() {
   mkfifo "$WORK/hold.in"
   ino taskset -c "$TOOL_CPU" "$BENCH" hold --server "$LISTEN:$PORT" --secret-file "$WORK/secret" \
     --client-addr "$CLIENT" --peer-addr "$PEER" --peer-port "$PEER_PORT" --allocations "$ALLOCS" \
-    --seconds 600 <"$WORK/hold.in" >"$WORK/flows.json" 2>>"$WORK/hold.log" &
+    --seconds "$HOLD_SECS" <"$WORK/hold.in" >"$WORK/flows.json" 2>>"$WORK/hold.log" &
   HOLD_PID=$!
   exec 7>"$WORK/hold.in"
   local i
@@ -142,6 +142,15 @@ else:
     print(",".join(f"{peer_port}:{port_of(f['relayed'])}:0" for f in held))
 PY
 }
+
+# The hold outlives one server's cells (each about warm-up + duration + 3 s) with a margin;
+# it ends sooner, when this script closes its stdin.
+ncells=0
+for load in $LOADS; do
+  case "$load" in fixed) ncells=$((ncells + 1)) ;; sweep) for _ in $SWEEP; do ncells=$((ncells + 1)); done ;; esac
+done
+ndirs=$(echo "$DIRECTIONS" | wc -w)
+HOLD_SECS=$(python3 -c "print(int($ndirs * $ncells * ($WARMUP + $DURATION + 3) + 120))")
 
 # snap FILE: the counters that say where a frame was lost, for the JSON line of a cell.
 snap() {

@@ -44,6 +44,8 @@ use crate::turn::{Dialer, Transport};
 const MAX_ALLOCATIONS: usize = 60_000;
 /// The longest measurement and warm-up, in seconds.
 const MAX_SECS: f64 = 600.0;
+/// The longest `hold`, in seconds (a day).
+const MAX_HOLD_SECS: f64 = 86_400.0;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -196,7 +198,7 @@ struct HoldArgs {
     /// Peer port of the channels.
     #[arg(long, default_value_t = 20_500)]
     peer_port: u16,
-    /// The longest hold, seconds.
+    /// The longest hold, seconds (at most a day).
     #[arg(long, default_value_t = 300.0)]
     seconds: f64,
 }
@@ -304,7 +306,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             let dialer = dialer(t, true)?;
             let peer = SocketAddr::new(a.peer_addr, a.peer_port);
-            let limit = secs("--seconds", a.seconds)?;
+            if !(a.seconds > 0.0 && a.seconds <= MAX_HOLD_SECS) {
+                bail!("--seconds must be more than 0 and at most {MAX_HOLD_SECS}");
+            }
+            let limit = Duration::from_secs_f64(a.seconds);
             let label = label(&t.label);
             let released = hold::run(&dialer, a.allocations, t.concurrency, peer, limit, |r| {
                 // Always JSON: the line is for the generator; flushed before the hold begins.
