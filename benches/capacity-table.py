@@ -28,7 +28,6 @@ def core(cell, cpu):
 def metrics(cell, server_cpu, load_cpu):
     m = {
         "delivered": cell["delivered_pps"],
-        "offered": cell["offered_pps"],
         "loss": cell["loss_pct"],
         "p50": cell["lat_p50_us"],
         "p99": cell["lat_p99_us"],

@@ -64,14 +64,6 @@ case "$RUNS$DURATION$RATE$PAYLOAD$ALLOCS${SWEEP// /}" in
   *[!0-9.]*) echo "--runs, --duration, --rate, --sweep, --payload and --allocations take numbers" >&2; exit 2 ;;
 esac
 [ "$ALLOCS" -ge 1 ] && [ "$ALLOCS" -le 64 ] || { echo "--allocations must be 1..64 (xdpgen's flows)" >&2; exit 2; }
-if [ "$(id -u)" -ne 0 ]; then
-  echo "benches/veth-capacity.sh needs root (network namespaces, threaded NAPI, BPF)" >&2
-  exit 1
-fi
-[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (load and relay pinned apart)" >&2; exit 1; }
-command -v ethtool >/dev/null || apt-get install -y --no-install-recommends ethtool >/dev/null
-ensure_coturn || { echo "could not install coturn" >&2; exit 1; }
-
 VETH_NAME=veth-capacity
 VETH_OUTSIDE_NAPI_FIFO=1
 HOLD_PID=""

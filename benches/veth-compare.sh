@@ -55,14 +55,6 @@ done
 case "$RUNS$DURATION$RATE$GSO$PAYLOAD$ALLOCS" in
   *[!0-9.]*) echo "--runs, --duration, --rate, --gso, --payload and --allocations take numbers" >&2; exit 2 ;;
 esac
-if [ "$(id -u)" -ne 0 ]; then
-  echo "benches/veth-compare.sh needs root (network namespaces, threaded NAPI, BPF)" >&2
-  exit 1
-fi
-[ "$(nproc)" -ge 2 ] || { echo "needs 2 CPUs (tool and relay pinned apart)" >&2; exit 1; }
-command -v ethtool >/dev/null || apt-get install -y --no-install-recommends ethtool >/dev/null
-ensure_coturn || { echo "could not install coturn" >&2; exit 1; }
-
 VETH_NAME=veth-compare
 # shellcheck source=veth-lib.sh
 source "$REPO/benches/veth-lib.sh"

@@ -1,8 +1,9 @@
 # Shared by benches/veth-compare.sh and benches/veth-capacity.sh: the two namespaces joined
 # by a veth pair, the server configurations, and starting and stopping coturn, eeaturn and
 # eeaturn with the kernel fast path on the relay's core. Sourced after tests/interop/lib.sh;
-# the caller sets VETH_NAME (its name, for the work directory and the config comments) and
-# has checked root, two CPUs, ethtool and coturn. Sets WORK, EEATURN, BENCH, R and O, and
+# the caller sets VETH_NAME (its name, for the work directory and the config comments).
+# Checks root and two CPUs, installs ethtool and coturn when missing, and sets WORK, EEATURN,
+# BENCH, R and O, and
 # installs the EXIT trap that deletes the namespaces (after the caller's veth_cleanup_first,
 # when it defines one).
 #
@@ -14,6 +15,14 @@
 # side's NAPI thread is pinned to the server's core and the outside's to the load's, so that
 # everything the relay host does for a packet (receive, XDP or socket and relay process,
 # transmit) lands on CPU 1, for every server alike.
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "benches/$VETH_NAME.sh needs root (network namespaces, threaded NAPI, BPF)" >&2
+  exit 1
+fi
+[ "$(nproc)" -ge 2 ] || { echo "benches/$VETH_NAME.sh needs 2 CPUs (load and relay pinned apart)" >&2; exit 1; }
+command -v ethtool >/dev/null || apt-get install -y --no-install-recommends ethtool >/dev/null
+ensure_coturn || { echo "could not install coturn" >&2; exit 1; }
 
 (cd "$REPO" && cargo build --release --locked --bin eeaturn --bin eeaturn-bench >/dev/null)
 EEATURN="$REPO/target/release/eeaturn"

@@ -540,6 +540,15 @@ static int run_frames(struct gen_state *g, int n)
 	return 0;
 }
 
+// A failed first test run means nothing can be generated at all: stop with the likely cause.
+// Later failures are counted (run_frames) and the run goes on.
+static void die_if_first_call(const struct gen_state *g, const char *dev)
+{
+	if (g->calls == 1)
+		die("the first test run failed, nothing can be generated (needs kernel >= 5.18 for "
+		    "BPF_F_TEST_XDP_LIVE_FRAMES, and a driver on %s that transmits XDP frames)", dev);
+}
+
 // Takes the /proc/stat samples when the clock crosses the window's edges. True once past the end.
 static bool window_edges(struct stat_sample *s0, struct stat_sample *s1, uint64_t now,
 			 uint64_t win_start, uint64_t win_end)
@@ -780,10 +789,7 @@ int main(int argc, char **argv)
 			if (r == -EINTR && g_stop)
 				break;
 			if (r) {
-				if (g.calls == 1)
-					die("the first test run failed, nothing can be generated (needs kernel "
-					    ">= 5.18 for BPF_F_TEST_XDP_LIVE_FRAMES, and a driver on %s that "
-					    "transmits XDP frames)", dev);
+				die_if_first_call(&g, dev);
 				struct timespec ms = {0, (long)NS_PER_MS};
 				nanosleep(&ms, NULL);
 				continue;
@@ -826,10 +832,7 @@ int main(int argc, char **argv)
 				if (r == -EINTR && g_stop)
 					break;
 				if (r) {
-					if (g.calls == 1)
-						die("the first test run failed, nothing can be generated (needs "
-						    "kernel >= 5.18 for BPF_F_TEST_XDP_LIVE_FRAMES, and a driver "
-						    "on %s that transmits XDP frames)", dev);
+					die_if_first_call(&g, dev);
 					break;
 				}
 				sent += (uint64_t)n;
